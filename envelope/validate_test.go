@@ -1,0 +1,159 @@
+package envelope
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fixedClock returns Limits whose clock and receive time are at.
+func fixedClock(at time.Time) Limits {
+	return Limits{ReceivedAt: at, Now: func() time.Time { return at }}
+}
+
+func TestValidate(t *testing.T) {
+	t0 := goldenT0
+	edit := func(f func(e *Envelope)) *Envelope {
+		e := goldenAllFields()
+		f(e)
+		return e
+	}
+	tests := []struct {
+		name   string
+		e      *Envelope
+		limits Limits
+		want   error // nil: valid
+		field  string
+		detail string // substring of FieldError.Detail
+	}{
+		{"valid", goldenAllFields(), fixedClock(t0), nil, "", ""},
+		{"valid non-standard type", edit(func(e *Envelope) { e.PayloadType = "billing.invoice_v2" }), fixedClock(t0), nil, "", ""},
+		{"nil envelope", nil, fixedClock(t0), ErrMissingField, "", "nil"},
+		{"missing id", edit(func(e *Envelope) { e.ID = "" }), fixedClock(t0), ErrMissingField, "id", ""},
+		{"missing version", edit(func(e *Envelope) { e.Version = "" }), fixedClock(t0), ErrMissingField, "version", ""},
+		{"missing sender", edit(func(e *Envelope) { e.Sender = "" }), fixedClock(t0), ErrMissingField, "sender", ""},
+		{"missing recipient", edit(func(e *Envelope) { e.Recipient = "" }), fixedClock(t0), ErrMissingField, "recipient", ""},
+		{"missing payload type", edit(func(e *Envelope) { e.PayloadType = "" }), fixedClock(t0), ErrMissingField, "payload_type", ""},
+		{"missing timestamp", edit(func(e *Envelope) { e.Timestamp = time.Time{} }), fixedClock(t0), ErrMissingField, "timestamp", ""},
+		{"id too long", edit(func(e *Envelope) { e.ID = strings.Repeat("a", 129) }), fixedClock(t0), ErrInvalidField, "id", "129 bytes"},
+		{"id 128 bytes", edit(func(e *Envelope) { e.ID = strings.Repeat("a", 128) }), fixedClock(t0), nil, "", ""},
+		{"id with space", edit(func(e *Envelope) { e.ID = "a b" }), fixedClock(t0), ErrInvalidField, "id", "' '"},
+		{"id with newline", edit(func(e *Envelope) { e.ID = "a\r\nb" }), fixedClock(t0), ErrInvalidField, "id", `'\r'`},
+		{"id with DEL", edit(func(e *Envelope) { e.ID = "a\x7f" }), fixedClock(t0), ErrInvalidField, "id", ""},
+		{"id with star", edit(func(e *Envelope) { e.ID = "a*" }), fixedClock(t0), ErrInvalidField, "id", "'*'"},
+		{"id with gt", edit(func(e *Envelope) { e.ID = "a>" }), fixedClock(t0), ErrInvalidField, "id", "'>'"},
+		{"id with no-break space", edit(func(e *Envelope) { e.ID = "a\u00a0b" }), fixedClock(t0), ErrInvalidField, "id", ""},
+		{"id with unicode letter", edit(func(e *Envelope) { e.ID = "idé" }), fixedClock(t0), nil, "", ""},
+		{"bad payload type", edit(func(e *Envelope) { e.PayloadType = "Task.Request" }), fixedClock(t0), ErrInvalidField, "payload_type", ""},
+		{"empty extension key", edit(func(e *Envelope) { e.Extensions[""] = "x" }), fixedClock(t0), ErrInvalidField, "extensions", "empty key"},
+		{"sender not UTF-8", edit(func(e *Envelope) { e.Sender = "a\xffb" }), fixedClock(t0), ErrInvalidField, "sender", "UTF-8"},
+		{"extension value not UTF-8", edit(func(e *Envelope) { e.Extensions["k"] = "\xc3" }), fixedClock(t0), ErrInvalidField, "extensions", "UTF-8"},
+		{"timestamp at the skew limit ahead", edit(func(e *Envelope) { e.Timestamp = t0.Add(DefaultMaxClockSkew) }), fixedClock(t0), nil, "", ""},
+		{"timestamp ahead", edit(func(e *Envelope) { e.Timestamp = t0.Add(DefaultMaxClockSkew + 1) }), fixedClock(t0), ErrBadTimestamp, "timestamp", "5m0.000000001s ahead"},
+		{"timestamp behind", edit(func(e *Envelope) { e.Timestamp = t0.Add(-6 * time.Minute) }), fixedClock(t0), ErrBadTimestamp, "timestamp", "6m0s behind"},
+		{"timestamp behind, custom skew", edit(func(e *Envelope) { e.Timestamp = t0.Add(-2 * time.Second) }),
+			Limits{ReceivedAt: t0, Now: func() time.Time { return t0 }, MaxClockSkew: time.Second}, ErrBadTimestamp, "timestamp", "2s behind"},
+		{"timestamp far off, skew ignored", edit(func(e *Envelope) { e.Timestamp = t0.Add(-24 * time.Hour) }),
+			Limits{IgnoreClockSkew: true, Now: func() time.Time { return t0 }}, nil, "", ""},
+		{"receive time defaults to Now", edit(func(e *Envelope) { e.Timestamp = t0.Add(-time.Hour) }),
+			Limits{Now: func() time.Time { return t0.Add(-time.Hour) }}, nil, "", ""},
+		{"receive time separate from Now", goldenAllFields(),
+			Limits{ReceivedAt: t0, Now: func() time.Time { return t0.Add(time.Hour) }}, ErrExpired, "deadline", "passed 58m30s ago"},
+		{"deadline passed", edit(func(e *Envelope) { e.Deadline = t0.Add(-time.Nanosecond) }), fixedClock(t0), ErrExpired, "deadline", "passed 1ns ago"},
+		{"deadline exactly now", edit(func(e *Envelope) { e.Deadline = t0 }), fixedClock(t0), nil, "", ""},
+		{"no deadline", edit(func(e *Envelope) { e.Deadline = time.Time{} }), fixedClock(t0.Add(100 * time.Hour)),
+			ErrBadTimestamp, "timestamp", "behind"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.e.Validate(tt.limits)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Validate = %v, want %v", err, tt.want)
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate = %T, want *FieldError", err)
+			}
+			if fe.Field != tt.field || !strings.Contains(fe.Detail, tt.detail) {
+				t.Errorf("FieldError{Field: %q, Detail: %q}, want field %q and detail containing %q", fe.Field, fe.Detail, tt.field, tt.detail)
+			}
+		})
+	}
+}
+
+func TestValidateUsesTimeNowByDefault(t *testing.T) {
+	e, err := New("a", "b", TaskRequest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Validate(Limits{}); err != nil {
+		t.Errorf("fresh envelope with default limits: %v", err)
+	}
+	e.Deadline = time.Now().Add(-time.Minute)
+	if err := e.Validate(Limits{}); !errors.Is(err, ErrExpired) {
+		t.Errorf("deadline a minute ago with default clock: %v, want ErrExpired", err)
+	}
+	e.Deadline = time.Time{}
+	e.Timestamp = time.Now().Add(-DefaultMaxClockSkew - time.Minute)
+	if err := e.Validate(Limits{}); !errors.Is(err, ErrBadTimestamp) {
+		t.Errorf("timestamp beyond the default skew: %v, want ErrBadTimestamp", err)
+	}
+}
+
+func TestFieldErrorMessage(t *testing.T) {
+	tests := map[string]*FieldError{
+		"envelope: missing field: sender":          {Field: "sender", Err: ErrMissingField},
+		"envelope: invalid field: id: too long":    {Field: "id", Err: ErrInvalidField, Detail: "too long"},
+		"envelope: malformed: offset 0: not a map": {Err: ErrMalformed, Detail: "offset 0: not a map"},
+		"envelope: field error: x":                 {Field: "x"},
+	}
+	for want, fe := range tests {
+		if got := fe.Error(); got != want {
+			t.Errorf("Error() = %q, want %q", got, want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	data := mustMarshal(t, goldenAllFields())
+	e, err := Parse(data, fixedClock(goldenT0))
+	if err != nil || e.ID != goldenAllFields().ID {
+		t.Fatalf("Parse = %v, %v", e, err)
+	}
+	tests := []struct {
+		name   string
+		data   []byte
+		limits Limits
+		want   error
+		env    bool // an envelope is returned with the error
+	}{
+		{"too large", data, Limits{MaxSize: len(data) - 1}, ErrTooLarge, false},
+		{"too large before decoding", append([]byte{0xc1}, make([]byte, DefaultMaxSize)...), Limits{}, ErrTooLarge, false},
+		{"exactly the limit", data, Limits{MaxSize: len(data), ReceivedAt: goldenT0, Now: fixedClock(goldenT0).Now}, nil, true},
+		{"malformed", data[:10], fixedClock(goldenT0), ErrMalformed, false},
+		{"missing field", mustMarshal(t, &Envelope{ID: "x"}), fixedClock(goldenT0), ErrMissingField, true},
+		{"bad timestamp", data, fixedClock(goldenT0.Add(time.Hour)), ErrBadTimestamp, true},
+		{"expired", data, Limits{IgnoreClockSkew: true, Now: func() time.Time { return goldenT0.Add(time.Hour) }}, ErrExpired, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := Parse(tt.data, tt.limits)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Parse error = %v, want %v", err, tt.want)
+			}
+			if (e != nil) != tt.env {
+				t.Errorf("Parse returned envelope %v, want one: %v", e, tt.env)
+			}
+			if tt.want == ErrTooLarge && !strings.Contains(err.Error(), "limit") {
+				t.Errorf("too-large error %q does not give the sizes", err)
+			}
+		})
+	}
+}
