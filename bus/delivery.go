@@ -1,0 +1,101 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Delivery is one delivery of a JetStream message to a consumer, with the
+// metadata the runtime decides on and the ways to settle it. Exactly one of
+// Ack, Nak, NakWithDelay or Term should end it; InProgress may be called
+// any number of times before that to reset the server's AckWait timer.
+type Delivery struct {
+	msg jetstream.Msg
+
+	// Subject is the subject the message was published on.
+	Subject string
+	// Data is the message body. It is owned by the delivery: do not keep
+	// it after settling unless you copy it.
+	Data []byte
+	// Header holds the message headers (nil when there are none).
+	Header nats.Header
+	// NumDelivered counts deliveries of this message, starting at 1.
+	NumDelivered uint64
+	// StreamSeq is the message's sequence in its stream (stable across
+	// redeliveries; it identifies the message).
+	StreamSeq uint64
+	// ConsumerSeq is this delivery's sequence in the consumer.
+	ConsumerSeq uint64
+	// Published is when the server stored the message.
+	Published time.Time
+	// Pending is how many messages the consumer had left after this one.
+	Pending uint64
+	// Stream and Consumer name where the delivery comes from.
+	Stream, Consumer string
+}
+
+// newDelivery wraps m, reading its metadata from the ack subject.
+func newDelivery(m jetstream.Msg) (*Delivery, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("bus: delivery metadata: %w", err)
+	}
+	return &Delivery{
+		msg:          m,
+		Subject:      m.Subject(),
+		Data:         m.Data(),
+		Header:       m.Headers(),
+		NumDelivered: md.NumDelivered,
+		StreamSeq:    md.Sequence.Stream,
+		ConsumerSeq:  md.Sequence.Consumer,
+		Published:    md.Timestamp,
+		Pending:      md.NumPending,
+		Stream:       md.Stream,
+		Consumer:     md.Consumer,
+	}, nil
+}
+
+// Ack acknowledges the delivery: the server removes a work-queue task. The
+// acknowledgement itself is not confirmed (see AckSync); if it is lost, the
+// message is redelivered after AckWait.
+func (d *Delivery) Ack() error { return wrapSettle("ack", d.msg.Ack()) }
+
+// AckSync acknowledges the delivery and waits for the server to confirm.
+func (d *Delivery) AckSync(ctx context.Context) error {
+	return wrapSettle("ack", d.msg.DoubleAck(ctx))
+}
+
+// Nak asks for immediate redelivery.
+func (d *Delivery) Nak() error { return wrapSettle("nak", d.msg.Nak()) }
+
+// NakWithDelay asks for redelivery after delay; the server does the waiting.
+func (d *Delivery) NakWithDelay(delay time.Duration) error {
+	return wrapSettle("nak", d.msg.NakWithDelay(delay))
+}
+
+// InProgress tells the server the delivery is still being worked on,
+// restarting its AckWait timer.
+func (d *Delivery) InProgress() error { return wrapSettle("in-progress", d.msg.InProgress()) }
+
+// Term ends the delivery for good: the server never redelivers it. The
+// reason is recorded in the server's advisory.
+func (d *Delivery) Term(reason string) error {
+	if reason == "" {
+		return wrapSettle("term", d.msg.Term())
+	}
+	return wrapSettle("term", d.msg.TermWithReason(reason))
+}
+
+// Msg returns the underlying jetstream message.
+func (d *Delivery) Msg() jetstream.Msg { return d.msg }
+
+func wrapSettle(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("bus: %s: %w", op, err)
+}

@@ -1,0 +1,23 @@
+package bus
+
+import "errors"
+
+var (
+	// ErrConfigConflict is returned by [Provision] and [NewSubscriber] when a
+	// stream, bucket or consumer already exists with a configuration that
+	// differs from the requested one. jetagent never changes an existing
+	// stream silently: migrate it by hand or change the requested settings.
+	ErrConfigConflict = errors.New("bus: existing configuration conflicts")
+
+	// ErrInvalidName is returned when an agent, client or prefix name cannot
+	// be used as a NATS subject token or stream name.
+	ErrInvalidName = errors.New("bus: invalid name")
+
+	// ErrClosed is returned by operations on a closed connection, publisher
+	// or subscriber.
+	ErrClosed = errors.New("bus: closed")
+
+	// ErrDataDirLocked is returned by [StartEmbedded] when another process
+	// already runs an embedded server on the same data directory.
+	ErrDataDirLocked = errors.New("bus: data directory in use by another process")
+)

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package bus
+
+// lockDir is a no-op where advisory file locks are not available: do not
+// point two embedded servers at one data directory there.
+func lockDir(string) (func(), error) { return func() {}, nil }

@@ -1,0 +1,124 @@
+package bus_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func newEnvelope(t testing.TB, payload any) *envelope.Envelope {
+	t.Helper()
+	env, err := envelope.New("tester", "echo", envelope.TaskRequest, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func TestPublishEnvelopeSetsHeadersAndDeduplicates(t *testing.T) {
+	topo := bus.Topology{Memory: true}
+	_, conn := natstest.Provisioned(t, topo)
+	pub := bus.NewPublisher(conn.JetStream())
+	ctx := ctxT(t)
+	env := newEnvelope(t, map[string]any{"n": 1})
+	subject := topo.TaskSubject("echo", envelope.TaskRequest)
+
+	ack, err := pub.PublishEnvelope(ctx, subject, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Duplicate || ack.Stream != topo.TasksStream() || ack.Sequence != 1 {
+		t.Fatalf("first ack = %+v", ack)
+	}
+	again, err := pub.PublishEnvelope(ctx, subject, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Sequence != 1 {
+		t.Fatalf("re-send ack = %+v, want a duplicate of sequence 1", again)
+	}
+
+	raw, err := conn.JetStream().Stream(ctx, topo.TasksStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := raw.Info(ctx)
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages, want 1", info.State.Msgs)
+	}
+	msg, err := raw.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msg.Header.Get(bus.HeaderMsgID); got != env.ID {
+		t.Errorf("Nats-Msg-Id = %q, want %q", got, env.ID)
+	}
+	if got := msg.Header.Get(bus.HeaderContentType); got != envelope.ContentType {
+		t.Errorf("Content-Type = %q", got)
+	}
+	tp := msg.Header.Get(bus.HeaderTraceParent)
+	if !strings.HasPrefix(tp, "00-"+env.TraceID+"-") || len(tp) != 55 {
+		t.Errorf("traceparent = %q, want 00-<trace id>-<16 hex>-01", tp)
+	}
+	var back envelope.Envelope
+	if err := envelope.Unmarshal(msg.Data, &back); err != nil || back.ID != env.ID {
+		t.Fatalf("stored body does not decode to the envelope: %v", err)
+	}
+}
+
+func TestPublishToSubjectWithoutStreamFails(t *testing.T) {
+	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
+	pub := bus.NewPublisher(conn.JetStream())
+	_, err := pub.PublishEnvelope(ctxT(t), "nowhere.at.all", newEnvelope(t, nil))
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !strings.Contains(err.Error(), "nowhere.at.all") {
+		t.Fatalf("err = %v, want ErrNoStreamResponse naming the subject", err)
+	}
+	_ = pub.Close()
+	if _, err := pub.PublishEnvelope(ctxT(t), "jetagent.tasks.echo.task.request", newEnvelope(t, nil)); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func TestPublishBatchAcksEveryMessage(t *testing.T) {
+	topo := bus.Topology{Memory: true}
+	_, conn := natstest.Provisioned(t, topo)
+	pub := bus.NewPublisher(conn.JetStream())
+	const n = 5000 // more than the in-flight window
+	msgs := make([]*nats.Msg, 0, n+1)
+	for i := range n {
+		m, err := bus.EnvelopeMsg(topo.TaskSubject("echo", envelope.TaskRequest), newEnvelope(t, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+	}
+	// One bad message in the middle must not hide the others' acks.
+	msgs = append(msgs[:n/2], append([]*nats.Msg{{Subject: "nowhere", Data: []byte("x")}}, msgs[n/2:]...)...)
+	acks, err := pub.PublishBatch(ctxT(t), msgs)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("message %d to nowhere", n/2)) {
+		t.Fatalf("err = %v, want the failure of message %d", err, n/2)
+	}
+	seen := make(map[uint64]bool, n)
+	for i, a := range acks {
+		if i == n/2 {
+			if a.Sequence != 0 {
+				t.Errorf("failed message has ack %+v", a)
+			}
+			continue
+		}
+		if a.Sequence == 0 || seen[a.Sequence] {
+			t.Fatalf("ack %d = %+v: missing or repeated sequence", i, a)
+		}
+		seen[a.Sequence] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d acks, want %d", len(seen), n)
+	}
+}

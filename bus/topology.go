@@ -1,0 +1,227 @@
+package bus
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of [Topology].
+const (
+	DefaultPrefix          = "jetagent"
+	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultReplyMaxAge     = time.Hour
+	DefaultSnapshotHistory = 5
+)
+
+// Topology names and configures everything jetagent keeps on the server:
+// the tasks stream (work-queue retention: a task is gone once settled), the
+// replies stream, the dead-letter stream (limits retention, nothing
+// discarded unless DLQMaxAge or DLQMaxBytes is set; when full, new dead
+// letters are refused rather than old ones dropped) and the snapshot KV
+// bucket. The zero value is the default topology with prefix "jetagent".
+type Topology struct {
+	// Prefix is the first subject token and the stream name stem.
+	// Zero: "jetagent". Letters, digits, '-' and '_' only.
+	Prefix string
+
+	// Replicas is the replication factor of every stream and bucket
+	// (1, 3 or 5 on a cluster). Zero: 1.
+	Replicas int
+
+	// Memory keeps the streams in memory instead of files (tests, benchmarks).
+	Memory bool
+
+	// DuplicateWindow is how long the server remembers message ids to drop
+	// re-sent copies. Zero: 2 minutes.
+	DuplicateWindow time.Duration
+
+	// TasksMaxBytes caps the tasks stream; when full, publishing a task
+	// fails instead of discarding an older one. Zero: no cap.
+	TasksMaxBytes int64
+
+	// ReplyMaxAge is how long replies are kept for clients that reconnect
+	// late. Zero: 1 hour.
+	ReplyMaxAge time.Duration
+
+	// DLQMaxAge and DLQMaxBytes bound the dead-letter stream. Zero: keep
+	// everything until an operator purges it.
+	DLQMaxAge   time.Duration
+	DLQMaxBytes int64
+
+	// SnapshotHistory is how many revisions per task the snapshot bucket
+	// keeps (1..64). Zero: 5.
+	SnapshotHistory int
+
+	// SnapshotTTL removes snapshots not updated for this long. Zero: never.
+	SnapshotTTL time.Duration
+}
+
+// prefix returns the configured or default prefix.
+func (t Topology) prefix() string {
+	if t.Prefix == "" {
+		return DefaultPrefix
+	}
+	return t.Prefix
+}
+
+func (t Topology) streamName(kind string) string {
+	return strings.ToUpper(strings.ReplaceAll(t.prefix(), "-", "_")) + "_" + kind
+}
+
+// TasksStream returns the name of the tasks stream, e.g. "JETAGENT_TASKS".
+func (t Topology) TasksStream() string { return t.streamName("TASKS") }
+
+// RepliesStream returns the name of the replies stream.
+func (t Topology) RepliesStream() string { return t.streamName("REPLIES") }
+
+// DLQStream returns the name of the dead-letter stream.
+func (t Topology) DLQStream() string { return t.streamName("DLQ") }
+
+// SnapshotBucket returns the name of the snapshot KV bucket.
+func (t Topology) SnapshotBucket() string { return t.streamName("SNAPSHOTS") }
+
+// TaskSubject returns the subject tasks of the given type for agent are
+// published on: "<prefix>.tasks.<agent>.<payload_type>".
+func (t Topology) TaskSubject(agent string, typ envelope.PayloadType) string {
+	return t.prefix() + ".tasks." + agent + "." + string(typ)
+}
+
+// AgentTasks returns the filter matching every task subject of agent.
+func (t Topology) AgentTasks(agent string) string {
+	return t.prefix() + ".tasks." + agent + ".>"
+}
+
+// DLQSubject returns the subject a dead letter of agent's task type goes to.
+func (t Topology) DLQSubject(agent string, typ envelope.PayloadType) string {
+	return t.prefix() + ".dlq." + agent + "." + string(typ)
+}
+
+// ReplySubject returns the reply subject of a client: replies published
+// there are kept by the replies stream and delivered live to subscribers.
+func (t Topology) ReplySubject(client string) string {
+	return t.prefix() + ".replies." + client
+}
+
+// Validate reports a Topology that cannot be provisioned, wrapping
+// ErrInvalidName for a bad prefix.
+func (t Topology) Validate() error {
+	if err := ValidateName(t.prefix()); err != nil {
+		return fmt.Errorf("topology prefix: %w", err)
+	}
+	if t.Replicas < 0 || t.Replicas > 5 {
+		return fmt.Errorf("bus: topology: replicas must be 1..5, got %d", t.Replicas)
+	}
+	if t.SnapshotHistory < 0 || t.SnapshotHistory > 64 {
+		return fmt.Errorf("bus: topology: snapshot history must be 1..64, got %d", t.SnapshotHistory)
+	}
+	return nil
+}
+
+// ValidateName checks that name (an agent, client or prefix) is a single
+// subject token of letters, digits, '-' and '_', at most 64 bytes. It
+// returns an error wrapping ErrInvalidName otherwise.
+func ValidateName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("%w: %q must be 1..64 bytes", ErrInvalidName, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%w: %q: only letters, digits, '-' and '_' are allowed", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+func (t Topology) replicas() int {
+	if t.Replicas == 0 {
+		return 1
+	}
+	return t.Replicas
+}
+
+func (t Topology) storage() jetstream.StorageType {
+	if t.Memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+func (t Topology) duplicates() time.Duration {
+	if t.DuplicateWindow == 0 {
+		return DefaultDuplicateWindow
+	}
+	return t.DuplicateWindow
+}
+
+func bytesLimit(v int64) int64 {
+	if v == 0 {
+		return -1
+	}
+	return v
+}
+
+// streamConfigs returns the desired configuration of every stream.
+func (t Topology) streamConfigs() []jetstream.StreamConfig {
+	p := t.prefix()
+	replyAge := t.ReplyMaxAge
+	if replyAge == 0 {
+		replyAge = DefaultReplyMaxAge
+	}
+	return []jetstream.StreamConfig{
+		{
+			Name:        t.TasksStream(),
+			Description: "jetagent tasks (work queue: a task is removed once settled)",
+			Subjects:    []string{p + ".tasks.>"},
+			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxBytes:    bytesLimit(t.TasksMaxBytes),
+			Storage:     t.storage(),
+			Replicas:    t.replicas(),
+			Duplicates:  t.duplicates(),
+		},
+		{
+			Name:        t.RepliesStream(),
+			Description: "jetagent replies, kept for late or reconnecting clients",
+			Subjects:    []string{p + ".replies.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      replyAge,
+			MaxBytes:    -1,
+			Storage:     t.storage(),
+			Replicas:    t.replicas(),
+			Duplicates:  t.duplicates(),
+		},
+		{
+			Name:        t.DLQStream(),
+			Description: "jetagent dead letters (nothing discarded automatically unless limits are set)",
+			Subjects:    []string{p + ".dlq.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardNew,
+			MaxAge:      t.DLQMaxAge,
+			MaxBytes:    bytesLimit(t.DLQMaxBytes),
+			Storage:     t.storage(),
+			Replicas:    t.replicas(),
+			Duplicates:  t.duplicates(),
+		},
+	}
+}
+
+func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
+	hist := t.SnapshotHistory
+	if hist == 0 {
+		hist = DefaultSnapshotHistory
+	}
+	return []jetstream.KeyValueConfig{{
+		Bucket:      t.SnapshotBucket(),
+		Description: "jetagent task snapshots, key <agent>.<task>",
+		History:     uint8(hist),
+		TTL:         t.SnapshotTTL,
+		Storage:     t.storage(),
+		Replicas:    t.replicas(),
+	}}
+}

@@ -1,0 +1,520 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const wmStream = "WMTEST"
+
+// wmServer starts a server with a limits-retention stream capturing
+// "wmtest.>", where every watermill test topic lives.
+func wmServer(t *testing.T) *bus.EmbeddedServer {
+	t.Helper()
+	srv := natstest.Start(t, natstest.Options{})
+	conn := natstest.Connect(t, srv)
+	_, err := conn.JetStream().CreateStream(ctxT(t), jetstream.StreamConfig{
+		Name:      wmStream,
+		Subjects:  []string{"wmtest.>"},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.MemoryStorage,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// wmPubSub returns a constructor of the conformance suite: each call gets
+// its own connection (closed when the calling test ends, which also ends
+// any subscription the suite forgets to close) and a subscriber of group.
+func wmPubSub(srv *bus.EmbeddedServer, consumer bus.ConsumerConfig) tests.ConsumerGroupPubSubConstructor {
+	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		conn := natstest.Connect(t, srv)
+		sub, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{
+			Stream: wmStream, ConsumerGroup: group, Consumer: consumer,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bus.NewPublisher(conn.JetStream()), sub
+	}
+}
+
+func wmTopic(tctx tests.TestContext) string { return "wmtest." + string(tctx.TestID) }
+
+// runSuiteTests runs the given tests of watermill's suite as parallel
+// subtests, each with a fresh test ID.
+func runSuiteTests(t *testing.T, features tests.Features, newPubSub tests.PubSubConstructor,
+	suite map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor),
+) {
+	for name, test := range suite {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, tests.TestContext{TestID: tests.NewTestID(), Features: features}, newPubSub)
+		})
+	}
+}
+
+// TestWatermillConformance runs watermill's whole pub/sub suite with every
+// subscriber in a consumer group (the plain constructor uses group "suite",
+// as watermill's Kafka and SQL adapters do). Features claimed:
+//   - ConsumerGroups: a group is one durable consumer per topic; with limits
+//     retention every group receives every message.
+//   - Persistent: messages live in the stream, not in the subscriber.
+//   - not NewSubscriberReceivesOldMessages: a new member of a group resumes
+//     where the group is (groupless subscribers do receive old messages:
+//     TestWatermillConformanceGroupless).
+//   - not GuaranteedOrder: a Nack'ed message comes back after those already
+//     pulled (TestWatermillConformanceOrdered covers the strict setting).
+//   - not ExactlyOnceDelivery: delivery is at least once.
+//   - no RestartServiceCommand: reconnects are proved by the integration
+//     suites, which restart a real server.
+//
+// MaxDeliver is raised from the default 10: TestContinueAfterErrors Nacks
+// every message about nine times within one group, and watermill expects a
+// Nack'ed message back however often it failed.
+func TestWatermillConformance(t *testing.T) {
+	srv := wmServer(t)
+	newPubSub := wmPubSub(srv, bus.ConsumerConfig{MaxDeliver: 100})
+	tests.TestPubSub(t, tests.Features{
+		ConsumerGroups:    true,
+		Persistent:        true,
+		GenerateTopicFunc: wmTopic,
+	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
+		return newPubSub(t, "suite")
+	}, newPubSub)
+}
+
+// TestWatermillConformanceGroupless runs the suite's tests on groupless
+// subscribers (a consumer per Subscribe call, from the stream's start),
+// claiming NewSubscriberReceivesOldMessages. Left out: the order tests (not
+// claimed), TestReconnect (no restart command), TestConsumerGroups (no
+// group) and TestConcurrentSubscribe: its 50 subscribers each receive all
+// 5000 messages, and watermill's multiplier merging them leaves 49
+// goroutines blocked forever on a send nobody reads (goleak fails).
+func TestWatermillConformanceGroupless(t *testing.T) {
+	srv := wmServer(t)
+	newPubSub := wmPubSub(srv, bus.ConsumerConfig{})
+	runSuiteTests(t, tests.Features{
+		Persistent:                       true,
+		NewSubscriberReceivesOldMessages: true,
+		GenerateTopicFunc:                wmTopic,
+	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
+		return newPubSub(t, "")
+	}, map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor){
+		"PublishSubscribe":                  tests.TestPublishSubscribe,
+		"ConcurrentSubscribeMultipleTopics": tests.TestConcurrentSubscribeMultipleTopics,
+		"ResendOnError":                     tests.TestResendOnError,
+		"ContinueAfterSubscribeClose":       tests.TestContinueAfterSubscribeClose,
+		"ConcurrentClose":                   tests.TestConcurrentClose,
+		"ContinueAfterErrors":               tests.TestContinueAfterErrors,
+		"PublisherClose":                    tests.TestPublisherClose,
+		"Topic":                             tests.TestTopic,
+		"MessageCtx":                        tests.TestMessageCtx,
+		"SubscribeCtx":                      tests.TestSubscribeCtx,
+		"NewSubscriberReceivesOldMessages":  tests.TestNewSubscriberReceivesOldMessages,
+	})
+}
+
+// TestWatermillConformanceOrdered runs the suite's order tests (skipped by
+// TestPubSub unless GuaranteedOrder is claimed) on the setting documented
+// to keep order: one group, MaxAckPending 1, no NakDelay.
+func TestWatermillConformanceOrdered(t *testing.T) {
+	srv := wmServer(t)
+	newPubSub := wmPubSub(srv, bus.ConsumerConfig{MaxAckPending: 1, Prefetch: 1})
+	runSuiteTests(t, tests.Features{
+		ConsumerGroups:    true,
+		Persistent:        true,
+		GuaranteedOrder:   true,
+		GenerateTopicFunc: wmTopic,
+	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
+		return newPubSub(t, "ordered")
+	}, map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor){
+		"PublishSubscribeInOrder": tests.TestPublishSubscribeInOrder,
+		"NoAck":                   tests.TestNoAck,
+		"ResendOnError":           tests.TestResendOnError,
+	})
+}
+
+func wmNext(t *testing.T, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("output channel closed")
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+		return nil
+	}
+}
+
+func wmClosed(t *testing.T, ch <-chan *message.Message) {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if ok {
+			t.Fatalf("got message %s, want the channel closed", m.UUID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("output channel not closed within 10s")
+	}
+}
+
+func newWMSubscriber(t *testing.T, conn *bus.Conn, cfg bus.WatermillConfig) *bus.WatermillSubscriber {
+	t.Helper()
+	cfg.Stream = wmStream
+	sub, err := bus.NewWatermillSubscriber(conn, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	return sub
+}
+
+func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	pub := bus.NewPublisher(conn.JetStream())
+	const nakDelay = 200 * time.Millisecond
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{NakDelay: nakDelay})
+	topic := "wmtest.orders.created"
+
+	msg := message.NewMessage(watermill.NewUUID(), []byte("payload"))
+	msg.Metadata.Set("tenant", "acme")
+	msg.Metadata.Set("Trace-Id", "4bf92f3577b34da6")
+	if err := pub.Publish(topic, msg); err != nil {
+		t.Fatal(err)
+	}
+	// The same UUID again (a watermill retry): the server drops it.
+	if err := pub.Publish(topic, msg.Copy()); err != nil {
+		t.Fatal(err)
+	}
+	// The same UUID on another topic of the stream: a message of its own.
+	if err := pub.Publish("wmtest.audit", msg.Copy()); err != nil {
+		t.Fatal(err)
+	}
+	// Published outside watermill: the UUID comes from Nats-Msg-Id.
+	foreign := &nats.Msg{Subject: "wmtest.foreign", Header: nats.Header{bus.HeaderMsgID: []string{"env-1"}}}
+	if _, err := pub.PublishMsg(ctxT(t), foreign); err != nil {
+		t.Fatal(err)
+	}
+	last := message.NewMessage(watermill.NewUUID(), []byte("last"))
+	if err := pub.Publish(topic, last); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := sub.Subscribe(ctxT(t), "wmtest.orders.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := wmNext(t, out)
+	if got.UUID != msg.UUID || string(got.Payload) != "payload" {
+		t.Fatalf("got %s %q, want %s %q", got.UUID, got.Payload, msg.UUID, "payload")
+	}
+	want := map[string]string{
+		"tenant": "acme", "Trace-Id": "4bf92f3577b34da6",
+		bus.MetadataNumDelivered: "1", bus.MetadataStreamSeq: "1", bus.MetadataSubject: topic,
+	}
+	for k, v := range want {
+		if got.Metadata.Get(k) != v {
+			t.Errorf("metadata %s = %q, want %q (all: %v)", k, got.Metadata.Get(k), v, got.Metadata)
+		}
+	}
+	if len(got.Metadata) != len(want) {
+		t.Errorf("metadata = %v, want exactly %v", got.Metadata, want)
+	}
+
+	// One message at a time: "last" sits in the client buffer until then.
+	select {
+	case m := <-out:
+		t.Fatalf("got %s before %s was settled", m.UUID, got.UUID)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// Nack: "last" comes next (the duplicate was dropped), then the
+	// Nack'ed message after NakDelay, counted as its second delivery.
+	nacked := time.Now()
+	got.Nack()
+	select {
+	case <-got.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Error("message context not cancelled after Nack")
+	}
+	second := wmNext(t, out)
+	if second.UUID != last.UUID {
+		t.Fatalf("after the nack got %s, want %s (the duplicate must have been dropped)", second.UUID, last.UUID)
+	}
+	second.Ack()
+	again := wmNext(t, out)
+	if elapsed := time.Since(nacked); again.UUID != msg.UUID || again.Metadata.Get(bus.MetadataNumDelivered) != "2" || elapsed < nakDelay {
+		t.Fatalf("redelivery %s delivered %s after %v, want %s delivered 2 after >= %v",
+			again.UUID, again.Metadata.Get(bus.MetadataNumDelivered), elapsed, msg.UUID, nakDelay)
+	}
+	again.Ack()
+
+	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctxT(t)); err != nil || info.State.Msgs != 4 {
+		t.Fatalf("stream holds %v messages (err %v), want 4: only the duplicate is not stored", info.State.Msgs, err)
+	}
+	out, err = sub.Subscribe(ctxT(t), "wmtest.foreign")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := wmNext(t, out); m.UUID != "env-1" {
+		t.Errorf("foreign message UUID = %q, want the Nats-Msg-Id env-1", m.UUID)
+	} else {
+		m.Ack()
+	}
+	if err := sub.Close(); err != nil { // waits for the callbacks: stable stats
+		t.Fatal(err)
+	}
+	if s := sub.Stats(); s.Delivered != 4 {
+		t.Errorf("stats = %+v, want 4 deliveries", s)
+	}
+}
+
+func TestWatermillCloseEndsSubscriptions(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	byCtx, err := sub.Subscribe(ctx, "wmtest.a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs []<-chan *message.Message
+	for _, topic := range []string{"wmtest.a", "wmtest.b"} {
+		out, err := sub.Subscribe(ctxT(t), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, out)
+	}
+	cancel()
+	wmClosed(t, byCtx)
+
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range outs {
+		wmClosed(t, out)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := sub.Subscribe(ctxT(t), "wmtest.a"); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("Subscribe after Close: err = %v, want ErrClosed", err)
+	}
+	// Groupless consumers are deleted with their subscription.
+	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctxT(t))
+	for name := range names.Name() {
+		t.Errorf("consumer %s left behind", name)
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatermillGroupResumesAndGetsHeldMessageBack: a group member closed
+// while holding a message gives it back at once (long before AckWait), and
+// the next member of the group continues from there.
+func TestWatermillGroupResumesAndGetsHeldMessageBack(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	pub := bus.NewPublisher(conn.JetStream())
+	topic := "wmtest.jobs"
+	var sent []*message.Message
+	for i := range 3 {
+		sent = append(sent, message.NewMessage(watermill.NewUUID(), []byte(strconv.Itoa(i))))
+	}
+	if err := pub.Publish(topic, sent...); err != nil {
+		t.Fatal(err)
+	}
+	cfg := bus.WatermillConfig{ConsumerGroup: "workers", Consumer: bus.ConsumerConfig{AckWait: time.Minute}}
+
+	first := newWMSubscriber(t, conn, cfg)
+	out, err := first.Subscribe(ctxT(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wmNext(t, out).Ack()
+	held := wmNext(t, out) // not settled
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wmClosed(t, out)
+	select {
+	case <-held.Context().Done():
+	default:
+		t.Error("held message's context not cancelled by Close")
+	}
+
+	second := newWMSubscriber(t, conn, cfg)
+	out, err = second.Subscribe(ctxT(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both come back at once, delivered twice: the held one and the one
+	// buffered behind it (in either order: the server re-queues a
+	// redelivery it could not hand to a pull request behind the others).
+	want := map[string]bool{sent[1].UUID: true, sent[2].UUID: true}
+	for range 2 {
+		m := wmNext(t, out)
+		if !want[m.UUID] || m.Metadata.Get(bus.MetadataNumDelivered) != "2" {
+			t.Fatalf("got %s delivered %s, want one of %v delivered 2", m.UUID, m.Metadata.Get(bus.MetadataNumDelivered), want)
+		}
+		delete(want, m.UUID)
+		m.Ack()
+	}
+}
+
+func TestWatermillConfigAndPublishErrors(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	bad := map[string]bus.WatermillConfig{
+		"no stream":      {},
+		"durable set":    {Stream: wmStream, Consumer: bus.ConsumerConfig{Durable: "x"}},
+		"filter set":     {Stream: wmStream, Consumer: bus.ConsumerConfig{FilterSubjects: []string{"wmtest.a"}}},
+		"group name":     {Stream: wmStream, ConsumerGroup: "a.b"},
+		"group too long": {Stream: wmStream, ConsumerGroup: fmt.Sprintf("%048d", 0)},
+		"negative delay": {Stream: wmStream, NakDelay: -time.Second},
+		"ack wait":       {Stream: wmStream, Consumer: bus.ConsumerConfig{AckWait: time.Millisecond}},
+	}
+	for name, cfg := range bad {
+		if _, err := bus.NewWatermillSubscriber(conn, cfg); err == nil {
+			t.Errorf("%s: NewWatermillSubscriber succeeded", name)
+		}
+	}
+	if _, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{Stream: wmStream, ConsumerGroup: "a.b"}); !errors.Is(err, bus.ErrInvalidName) {
+		t.Errorf("bad group: err = %v, want ErrInvalidName", err)
+	}
+
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{})
+	if _, err := sub.Subscribe(ctxT(t), "outside.stream"); err == nil {
+		t.Error("Subscribe to a topic outside the stream succeeded")
+	}
+
+	pub := bus.NewPublisher(conn.JetStream())
+	good := message.NewMessage(watermill.NewUUID(), nil)
+	badKey := message.NewMessage(watermill.NewUUID(), nil)
+	badKey.Metadata.Set("has space", "v")
+	if err := pub.Publish("wmtest.a", good, badKey); !errors.Is(err, bus.ErrInvalidMetadata) {
+		t.Fatalf("err = %v, want ErrInvalidMetadata", err)
+	}
+	if err := pub.Publish("outside.stream", good); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("publish outside any stream: err = %v, want ErrNoStreamResponse", err)
+	} else if !containsAll(err.Error(), good.UUID) {
+		t.Fatalf("error %q does not name the message", err)
+	}
+	stream, _ := conn.JetStream().Stream(ctxT(t), wmStream)
+	if info, err := stream.Info(ctxT(t)); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("stream holds %d messages (err %v): a batch with invalid metadata must publish nothing", info.State.Msgs, err)
+	}
+	_ = pub.Close()
+	if err := pub.Publish("wmtest.a", good); !errors.Is(err, bus.ErrClosed) {
+		t.Fatalf("after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestWatermillRouter runs a watermill Router on the bus: every message is
+// handled, and a handler error redelivers the message.
+func TestWatermillRouter(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	pub := bus.NewPublisher(conn.JetStream())
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{ConsumerGroup: "router"})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	var (
+		mu       sync.Mutex
+		handled  = map[string]int{} // payload -> successful handlings
+		attempts = map[string]int{}
+		all      = make(chan struct{})
+	)
+	router.AddConsumerHandler("count", "wmtest.router", sub, func(m *message.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		p := string(m.Payload)
+		attempts[p]++
+		if p == "7" && attempts[p] == 1 {
+			return errors.New("transient failure")
+		}
+		handled[p]++
+		if len(handled) == n {
+			select {
+			case <-all:
+			default:
+				close(all)
+			}
+		}
+		return nil
+	})
+	runErr := make(chan error, 1)
+	go func() { runErr <- router.Run(context.Background()) }()
+	<-router.Running()
+
+	var msgs []*message.Message
+	for i := range n {
+		msgs = append(msgs, message.NewMessage(watermill.NewUUID(), []byte(strconv.Itoa(i))))
+	}
+	if err := pub.Publish("wmtest.router", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(20 * time.Second):
+		t.Fatal("router did not handle every message within 20s")
+	}
+	if err := router.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-runErr; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts["7"] != 2 {
+		t.Errorf("failed message attempted %d times, want 2", attempts["7"])
+	}
+	for p, c := range handled {
+		if c != 1 {
+			t.Errorf("message %s handled %d times", p, c)
+		}
+	}
+}
