@@ -1,0 +1,105 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
+)
+
+// Defaults of [Config].
+const (
+	DefaultConcurrency     = 4
+	DefaultBuffer          = 64
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config configures a [Runtime]. Agent is required; every other zero value
+// means the default named on the field.
+type Config struct {
+	// Agent is the agent's name: its tasks arrive on
+	// "<prefix>.tasks.<Agent>.<payload_type>" and replicas with the same
+	// name share them. Required.
+	Agent string
+
+	// Topology names the streams; it must match the one provisioned.
+	// Zero: the default topology.
+	Topology bus.Topology
+
+	// Consumer tunes the durable consumer (AckWait, MaxDeliver, BackOff,
+	// MaxAckPending, Prefetch, PullExpiry). Its Durable and FilterSubjects
+	// are set by the runtime from Agent and must be left empty.
+	Consumer bus.ConsumerConfig
+
+	// Concurrency is the number of workers running handlers. Zero: 4.
+	Concurrency int
+
+	// Buffer is the capacity of the queue between the pull subscription
+	// and the workers. Zero: 64.
+	Buffer int
+
+	// HandlerTimeout bounds one handler call. Zero: 80% of AckWait, so a
+	// handler is stopped before the server redelivers its task.
+	HandlerTimeout time.Duration
+
+	// Backoff is the redelivery delay after a failed attempt: attempt n
+	// is redelivered after Backoff.Delay(n). Zero: base 1s, max 60s, jitter.
+	Backoff resilience.Backoff
+
+	// Limits bound accepted envelopes (size, clock skew). Zero: defaults
+	// of package envelope. ReceivedAt and Now are set per delivery.
+	Limits envelope.Limits
+
+	// ShutdownTimeout bounds Run's graceful stop. Zero: 30s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the runtime's logs. Nil: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Buffer == 0 {
+		c.Buffer = DefaultBuffer
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Consumer.Durable = c.Agent
+	c.Consumer.FilterSubjects = []string{c.Topology.AgentTasks(c.Agent)}
+	if c.Consumer.AckWait == 0 {
+		c.Consumer.AckWait = bus.DefaultAckWait
+	}
+	if c.Consumer.MaxDeliver == 0 {
+		c.Consumer.MaxDeliver = bus.DefaultMaxDeliver
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = c.Consumer.AckWait * 8 / 10
+	}
+	return c
+}
+
+func (c Config) validate(raw Config) error {
+	if err := bus.ValidateName(c.Agent); err != nil {
+		return fmt.Errorf("runtime: agent name: %w", err)
+	}
+	if raw.Consumer.Durable != "" || len(raw.Consumer.FilterSubjects) > 0 {
+		return errors.New("runtime: Config.Consumer.Durable and FilterSubjects are set from Agent; leave them empty")
+	}
+	if c.Concurrency < 1 || c.Buffer < 1 {
+		return fmt.Errorf("runtime: Concurrency and Buffer must be positive, got %d and %d", c.Concurrency, c.Buffer)
+	}
+	if c.HandlerTimeout <= 0 {
+		return fmt.Errorf("runtime: HandlerTimeout must be positive, got %v", c.HandlerTimeout)
+	}
+	return c.Topology.Validate()
+}

@@ -1,0 +1,208 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/envelope"
+)
+
+// settleTimeout bounds the publishes (reply, dead letter) that settle one
+// delivery, so a stuck server cannot wedge a worker.
+const settleTimeout = 10 * time.Second
+
+// errPanic marks a recovered handler panic.
+var errPanic = errors.New("runtime: handler panicked")
+
+// process takes one delivery from arrival to settlement.
+func (r *Runtime) process(d *bus.Delivery) {
+	if r.aborting() {
+		r.giveBack(d)
+		return
+	}
+	r.stats.received.Add(1)
+	lim := r.cfg.Limits
+	lim.ReceivedAt = d.Published
+	env, err := envelope.Parse(d.Data, lim)
+	if err != nil {
+		r.deadLetter(d, env, rejectReason(err), err) // env is nil unless it decoded
+		return
+	}
+	h := r.handlers[env.PayloadType]
+	if h == nil {
+		err := fmt.Errorf("%w: %q: agent %s has no handler for it", envelope.ErrUnknownType, env.PayloadType, r.cfg.Agent)
+		r.deadLetter(d, env, dlq.ReasonUnknownType, err)
+		return
+	}
+	task := &Task{
+		Envelope:  env,
+		Attempt:   int(d.NumDelivered),
+		Subject:   d.Subject,
+		StreamSeq: d.StreamSeq,
+		Published: d.Published,
+	}
+	result, err := r.call(h, task)
+	r.settle(d, env, result, err)
+}
+
+// call runs h with the handler deadline (or the envelope's, if earlier),
+// turning a panic into an error.
+func (r *Runtime) call(h Handler, t *Task) (result any, err error) {
+	ctx, cancel := context.WithTimeout(r.handlerCtx, r.cfg.HandlerTimeout)
+	defer cancel()
+	if dl := t.Envelope.Deadline; !dl.IsZero() {
+		var cancelDL context.CancelFunc
+		ctx, cancelDL = context.WithDeadline(ctx, dl)
+		defer cancelDL()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.stats.panics.Add(1)
+			r.cfg.Logger.Error("handler panicked", "agent", r.cfg.Agent, "envelope_id", t.Envelope.ID,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			result, err = nil, fmt.Errorf("%w: %v", errPanic, p)
+		}
+	}()
+	return h(ctx, t)
+}
+
+// settle is the one place that turns an outcome into a disposition.
+func (r *Runtime) settle(d *bus.Delivery, env *envelope.Envelope, result any, err error) {
+	log := r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
+	switch {
+	case err == nil:
+		if rerr := r.reply(env, result); rerr != nil {
+			log.Warn("reply not published; task will be redelivered", "err", rerr)
+			r.retry(d)
+			return
+		}
+		if aerr := d.Ack(); aerr != nil {
+			log.Warn("ack failed; task may be redelivered", "err", aerr)
+		}
+		r.stats.succeeded.Add(1)
+	case r.aborting() && errors.Is(err, context.Canceled):
+		// Shutdown interrupted the handler: not the task's fault.
+		r.giveBack(d)
+	case int(d.NumDelivered) >= r.cfg.Consumer.MaxDeliver:
+		r.deadLetter(d, env, dlq.ReasonMaxAttempts,
+			fmt.Errorf("attempt %d of %d failed: %w", d.NumDelivered, r.cfg.Consumer.MaxDeliver, err))
+	default:
+		log.Info("handler failed; redelivering after backoff", "err", err)
+		r.retry(d)
+	}
+}
+
+// reply publishes the handler's result to the request's reply_to. Replies
+// to the replies stream go through JetStream (deduplicated by the derived
+// id); any other reply_to (a plain inbox) gets a core NATS publish.
+func (r *Runtime) reply(req *envelope.Envelope, result any) error {
+	if req.ReplyTo == "" {
+		return nil
+	}
+	typ, payload := envelope.TaskResponse, result
+	if rep, ok := result.(Reply); ok {
+		typ, payload = rep.Type, rep.Payload
+	}
+	out, err := req.NewReply(typ, payload)
+	if err != nil {
+		return fmt.Errorf("encode reply: %w", err)
+	}
+	out.Sender = r.cfg.Agent
+	msg, err := bus.EnvelopeMsg(req.ReplyTo, out)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(req.ReplyTo, r.cfg.Topology.ReplySubject("")) {
+		if err := r.conn.NATS().PublishMsg(msg); err != nil {
+			return fmt.Errorf("publish reply to %s: %w", req.ReplyTo, err)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	_, err = r.pub.PublishMsg(ctx, msg)
+	return err
+}
+
+// retry hands d back for redelivery after the backoff delay of its attempt.
+func (r *Runtime) retry(d *bus.Delivery) {
+	r.stats.retried.Add(1)
+	if err := d.NakWithDelay(r.cfg.Backoff.Delay(int(d.NumDelivered))); err != nil {
+		r.cfg.Logger.Warn("nak failed; the task is redelivered after AckWait", "agent", r.cfg.Agent, "err", err)
+	}
+}
+
+// giveBack hands d back for immediate redelivery (shutdown).
+func (r *Runtime) giveBack(d *bus.Delivery) {
+	r.stats.returned.Add(1)
+	_ = d.Nak()
+}
+
+// deadLetter copies d to the dead-letter stream with its provenance, waits
+// for the copy to be stored, then terminates d. When the copy cannot be
+// stored, d is redelivered instead: it is never dropped.
+func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) {
+	now := time.Now().UTC()
+	rec := dlq.Record{
+		Data:         d.Data,
+		Header:       d.Header,
+		Reason:       reason,
+		Error:        cause.Error(),
+		Agent:        r.cfg.Agent,
+		Subject:      d.Subject,
+		Stream:       d.Stream,
+		Sequence:     d.StreamSeq,
+		Deliveries:   d.NumDelivered,
+		FirstFailure: now,
+		LastFailure:  now,
+	}
+	if d.NumDelivered > 1 {
+		rec.FirstFailure = d.Published
+	}
+	if env != nil {
+		rec.TraceID = env.TraceID
+	}
+	log := r.cfg.Logger.With("agent", r.cfg.Agent, "subject", d.Subject, "stream_seq", d.StreamSeq, "reason", reason)
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	if _, err := r.pub.PublishMsg(ctx, rec.Msg(r.dlqSubject(d.Subject))); err != nil {
+		log.Error("dead-letter publish failed; the message stays in the tasks stream", "err", err, "cause", cause)
+		r.retry(d)
+		return
+	}
+	if err := d.Term(string(reason)); err != nil {
+		log.Warn("term failed after dead-lettering; a redelivery will be dead-lettered again (same id, stored once)", "err", err)
+	}
+	r.stats.deadLettered.Add(1)
+	log.Warn("dead-lettered", "cause", cause)
+}
+
+// dlqSubject maps "<p>.tasks.<agent>.<rest>" to "<p>.dlq.<agent>.<rest>".
+func (r *Runtime) dlqSubject(taskSubject string) string {
+	prefix := r.cfg.Topology.AgentTasks(r.cfg.Agent)
+	prefix = prefix[:len(prefix)-1] // drop the ">" wildcard
+	rest := strings.TrimPrefix(taskSubject, prefix)
+	return r.cfg.Topology.DLQSubject(r.cfg.Agent, envelope.PayloadType(rest))
+}
+
+// rejectReason names the dead-letter reason of an envelope Parse refused.
+func rejectReason(err error) dlq.Reason {
+	switch {
+	case errors.Is(err, envelope.ErrTooLarge):
+		return dlq.ReasonTooLarge
+	case errors.Is(err, envelope.ErrBadTimestamp):
+		return dlq.ReasonBadTimestamp
+	case errors.Is(err, envelope.ErrExpired):
+		return dlq.ReasonExpired
+	case errors.Is(err, envelope.ErrMissingField), errors.Is(err, envelope.ErrInvalidField):
+		return dlq.ReasonInvalid
+	default:
+		return dlq.ReasonMalformed
+	}
+}

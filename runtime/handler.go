@@ -1,0 +1,41 @@
+package runtime
+
+import (
+	"context"
+	"time"
+
+	"github.com/jetagent/jetagent/envelope"
+)
+
+// Handler does the work of one task. The value it returns becomes the
+// payload of the reply (a task.response, unless it is a [Reply]); a nil
+// value sends a reply without payload. An error asks for redelivery after a
+// backoff delay. ctx ends at the handler deadline or when the runtime stops.
+//
+// A Handler may be called again for the same envelope (redelivery after a
+// crash or a lost acknowledgement): make its side effects idempotent, e.g.
+// keyed by the envelope's ID or IdempotencyKey.
+type Handler func(ctx context.Context, task *Task) (any, error)
+
+// Reply lets a handler choose the payload type of its reply.
+type Reply struct {
+	Type    envelope.PayloadType
+	Payload any
+}
+
+// Task is one delivery of an envelope to a handler.
+type Task struct {
+	// Envelope is the decoded, validated request.
+	Envelope *envelope.Envelope
+	// Attempt is the delivery number, starting at 1.
+	Attempt int
+	// Subject is where the task was published.
+	Subject string
+	// StreamSeq identifies the message in the tasks stream.
+	StreamSeq uint64
+	// Published is when the server stored the task.
+	Published time.Time
+}
+
+// Decode decodes the task's payload into v (see envelope.DecodePayload).
+func (t *Task) Decode(v any) error { return t.Envelope.DecodePayload(v) }

@@ -1,0 +1,262 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
+)
+
+// ErrStarted is returned by Start when the runtime was already started,
+// and ErrStopped once it was stopped: a Runtime runs once.
+var (
+	ErrStarted = errors.New("runtime: already started")
+	ErrStopped = errors.New("runtime: stopped")
+)
+
+// Stats counts what a runtime did. Every delivery ends in exactly one of
+// Succeeded, Retried, DeadLettered or Returned.
+type Stats struct {
+	// Received counts deliveries taken by a worker.
+	Received uint64
+	// Succeeded counts tasks whose handler succeeded, reply sent, acked.
+	Succeeded uint64
+	// Retried counts deliveries handed back for redelivery after a
+	// failure (handler error, panic, reply or dead-letter publish failure).
+	Retried uint64
+	// DeadLettered counts deliveries moved to the dead-letter stream.
+	DeadLettered uint64
+	// Returned counts deliveries handed back unprocessed at shutdown.
+	Returned uint64
+	// Panics counts recovered handler panics (also counted in Retried).
+	Panics uint64
+}
+
+type counters struct {
+	received, succeeded, retried, deadLettered, returned, panics atomic.Uint64
+}
+
+// Runtime runs one agent: it consumes the agent's tasks and dispatches each
+// to the handler registered for its payload type. Register handlers with
+// Handle, then Start (or Run). Several Runtimes with the same agent name,
+// in one process or many, share the agent's tasks.
+type Runtime struct {
+	cfg      Config
+	conn     *bus.Conn
+	pub      *bus.Publisher
+	handlers map[envelope.PayloadType]Handler
+	stats    counters
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	sub      *bus.Subscriber
+	work     chan *bus.Delivery
+	workers  sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+
+	// handlerCtx is the parent of every handler's ctx; cancelled (and
+	// abort closed) when a graceful stop runs out of time.
+	handlerCtx context.Context
+	cancel     context.CancelFunc
+	abort      chan struct{}
+	abortOnce  sync.Once
+}
+
+// New returns a runtime for cfg.Agent on conn. It validates cfg and returns
+// an error naming the bad setting; it does not contact the server (Start
+// does). The topology must have been provisioned (see bus.Provision).
+func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
+	full := cfg.withDefaults()
+	if err := full.validate(cfg); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Runtime{
+		cfg:        full,
+		conn:       conn,
+		pub:        bus.NewPublisher(conn.JetStream()),
+		handlers:   make(map[envelope.PayloadType]Handler),
+		handlerCtx: ctx,
+		cancel:     cancel,
+		abort:      make(chan struct{}),
+	}, nil
+}
+
+// Agent returns the agent's name.
+func (r *Runtime) Agent() string { return r.cfg.Agent }
+
+// Handle registers h for envelopes of payload type typ. It must be called
+// before Start. It panics when typ is not a valid payload type, h is nil,
+// typ already has a handler, or the runtime has started: these are
+// programming errors, like registering a pattern twice on an http.ServeMux.
+func (r *Runtime) Handle(typ envelope.PayloadType, h Handler) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !typ.Valid():
+		panic(fmt.Sprintf("runtime: Handle: invalid payload type %q", typ))
+	case h == nil:
+		panic("runtime: Handle: nil handler for " + string(typ))
+	case r.handlers[typ] != nil:
+		panic("runtime: Handle: payload type " + string(typ) + " already has a handler")
+	case r.started || r.stopped:
+		panic("runtime: Handle called after Start")
+	}
+	r.handlers[typ] = h
+}
+
+// Start creates or updates the agent's durable consumer, starts the workers
+// and begins pulling; it returns once tasks flow. It returns the consumer
+// error from the server (wrapped), ErrStarted or ErrStopped.
+func (r *Runtime) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	if r.started {
+		return ErrStarted
+	}
+	sub, err := bus.NewSubscriber(ctx, r.conn.JetStream(), r.cfg.Topology.TasksStream(), r.cfg.Consumer, r.cfg.Logger)
+	if err != nil {
+		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
+	}
+	r.cfg.Consumer = sub.Config()
+	r.work = make(chan *bus.Delivery, r.cfg.Buffer)
+	for range r.cfg.Concurrency {
+		r.workers.Add(1)
+		go r.worker()
+	}
+	if err := sub.Start(r.enqueue); err != nil {
+		close(r.work)
+		r.workers.Wait()
+		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
+	}
+	r.sub, r.started = sub, true
+	r.cfg.Logger.Info("agent started", "agent", r.cfg.Agent, "concurrency", r.cfg.Concurrency,
+		"ack_wait", r.cfg.Consumer.AckWait, "max_deliver", r.cfg.Consumer.MaxDeliver)
+	return nil
+}
+
+// enqueue runs on the subscriber's goroutine: it blocks while the buffer is
+// full (backpressure), and hands the delivery back once aborting.
+func (r *Runtime) enqueue(d *bus.Delivery) {
+	select {
+	case r.work <- d:
+	case <-r.abort:
+		r.giveBack(d)
+	}
+}
+
+func (r *Runtime) worker() {
+	defer r.workers.Done()
+	for d := range r.work {
+		r.process(d)
+	}
+}
+
+// Run starts the runtime, blocks until ctx ends, then stops gracefully
+// within ShutdownTimeout. It returns Start's error, or Stop's.
+func (r *Runtime) Run(ctx context.Context) error {
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+	defer cancel()
+	return r.Stop(sctx)
+}
+
+// Stop shuts the runtime down gracefully: it stops pulling, lets the
+// workers finish the deliveries already taken (in-flight handlers and the
+// buffer), and returns when they are done. When ctx ends first, handlers'
+// contexts are cancelled and every delivery not yet settled is handed back
+// for immediate redelivery; Stop then returns ctx's error (after at most a
+// second more for handlers that ignore their ctx; their deliveries are
+// redelivered after AckWait). Safe to call more than once, and before Start.
+func (r *Runtime) Stop(ctx context.Context) error {
+	r.stopOnce.Do(func() { r.stopErr = r.stop(ctx) })
+	return r.stopErr
+}
+
+func (r *Runtime) stop(ctx context.Context) error {
+	r.mu.Lock()
+	sub := r.sub
+	r.stopped = true
+	r.mu.Unlock()
+	if sub == nil {
+		r.hardStop()
+		return nil
+	}
+	err := sub.Stop(ctx)
+	if err != nil {
+		r.hardStop()
+	}
+	<-sub.Done() // the subscriber's callback has returned for good
+	close(r.work)
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.hardStop()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			r.cfg.Logger.Error("handlers ignored cancellation at shutdown; their tasks will be redelivered after AckWait", "agent", r.cfg.Agent)
+		}
+		err = ctx.Err()
+	}
+	r.cancel()
+	r.cfg.Logger.Info("agent stopped", "agent", r.cfg.Agent)
+	if err != nil {
+		return fmt.Errorf("runtime %s: stop: %w", r.cfg.Agent, err)
+	}
+	return nil
+}
+
+func (r *Runtime) hardStop() {
+	r.abortOnce.Do(func() {
+		close(r.abort)
+		r.cancel()
+	})
+}
+
+func (r *Runtime) aborting() bool {
+	select {
+	case <-r.abort:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats returns the runtime's counters.
+func (r *Runtime) Stats() Stats {
+	return Stats{
+		Received:     r.stats.received.Load(),
+		Succeeded:    r.stats.succeeded.Load(),
+		Retried:      r.stats.retried.Load(),
+		DeadLettered: r.stats.deadLettered.Load(),
+		Returned:     r.stats.returned.Load(),
+		Panics:       r.stats.panics.Load(),
+	}
+}
+
+// SubscriberStats returns the pull machinery's counters (zero before Start).
+func (r *Runtime) SubscriberStats() bus.SubscriberStats {
+	r.mu.Lock()
+	sub := r.sub
+	r.mu.Unlock()
+	if sub == nil {
+		return bus.SubscriberStats{}
+	}
+	return sub.Stats()
+}
