@@ -1,0 +1,97 @@
+package agentcli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Main runs the agent command line with args (without the program name)
+// and returns the process exit code: 0 on success, 1 on failure (after one
+// line "agent: <error>" on stderr), 2 on a usage error.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "agent: %s\n", oneLine(err.Error()))
+	if isUsageError(cmd, err) {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return 2
+	}
+	return 1
+}
+
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func isUsageError(cmd *cobra.Command, err error) bool {
+	if _, ok := err.(usageError); ok {
+		return true
+	}
+	// cobra's own flag and argument errors
+	msg := err.Error()
+	return strings.Contains(msg, "unknown flag") || strings.Contains(msg, "unknown command") ||
+		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "invalid argument") ||
+		strings.Contains(msg, "required flag") || strings.Contains(msg, "accepts ") || strings.Contains(msg, "unknown shorthand")
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "agent",
+		Short: "Run jetagent agents and send them tasks over NATS JetStream",
+		Long: `agent runs jetagent agents: processes that take task envelopes off a NATS
+JetStream stream, do the work, and answer, with redelivery, backoff and a
+dead-letter queue when things break.
+
+Without --nats, "agent run" starts an embedded NATS server (JetStream on disk
+under --data-dir, listening on 127.0.0.1:4222), so other commands on this
+machine, like "agent send", can join it.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout))
+	return root
+}
+
+// logFlags are the logging flags shared by commands that log.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (f *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&f.format, "log-format", "text", "log format: text or json")
+}
+
+func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.level)}
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch f.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", f.format)}
+	}
+}
