@@ -243,11 +243,13 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 	cc := s.cc
 	already := s.stopped
 	s.stopped = true
+	if cc != nil && !already {
+		cc.Drain() // does not block; done under the lock so "stopped" implies "draining"
+	}
 	s.mu.Unlock()
 	if cc == nil || already {
 		return nil
 	}
-	cc.Drain()
 	select {
 	case <-cc.Closed():
 		return nil

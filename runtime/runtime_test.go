@@ -281,34 +281,25 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 		{[]byte("definitely not msgpack"), dlq.ReasonMalformed},
 		{make([]byte, 4097), dlq.ReasonTooLarge},
 	}
-	unknown := request(t, nil)
-	unknown.PayloadType = "state.query"
-	data, _ := envelope.Marshal(unknown)
-	bad = append(bad, struct {
+	// badEnvelope encodes a valid request spoiled by mutate.
+	badEnvelope := func(mutate func(*envelope.Envelope)) []byte {
+		env := request(t, nil)
+		mutate(env)
+		data, err := envelope.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	bad = append(bad, []struct {
 		data   []byte
 		reason dlq.Reason
-	}{data, dlq.ReasonUnknownType})
-	noSender := request(t, nil)
-	noSender.Sender = ""
-	data, _ = envelope.Marshal(noSender)
-	bad = append(bad, struct {
-		data   []byte
-		reason dlq.Reason
-	}{data, dlq.ReasonInvalid})
-	skewed := request(t, nil)
-	skewed.Timestamp = time.Now().Add(-time.Hour)
-	data, _ = envelope.Marshal(skewed)
-	bad = append(bad, struct {
-		data   []byte
-		reason dlq.Reason
-	}{data, dlq.ReasonBadTimestamp})
-	expired := request(t, nil)
-	expired.Deadline = time.Now().Add(-time.Second)
-	data, _ = envelope.Marshal(expired)
-	bad = append(bad, struct {
-		data   []byte
-		reason dlq.Reason
-	}{data, dlq.ReasonExpired})
+	}{
+		{badEnvelope(func(e *envelope.Envelope) { e.PayloadType = "state.query" }), dlq.ReasonUnknownType},
+		{badEnvelope(func(e *envelope.Envelope) { e.Sender = "" }), dlq.ReasonInvalid},
+		{badEnvelope(func(e *envelope.Envelope) { e.Timestamp = time.Now().Add(-time.Hour) }), dlq.ReasonBadTimestamp},
+		{badEnvelope(func(e *envelope.Envelope) { e.Deadline = time.Now().Add(-time.Second) }), dlq.ReasonExpired},
+	}...)
 
 	for _, b := range bad {
 		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b.data}); err != nil {

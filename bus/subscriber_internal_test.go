@@ -1,0 +1,107 @@
+package bus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// stopping reports whether Stop has begun draining.
+func (s *Subscriber) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
+}
+
+// TestSubscriberStopDrainsBufferedMessages holds the callback on the first
+// message until Stop has begun, so the other messages sit in the client's
+// buffer when it does: a drain hands them all to the callback, a plain
+// stop would drop them.
+func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := Connect(ctx, "nats://in-process", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	topo := Topology{Memory: true}
+	if err := Provision(ctx, conn.JetStream(), topo); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	pub := NewPublisher(conn.JetStream())
+	for i := range n {
+		env, _ := envelope.New("t", "echo", envelope.TaskRequest, i)
+		if _, err := pub.PublishEnvelope(ctx, topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), ConsumerConfig{
+		Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, Prefetch: 100,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan struct{})
+	release := make(chan struct{})
+	got := make(chan *Delivery, n)
+	if err := sub.Start(func(d *Delivery) {
+		if len(got) == 0 {
+			close(first)
+			<-release
+		}
+		got <- d
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	// Wait until the server has handed out all n: n-1 sit in the buffer.
+	for {
+		info, err := sub.Consumer().Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == n {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d delivered to the client", info.NumAckPending, n)
+		case <-time.After(5 * time.Millisecond): // polling the server
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- sub.Stop(ctx) }()
+	for !sub.stopping() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("Stop never began")
+		case <-time.After(time.Millisecond): // polling another goroutine's progress
+		}
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	if len(got) != n {
+		t.Fatalf("Stop handed %d of %d buffered messages to the callback", len(got), n)
+	}
+	if err := sub.Start(func(*Delivery) {}); err == nil {
+		t.Fatal("Start after Stop succeeded")
+	}
+}
