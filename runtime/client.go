@@ -8,63 +8,123 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Client errors callers branch on.
-var (
-	// ErrClientClosed is returned by Send after Close.
-	ErrClientClosed = errors.New("runtime: client closed")
-)
+// ErrClientClosed is returned by Send after Close.
+var ErrClientClosed = errors.New("runtime: client closed")
+
+// RetryConfig is the client's retry and breaker policy, with the names of
+// the seed protocol's RetryConfig. DefaultRetryConfig returns the seed's
+// defaults; in a literal, every zero value means what its field says.
+type RetryConfig struct {
+	// MaxRetries is how many times an attempt that timed out or could not
+	// reach the server is re-sent. Re-sends reuse the envelope id, so the
+	// server stores the task once. Zero: no re-sends.
+	MaxRetries int
+	// BaseDelay and MaxDelay bound the exponential backoff between
+	// attempts. Zero: 1s and 60s.
+	BaseDelay, MaxDelay time.Duration
+	// Jitter draws each delay from [d/2, d] so clients failing together do
+	// not retry together.
+	Jitter bool
+	// AttemptTimeout is how long one attempt waits for the reply (the
+	// caller's ctx bounds the whole Send). Zero: 10s.
+	AttemptTimeout time.Duration
+	// CircuitBreakerEnabled keeps one breaker per target subject: after
+	// CircuitBreakerThreshold consecutive failed attempts (zero: 5) Send
+	// fails at once with ErrCircuitOpen, without trying, until
+	// CircuitBreakerTimeout (zero: 60s) has passed and one probe succeeds.
+	CircuitBreakerEnabled   bool
+	CircuitBreakerThreshold int
+	CircuitBreakerTimeout   time.Duration
+}
+
+// DefaultAttemptTimeout is RetryConfig.AttemptTimeout's default.
+const DefaultAttemptTimeout = 10 * time.Second
+
+// DefaultRetryConfig returns the seed protocol's defaults: 3 retries, 1s
+// base delay, 60s max, jitter on, breaker off (threshold 5, timeout 60s
+// once enabled), and 10s per attempt.
+func DefaultRetryConfig() RetryConfig {
+	return RetryConfig{
+		MaxRetries:              3,
+		BaseDelay:               resilience.DefaultBaseDelay,
+		MaxDelay:                resilience.DefaultMaxDelay,
+		Jitter:                  true,
+		AttemptTimeout:          DefaultAttemptTimeout,
+		CircuitBreakerThreshold: resilience.DefaultBreakerThreshold,
+		CircuitBreakerTimeout:   resilience.DefaultBreakerOpenTimeout,
+	}
+}
 
 // ClientConfig configures a [Client]. The zero value is usable.
 type ClientConfig struct {
-	// Name is the sender name on envelopes built by the client and the
-	// client's reply subject token. Zero: "client-<ulid>".
+	// Name is the client's reply subject token and the sender it
+	// suggests. Zero: "client-<ulid>".
 	Name string
 
 	// Topology must match the agents'. Zero: the default topology.
 	Topology bus.Topology
 
+	// Retry is the retry and breaker policy. Nil: DefaultRetryConfig().
+	Retry *RetryConfig
+
 	// Logger receives the client's logs. Nil: discard.
 	Logger *slog.Logger
 }
 
-// ClientStats counts replies the client received.
+// ClientStats counts what the client did.
 type ClientStats struct {
-	// Replies counts replies matched to a waiting Send.
+	// Attempts counts envelopes published (first sends and re-sends).
+	Attempts uint64
+	// Replies counts replies returned to a Send.
 	Replies uint64
-	// Unmatched counts replies dropped because no Send waited for their
-	// correlation id (late replies after a timeout, duplicates, strays).
+	// Mismatched counts replies that arrived for a request but carried
+	// another correlation id; they were discarded.
+	Mismatched uint64
+	// Unmatched counts replies for no waiting request (late replies after
+	// a timeout, duplicates); they were discarded.
 	Unmatched uint64
 	// Undecodable counts reply messages that were not valid envelopes.
 	Undecodable uint64
 }
 
 // Client sends envelopes to agents over the tasks stream and waits for the
-// correlated reply. It is safe for concurrent use; replies arrive on one
-// subscription and are matched by correlation id.
+// correlated reply, retrying, breaking circuits and falling back as its
+// RetryConfig says. It is safe for concurrent use.
 type Client struct {
-	conn    *bus.Conn
-	pub     *bus.Publisher
-	topo    bus.Topology
-	name    string
-	replyTo string
-	log     *slog.Logger
-	sub     *nats.Subscription
+	conn      *bus.Conn
+	pub       *bus.Publisher
+	topo      bus.Topology
+	name      string
+	replyBase string
+	retry     RetryConfig
+	breakers  *resilience.BreakerRegistry // nil when disabled
+	log       *slog.Logger
+	sub       *nats.Subscription
 
 	mu      sync.Mutex
-	waiting map[string]chan *envelope.Envelope
+	waiting map[string]*waiter
 	closed  bool
 	done    chan struct{} // closed by Close
 
-	replies, unmatched, undecodable atomic.Uint64
+	attempts, replies, mismatched, unmatched, undecodable atomic.Uint64
 }
 
-// NewClient subscribes to the client's reply subject and returns the
+// waiter is one Send waiting for its reply.
+type waiter struct {
+	reply      chan *envelope.Envelope // buffered 1
+	mismatched atomic.Int32
+}
+
+// NewClient subscribes to the client's reply subjects and returns the
 // client. It returns a wrapped error when the name is invalid or the
 // subscription fails.
 func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
@@ -75,35 +135,57 @@ func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
 	if err := bus.ValidateName(name); err != nil {
 		return nil, fmt.Errorf("runtime: client name: %w", err)
 	}
+	retry := DefaultRetryConfig()
+	if cfg.Retry != nil {
+		retry = *cfg.Retry
+	}
+	if retry.MaxRetries < 0 || retry.AttemptTimeout < 0 || retry.CircuitBreakerThreshold < 0 {
+		return nil, fmt.Errorf("runtime: client retry config: negative MaxRetries, AttemptTimeout or CircuitBreakerThreshold")
+	}
+	if retry.AttemptTimeout == 0 {
+		retry.AttemptTimeout = DefaultAttemptTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{
-		conn:    conn,
-		pub:     bus.NewPublisher(conn.JetStream()),
-		topo:    cfg.Topology,
-		name:    name,
-		replyTo: cfg.Topology.ReplySubject(name),
-		log:     log,
-		waiting: make(map[string]chan *envelope.Envelope),
-		done:    make(chan struct{}),
+		conn:      conn,
+		pub:       bus.NewPublisher(conn.JetStream()),
+		topo:      cfg.Topology,
+		name:      name,
+		replyBase: cfg.Topology.ReplySubject(name),
+		retry:     retry,
+		log:       log,
+		waiting:   make(map[string]*waiter),
+		done:      make(chan struct{}),
 	}
-	sub, err := conn.NATS().Subscribe(c.replyTo, c.onReply)
+	if retry.CircuitBreakerEnabled {
+		c.breakers = resilience.NewBreakerRegistry(resilience.BreakerSettings{
+			Threshold:   retry.CircuitBreakerThreshold,
+			OpenTimeout: retry.CircuitBreakerTimeout,
+			OnStateChange: func(target string, from, to resilience.State) {
+				log.Warn("client circuit breaker "+to.String(), "target", target, "from", from.String())
+			},
+		})
+	}
+	sub, err := conn.NATS().Subscribe(c.replyBase+".>", c.onReply)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: client subscribe %s: %w", c.replyTo, err)
+		return nil, fmt.Errorf("runtime: client subscribe %s: %w", c.replyBase, err)
 	}
 	c.sub = sub
 	return c, nil
 }
 
-// Name returns the client's name (the sender of envelopes it builds).
+// Name returns the client's name.
 func (c *Client) Name() string { return c.name }
 
-// ReplyTo returns the subject the client's replies arrive on.
-func (c *Client) ReplyTo() string { return c.replyTo }
+// Breakers returns the client's per-target breakers, or nil when
+// CircuitBreakerEnabled is off.
+func (c *Client) Breakers() *resilience.BreakerRegistry { return c.breakers }
 
 func (c *Client) onReply(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	var env envelope.Envelope
 	if err := envelope.Unmarshal(m.Data, &env); err != nil {
 		c.undecodable.Add(1)
@@ -111,65 +193,176 @@ func (c *Client) onReply(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
-	ch := c.waiting[env.CorrelationID]
-	delete(c.waiting, env.CorrelationID)
-	c.mu.Unlock()
-	if ch == nil {
-		c.unmatched.Add(1)
-		c.log.Debug("reply without a waiting request dropped", "correlation_id", env.CorrelationID)
-		return
+	w := c.waiting[id]
+	if w != nil && env.CorrelationID == id {
+		delete(c.waiting, id)
 	}
-	c.replies.Add(1)
-	ch <- &env // buffered: never blocks
+	c.mu.Unlock()
+	switch {
+	case w == nil:
+		c.unmatched.Add(1)
+		c.log.Debug("reply without a waiting request dropped", "request", id, "correlation_id", env.CorrelationID)
+	case env.CorrelationID != id:
+		c.mismatched.Add(1)
+		w.mismatched.Add(1)
+		c.log.Warn("reply with a mismatched correlation id discarded", "request", id, "correlation_id", env.CorrelationID)
+	default:
+		c.replies.Add(1)
+		w.reply <- &env // buffered, and only one matching reply gets here
+	}
 }
 
-// Send publishes env to its recipient's tasks subject
-// ("<prefix>.tasks.<recipient>.<payload_type>") with reply_to set to the
-// client's reply subject, and waits until the reply whose correlation id is
-// env.ID arrives or ctx ends. A reply with any other correlation id is never
-// returned. env.ReplyTo is overwritten.
+// SendOption adjusts one Send.
+type SendOption func(*sendOptions)
+
+type sendOptions struct {
+	fallback string
+}
+
+// WithFallback names a backup agent: when the primary cannot answer (its
+// attempts time out, the server cannot be reached, or its circuit is open)
+// the envelope is re-addressed to backup, under a new id derived from the
+// original, and sent with the same policy. A permanent failure does not
+// fall back.
+func WithFallback(backup string) SendOption {
+	return func(o *sendOptions) { o.fallback = backup }
+}
+
+// Send publishes env to its recipient's tasks subject with a reply subject
+// of the client's, and waits for the reply whose correlation id is env.ID;
+// a reply carrying any other correlation id is never returned. env.ReplyTo
+// is overwritten. Attempts that get no reply within AttemptTimeout, or
+// cannot reach the server, are re-sent with backoff up to MaxRetries
+// times, under the same id (the server stores the task once).
 //
-// Errors: ErrClientClosed; the publish error (wrapped, e.g. when no server
-// or no stream answers); ctx's error when no reply came in time.
-func (c *Client) Send(ctx context.Context, env *envelope.Envelope) (*envelope.Envelope, error) {
+// Errors match with errors.Is: resilience.ErrCircuitOpen (no attempt made),
+// resilience.ErrTimeout (no reply; also wraps ErrCorrelationMismatch when
+// mismatched replies were discarded), resilience.ErrConnection (the server
+// could not be reached), ErrClientClosed, and the wrapped validation error
+// for a bad recipient or payload type. With WithFallback, the error joins
+// the primary's and the backup's failures.
+func (c *Client) Send(ctx context.Context, env *envelope.Envelope, opts ...SendOption) (*envelope.Envelope, error) {
+	var o sendOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	rep, err := c.sendTo(ctx, env)
+	if err == nil || o.fallback == "" || ctx.Err() != nil || !canFallBack(err) {
+		return rep, err
+	}
+	alt := *env
+	alt.ID = envelope.DeriveID(env.ID, "fallback:"+o.fallback)
+	alt.Recipient = o.fallback
+	c.log.Info("primary failed; falling back", "primary", env.Recipient, "backup", o.fallback, "err", err)
+	rep, ferr := c.sendTo(ctx, &alt)
+	if ferr != nil {
+		return nil, fmt.Errorf("primary %s failed: %w; backup %s failed: %w", env.Recipient, err, o.fallback, ferr)
+	}
+	return rep, nil
+}
+
+// canFallBack reports whether a backup agent might answer where the
+// primary could not: not for permanent or validation failures.
+func canFallBack(err error) bool {
+	return resilience.Classify(err).Retriable() || errors.Is(err, resilience.ErrCircuitOpen)
+}
+
+// sendTo runs the attempts of one envelope to its recipient.
+func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope) (*envelope.Envelope, error) {
 	if err := bus.ValidateName(env.Recipient); err != nil {
-		return nil, fmt.Errorf("runtime: send: recipient: %w", err)
+		return nil, resilience.Permanent(fmt.Errorf("runtime: send: recipient: %w", err))
 	}
 	if !env.PayloadType.Valid() {
-		return nil, fmt.Errorf("runtime: send: %w: payload type %q", envelope.ErrInvalidField, env.PayloadType)
+		return nil, resilience.Permanent(fmt.Errorf("runtime: send: %w: payload type %q", envelope.ErrInvalidField, env.PayloadType))
 	}
-	env.ReplyTo = c.replyTo
-	ch := make(chan *envelope.Envelope, 1)
+	target := c.topo.TaskSubject(env.Recipient, env.PayloadType)
+	policy := resilience.RetryPolicy{
+		MaxRetries: c.retry.MaxRetries,
+		Backoff:    resilience.Backoff{Base: c.retry.BaseDelay, Max: c.retry.MaxDelay, NoJitter: !c.retry.Jitter},
+	}
+	rep, err := resilience.Retry(ctx, func(ctx context.Context) (*envelope.Envelope, error) {
+		if c.breakers == nil {
+			return c.attempt(ctx, target, env)
+		}
+		done, err := c.breakers.Get(target).Allow()
+		if err != nil {
+			return nil, fmt.Errorf("runtime: send %s to %s: %w", env.ID, env.Recipient, err)
+		}
+		rep, err := c.attempt(ctx, target, env)
+		done(err)
+		return rep, err
+	}, policy)
+	return rep, err
+}
+
+// attempt publishes env once and waits for its reply for AttemptTimeout.
+func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envelope) (*envelope.Envelope, error) {
+	w := &waiter{reply: make(chan *envelope.Envelope, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClientClosed
 	}
-	c.waiting[env.ID] = ch
+	c.waiting[env.ID] = w
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.waiting, env.ID)
+		if c.waiting[env.ID] == w {
+			delete(c.waiting, env.ID)
+		}
 		c.mu.Unlock()
 	}()
+	actx, cancel := context.WithTimeout(ctx, c.retry.AttemptTimeout)
+	defer cancel()
 
-	subject := c.topo.TaskSubject(env.Recipient, env.PayloadType)
-	if _, err := c.pub.PublishEnvelope(ctx, subject, env); err != nil {
-		return nil, fmt.Errorf("runtime: send %s: %w", env.ID, err)
+	env.ReplyTo = c.replyBase + "." + env.ID
+	c.attempts.Add(1)
+	if _, err := c.pub.PublishEnvelope(actx, target, env); err != nil {
+		return nil, c.publishError(env, err)
 	}
 	select {
-	case rep := <-ch:
+	case rep := <-w.reply:
 		return rep, nil
 	case <-c.done:
 		return nil, fmt.Errorf("runtime: send %s: %w", env.ID, ErrClientClosed)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("runtime: send %s: no reply: %w", env.ID, ctx.Err())
+	case <-actx.Done():
+		err := fmt.Errorf("runtime: send %s to %s: no reply within %v: %w", env.ID, env.Recipient, c.retry.AttemptTimeout, resilience.ErrTimeout)
+		if n := w.mismatched.Load(); n > 0 {
+			err = fmt.Errorf("%w (%d replies with a mismatched correlation id discarded: %w)", err, n, resilience.ErrCorrelationMismatch)
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+		return nil, err
+	}
+}
+
+// publishError classifies a failed publish: not connected, or no JetStream
+// answering, is a connection failure; no acknowledgement in time while
+// connected is a timeout.
+func (c *Client) publishError(env *envelope.Envelope, err error) error {
+	switch {
+	case errors.Is(err, ErrClientClosed):
+		return err
+	case !c.conn.NATS().IsConnected(), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrNoServers), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return fmt.Errorf("runtime: send %s: server unreachable: %w: %w", env.ID, resilience.ErrConnection, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("runtime: send %s: no publish acknowledgement: %w: %w", env.ID, resilience.ErrTimeout, err)
+	default:
+		return fmt.Errorf("runtime: send %s: %w", env.ID, err) // transient
 	}
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
-	return ClientStats{Replies: c.replies.Load(), Unmatched: c.unmatched.Load(), Undecodable: c.undecodable.Load()}
+	return ClientStats{
+		Attempts:    c.attempts.Load(),
+		Replies:     c.replies.Load(),
+		Mismatched:  c.mismatched.Load(),
+		Unmatched:   c.unmatched.Load(),
+		Undecodable: c.undecodable.Load(),
+	}
 }
 
 // Close unsubscribes and ends Sends still waiting for a reply with

@@ -15,6 +15,7 @@ import (
 const (
 	DefaultConcurrency     = 4
 	DefaultBuffer          = 64
+	DefaultHandlerTimeout  = 5 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
 )
 
@@ -42,13 +43,28 @@ type Config struct {
 	// and the workers. Zero: 64.
 	Buffer int
 
-	// HandlerTimeout bounds one handler call. Zero: 80% of AckWait, so a
-	// handler is stopped before the server redelivers its task.
+	// HandlerTimeout bounds one handler call: its ctx ends then. While a
+	// handler runs (up to this deadline) the runtime sends InProgress
+	// heartbeats, so a slow but alive handler keeps its task however long
+	// it takes compared with AckWait; a handler still running after its
+	// deadline gets no more heartbeats, and the server redelivers its task
+	// after AckWait. Zero: 5 minutes.
 	HandlerTimeout time.Duration
 
 	// Backoff is the redelivery delay after a failed attempt: attempt n
 	// is redelivered after Backoff.Delay(n). Zero: base 1s, max 60s, jitter.
 	Backoff resilience.Backoff
+
+	// Breaker configures the circuit breaker kept per task subject (so per
+	// payload type): after Threshold consecutive transient failures the
+	// subject's tasks are no longer handed to the handler; they wait, held
+	// with heartbeats and never dead-lettered for it, until OpenTimeout has
+	// passed and one probe task succeeds. Zero: threshold 5, 60s.
+	Breaker resilience.BreakerSettings
+
+	// BreakerRules give subjects matching a pattern their own breaker
+	// settings (first match wins); other subjects use Breaker.
+	BreakerRules []resilience.BreakerRule
 
 	// Limits bound accepted envelopes (size, clock skew). Zero: defaults
 	// of package envelope. ReceivedAt and Now are set per delivery.
@@ -83,7 +99,7 @@ func (c Config) withDefaults() Config {
 		c.Consumer.MaxDeliver = bus.DefaultMaxDeliver
 	}
 	if c.HandlerTimeout == 0 {
-		c.HandlerTimeout = c.Consumer.AckWait * 8 / 10
+		c.HandlerTimeout = DefaultHandlerTimeout
 	}
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
 )
 
 // settleTimeout bounds the publishes (reply, dead letter) that settle one
@@ -21,23 +22,34 @@ const settleTimeout = 10 * time.Second
 var errPanic = errors.New("runtime: handler panicked")
 
 // process takes one delivery from arrival to settlement.
-func (r *Runtime) process(d *bus.Delivery) {
+func (r *Runtime) process(s *slot, j job) {
+	d := j.d
 	if r.aborting() {
 		r.giveBack(d)
 		return
 	}
-	r.stats.received.Add(1)
-	lim := r.cfg.Limits
-	lim.ReceivedAt = d.Published
-	env, err := envelope.Parse(d.Data, lim)
-	if err != nil {
-		r.deadLetter(d, env, rejectReason(err), err) // env is nil unless it decoded
-		return
+	env := j.env
+	if env == nil { // a new delivery (held ones were parsed already)
+		r.stats.received.Add(1)
+		lim := r.cfg.Limits
+		lim.ReceivedAt = d.Published
+		var err error
+		env, err = envelope.Parse(d.Data, lim)
+		if err != nil {
+			r.deadLetter(d, env, rejectReason(err), err) // env is nil unless it decoded
+			return
+		}
 	}
 	h := r.handlers[env.PayloadType]
 	if h == nil {
 		err := fmt.Errorf("%w: %q: agent %s has no handler for it", envelope.ErrUnknownType, env.PayloadType, r.cfg.Agent)
 		r.deadLetter(d, env, dlq.ReasonUnknownType, err)
+		return
+	}
+	br := r.breakers.Get(d.Subject)
+	done, err := br.Allow()
+	if err != nil {
+		r.holdBack(job{d: d, env: env}, br)
 		return
 	}
 	task := &Task{
@@ -47,20 +59,25 @@ func (r *Runtime) process(d *bus.Delivery) {
 		StreamSeq: d.StreamSeq,
 		Published: d.Published,
 	}
-	result, err := r.call(h, task)
-	r.settle(d, env, result, err)
+	result, herr := r.call(s, d, h, task)
+	done(r.breakerOutcome(herr))
+	r.settle(d, env, result, herr)
+	r.afterOutcome(d.Subject, br)
 }
 
 // call runs h with the handler deadline (or the envelope's, if earlier),
-// turning a panic into an error.
-func (r *Runtime) call(h Handler, t *Task) (result any, err error) {
-	ctx, cancel := context.WithTimeout(r.handlerCtx, r.cfg.HandlerTimeout)
-	defer cancel()
-	if dl := t.Envelope.Deadline; !dl.IsZero() {
-		var cancelDL context.CancelFunc
-		ctx, cancelDL = context.WithDeadline(ctx, dl)
-		defer cancelDL()
+// turning a panic into an error; the worker's slot tells the heartbeat
+// goroutine that d is being worked on until then.
+func (r *Runtime) call(s *slot, d *bus.Delivery, h Handler, t *Task) (result any, err error) {
+	start := time.Now()
+	deadline := start.Add(r.cfg.HandlerTimeout)
+	if dl := t.Envelope.Deadline; !dl.IsZero() && dl.Before(deadline) {
+		deadline = dl
 	}
+	ctx, cancel := context.WithDeadline(r.handlerCtx, deadline)
+	defer cancel()
+	s.set(d, start, deadline)
+	defer s.clear()
 	defer func() {
 		if p := recover(); p != nil {
 			r.stats.panics.Add(1)
@@ -72,14 +89,31 @@ func (r *Runtime) call(h Handler, t *Task) (result any, err error) {
 	return h(ctx, t)
 }
 
-// settle is the one place that turns an outcome into a disposition.
+// breakerOutcome is what the subject's breaker records for a handler
+// error: shutdown interruptions say nothing about the subject.
+func (r *Runtime) breakerOutcome(err error) error {
+	if err != nil && r.aborting() && errors.Is(err, context.Canceled) {
+		return context.Canceled // ignored by the breaker
+	}
+	return err
+}
+
+// settle is the one place that turns an outcome into a disposition:
+//
+//	success                      -> reply, then ack
+//	interrupted by shutdown      -> nak now (another replica takes it)
+//	permanent or malformed       -> dead letter, then term
+//	last attempt (MaxDeliver)    -> dead letter, then term
+//	retry-after(d)               -> nak with delay d
+//	transient, timeout, panic    -> nak with delay backoff(attempt)
 func (r *Runtime) settle(d *bus.Delivery, env *envelope.Envelope, result any, err error) {
 	log := r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
+	kind := resilience.Classify(err)
 	switch {
 	case err == nil:
 		if rerr := r.reply(env, result); rerr != nil {
 			log.Warn("reply not published; task will be redelivered", "err", rerr)
-			r.retry(d)
+			r.retry(d, 0)
 			return
 		}
 		if aerr := d.Ack(); aerr != nil {
@@ -87,14 +121,16 @@ func (r *Runtime) settle(d *bus.Delivery, env *envelope.Envelope, result any, er
 		}
 		r.stats.succeeded.Add(1)
 	case r.aborting() && errors.Is(err, context.Canceled):
-		// Shutdown interrupted the handler: not the task's fault.
 		r.giveBack(d)
+	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
+		r.deadLetter(d, env, dlq.ReasonPermanent, err)
 	case int(d.NumDelivered) >= r.cfg.Consumer.MaxDeliver:
 		r.deadLetter(d, env, dlq.ReasonMaxAttempts,
 			fmt.Errorf("attempt %d of %d failed: %w", d.NumDelivered, r.cfg.Consumer.MaxDeliver, err))
 	default:
-		log.Info("handler failed; redelivering after backoff", "err", err)
-		r.retry(d)
+		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
+		log.Info("handler failed; redelivering", "kind", kind.String(), "err", err)
+		r.retry(d, delay)
 	}
 }
 
@@ -130,10 +166,14 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 	return err
 }
 
-// retry hands d back for redelivery after the backoff delay of its attempt.
-func (r *Runtime) retry(d *bus.Delivery) {
+// retry hands d back for redelivery after delay, or, when delay is zero,
+// after the backoff delay of its attempt.
+func (r *Runtime) retry(d *bus.Delivery, delay time.Duration) {
 	r.stats.retried.Add(1)
-	if err := d.NakWithDelay(r.cfg.Backoff.Delay(int(d.NumDelivered))); err != nil {
+	if delay <= 0 {
+		delay = r.cfg.Backoff.Delay(int(d.NumDelivered))
+	}
+	if err := d.NakWithDelay(delay); err != nil {
 		r.cfg.Logger.Warn("nak failed; the task is redelivered after AckWait", "agent", r.cfg.Agent, "err", err)
 	}
 }
@@ -173,7 +213,7 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 	defer cancel()
 	if _, err := r.pub.PublishMsg(ctx, rec.Msg(r.dlqSubject(d.Subject))); err != nil {
 		log.Error("dead-letter publish failed; the message stays in the tasks stream", "err", err, "cause", cause)
-		r.retry(d)
+		r.retry(d, 0)
 		return
 	}
 	if err := d.Term(string(reason)); err != nil {

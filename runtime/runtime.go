@@ -10,6 +10,8 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrStarted is returned by Start when the runtime was already started,
@@ -19,8 +21,9 @@ var (
 	ErrStopped = errors.New("runtime: stopped")
 )
 
-// Stats counts what a runtime did. Every delivery ends in exactly one of
-// Succeeded, Retried, DeadLettered or Returned.
+// Stats counts what a runtime did. Every delivery taken ends in exactly
+// one of Succeeded, Retried, DeadLettered or Returned (a delivery held by
+// an open breaker ends in one of them once it is released).
 type Stats struct {
 	// Received counts deliveries taken by a worker.
 	Received uint64
@@ -35,10 +38,16 @@ type Stats struct {
 	Returned uint64
 	// Panics counts recovered handler panics (also counted in Retried).
 	Panics uint64
+	// Held counts deliveries held because their subject's breaker was
+	// open (each time it happened); Holding is how many are held now.
+	Held, Holding uint64
+	// Heartbeats counts InProgress signals sent for slow handlers and held
+	// deliveries.
+	Heartbeats uint64
 }
 
 type counters struct {
-	received, succeeded, retried, deadLettered, returned, panics atomic.Uint64
+	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -50,14 +59,20 @@ type Runtime struct {
 	conn     *bus.Conn
 	pub      *bus.Publisher
 	handlers map[envelope.PayloadType]Handler
+	breakers *resilience.BreakerRegistry
 	stats    counters
 
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
 	sub      *bus.Subscriber
-	work     chan *bus.Delivery
+	work     chan *bus.Delivery // from the subscriber
+	ready    chan job           // held deliveries released by their breaker
+	slots    []slot             // what each worker is running, for heartbeats
+	hold     holding
 	workers  sync.WaitGroup
+	beat     chan struct{} // closed to stop the heartbeat goroutine
+	beatDone chan struct{}
 	stopOnce sync.Once
 	stopErr  error
 
@@ -69,6 +84,12 @@ type Runtime struct {
 	abortOnce  sync.Once
 }
 
+// job is a delivery, with its envelope once parsed.
+type job struct {
+	d   *bus.Delivery
+	env *envelope.Envelope
+}
+
 // New returns a runtime for cfg.Agent on conn. It validates cfg and returns
 // an error naming the bad setting; it does not contact the server (Start
 // does). The topology must have been provisioned (see bus.Provision).
@@ -78,7 +99,7 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runtime{
+	r := &Runtime{
 		cfg:        full,
 		conn:       conn,
 		pub:        bus.NewPublisher(conn.JetStream()),
@@ -86,11 +107,34 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		handlerCtx: ctx,
 		cancel:     cancel,
 		abort:      make(chan struct{}),
-	}, nil
+	}
+	r.hold.bySubject = make(map[string]*heldSubject)
+	rules := make([]resilience.BreakerRule, len(full.BreakerRules))
+	for i, rule := range full.BreakerRules {
+		rules[i] = resilience.BreakerRule{Pattern: rule.Pattern, Settings: r.breakerSettings(rule.Settings)}
+	}
+	r.breakers = resilience.NewBreakerRegistry(r.breakerSettings(full.Breaker), rules...)
+	return r, nil
+}
+
+// breakerSettings chains the runtime's state-change hook before the user's.
+func (r *Runtime) breakerSettings(s resilience.BreakerSettings) resilience.BreakerSettings {
+	user := s.OnStateChange
+	s.OnStateChange = func(name string, from, to resilience.State) {
+		r.cfg.Logger.Warn("circuit breaker "+to.String(), "agent", r.cfg.Agent, "subject", name, "from", from.String())
+		if user != nil {
+			user(name, from, to)
+		}
+	}
+	return s
 }
 
 // Agent returns the agent's name.
 func (r *Runtime) Agent() string { return r.cfg.Agent }
+
+// Breakers returns the registry of the runtime's per-subject breakers
+// (to read their states, e.g. for metrics).
+func (r *Runtime) Breakers() *resilience.BreakerRegistry { return r.breakers }
 
 // Handle registers h for envelopes of payload type typ. It must be called
 // before Start. It panics when typ is not a valid payload type, h is nil,
@@ -130,13 +174,21 @@ func (r *Runtime) Start(ctx context.Context) error {
 	}
 	r.cfg.Consumer = sub.Config()
 	r.work = make(chan *bus.Delivery, r.cfg.Buffer)
-	for range r.cfg.Concurrency {
+	// Held deliveries are unacknowledged, so the server never lets more
+	// than MaxAckPending exist: this channel never fills.
+	r.ready = make(chan job, r.cfg.Consumer.MaxAckPending)
+	r.slots = make([]slot, r.cfg.Concurrency)
+	for i := range r.cfg.Concurrency {
 		r.workers.Add(1)
-		go r.worker()
+		go r.worker(&r.slots[i])
 	}
+	r.beat, r.beatDone = make(chan struct{}), make(chan struct{})
+	go r.heartbeats()
 	if err := sub.Start(r.enqueue); err != nil {
 		close(r.work)
 		r.workers.Wait()
+		close(r.beat)
+		<-r.beatDone
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
 	r.sub, r.started = sub, true
@@ -155,10 +207,26 @@ func (r *Runtime) enqueue(d *bus.Delivery) {
 	}
 }
 
-func (r *Runtime) worker() {
+// worker runs deliveries until the work channel is closed, released held
+// deliveries first.
+func (r *Runtime) worker(s *slot) {
 	defer r.workers.Done()
-	for d := range r.work {
-		r.process(d)
+	for {
+		select {
+		case j := <-r.ready:
+			r.process(s, j)
+			continue
+		default:
+		}
+		select {
+		case j := <-r.ready:
+			r.process(s, j)
+		case d, ok := <-r.work:
+			if !ok {
+				return
+			}
+			r.process(s, job{d: d})
+		}
 	}
 }
 
@@ -176,11 +244,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 // Stop shuts the runtime down gracefully: it stops pulling, lets the
 // workers finish the deliveries already taken (in-flight handlers and the
-// buffer), and returns when they are done. When ctx ends first, handlers'
-// contexts are cancelled and every delivery not yet settled is handed back
-// for immediate redelivery; Stop then returns ctx's error (after at most a
-// second more for handlers that ignore their ctx; their deliveries are
-// redelivered after AckWait). Safe to call more than once, and before Start.
+// buffer), hands deliveries held by open breakers back for immediate
+// redelivery, and returns when all are settled. When ctx ends first,
+// handlers' contexts are cancelled and every delivery not yet settled is
+// handed back; Stop then returns ctx's error (after at most a second more
+// for handlers that ignore their ctx; their deliveries are redelivered
+// after AckWait). Safe to call more than once, and before Start.
 func (r *Runtime) Stop(ctx context.Context) error {
 	r.stopOnce.Do(func() { r.stopErr = r.stop(ctx) })
 	return r.stopErr
@@ -199,7 +268,8 @@ func (r *Runtime) stop(ctx context.Context) error {
 	if err != nil {
 		r.hardStop()
 	}
-	<-sub.Done() // the subscriber's callback has returned for good
+	<-sub.Done()   // the subscriber's callback has returned for good
+	r.hold.close() // no more releases; held deliveries are handed back below
 	close(r.work)
 	done := make(chan struct{})
 	go func() { r.workers.Wait(); close(done) }()
@@ -213,6 +283,19 @@ func (r *Runtime) stop(ctx context.Context) error {
 			r.cfg.Logger.Error("handlers ignored cancellation at shutdown; their tasks will be redelivered after AckWait", "agent", r.cfg.Agent)
 		}
 		err = ctx.Err()
+	}
+	close(r.beat)
+	<-r.beatDone
+	for _, j := range r.hold.drain() {
+		r.giveBack(j.d)
+	}
+	for drained := false; !drained; {
+		select {
+		case j := <-r.ready:
+			r.giveBack(j.d)
+		default:
+			drained = true
+		}
 	}
 	r.cancel()
 	r.cfg.Logger.Info("agent stopped", "agent", r.cfg.Agent)
@@ -247,6 +330,9 @@ func (r *Runtime) Stats() Stats {
 		DeadLettered: r.stats.deadLettered.Load(),
 		Returned:     r.stats.returned.Load(),
 		Panics:       r.stats.panics.Load(),
+		Held:         r.stats.held.Load(),
+		Holding:      uint64(r.hold.count()),
+		Heartbeats:   r.stats.heartbeats.Load(),
 	}
 }
 
@@ -259,4 +345,15 @@ func (r *Runtime) SubscriberStats() bus.SubscriberStats {
 		return bus.SubscriberStats{}
 	}
 	return sub.Stats()
+}
+
+// Consumer returns the agent's JetStream consumer (nil before Start), e.g.
+// for its Info.
+func (r *Runtime) Consumer() jetstream.Consumer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sub == nil {
+		return nil
+	}
+	return r.sub.Consumer()
 }

@@ -301,17 +301,21 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 		{badEnvelope(func(e *envelope.Envelope) { e.Deadline = time.Now().Add(-time.Second) }), dlq.ReasonExpired},
 	}...)
 
-	for _, b := range bad {
-		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b.data}); err != nil {
+	bySeq := make(map[uint64]int) // stream sequence -> index in bad
+	for i, b := range bad {
+		ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b.data})
+		if err != nil {
 			t.Fatal(err)
 		}
+		bySeq[ack.Sequence] = i
 	}
 	// A good task behind them still gets its answer.
 	if _, err := newClient(t, conn).Send(ctx, request(t, "after the bad ones")); err != nil {
 		t.Fatal(err)
 	}
 	recs := dlqMessages(t, conn, len(bad))
-	for i, r := range recs {
+	for _, r := range recs { // workers run in parallel: match by original sequence
+		i := bySeq[r.Sequence]
 		if r.Reason != bad[i].reason || r.Deliveries != 1 || r.Subject != subject {
 			t.Errorf("dead letter %d: reason %q deliveries %d subject %q, want %q after one delivery", i, r.Reason, r.Deliveries, r.Subject, bad[i].reason)
 		}

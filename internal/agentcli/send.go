@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/spf13/cobra"
 )
@@ -90,7 +91,9 @@ func (o *sendOptions) run(ctx context.Context, stdout io.Writer) error {
 		return fmt.Errorf("cannot reach NATS at %s (is 'agent run' running? or pass --nats): %w", o.natsURL, err)
 	}
 	defer drain(conn)
-	client, err := runtime.NewClient(conn, runtime.ClientConfig{Topology: topo})
+	// One attempt as long as --timeout: the task waits in the stream, so a
+	// re-send would only be dropped as a duplicate.
+	client, err := runtime.NewClient(conn, runtime.ClientConfig{Topology: topo, Retry: &runtime.RetryConfig{AttemptTimeout: o.timeout}})
 	if err != nil {
 		return err
 	}
@@ -106,7 +109,7 @@ func (o *sendOptions) run(ctx context.Context, stdout io.Writer) error {
 		env.TaskID = env.ID
 	}
 	reply, err := client.Send(ctx, env)
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, resilience.ErrTimeout) {
 		return fmt.Errorf("no reply from agent %q within %v (is it running? the task waits in the stream until it is)", o.to, o.timeout)
 	}
 	if err != nil {

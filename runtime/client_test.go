@@ -1,0 +1,254 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/runtime"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func clientWith(t *testing.T, conn *bus.Conn, rc runtime.RetryConfig) *runtime.Client {
+	t.Helper()
+	c, err := runtime.NewClient(conn, runtime.ClientConfig{Topology: topo, Retry: &rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func to(t *testing.T, agent string) *envelope.Envelope {
+	t.Helper()
+	env, err := envelope.New("tester", agent, envelope.TaskRequest, "ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func streamMsgs(t *testing.T, conn *bus.Conn, name string) uint64 {
+	t.Helper()
+	s, err := conn.JetStream().Stream(ctxT(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// Chaos table, message loss: no reply ever comes. The client re-sends
+// MaxRetries times (same id: the server keeps one task), then times out.
+func TestSendMessageLossRetriesThenTimesOut(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 200 * time.Millisecond})
+	_, err := c.Send(ctxT(t), to(t, "ghost"))
+	if !errors.Is(err, resilience.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if got := c.Stats().Attempts; got != 3 {
+		t.Fatalf("%d attempts, want 1 + MaxRetries = 3", got)
+	}
+	if n := streamMsgs(t, conn, topo.TasksStream()); n != 1 {
+		t.Fatalf("tasks stream holds %d copies, want 1 (re-sends are deduplicated)", n)
+	}
+}
+
+// Chaos table, server crash: retries, then a connection error.
+func TestSendServerDownRetriesThenConnectionError(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{Listen: true})
+	conn, err := bus.Connect(ctxT(t), srv.ClientURL(), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := bus.Provision(ctxT(t), conn.JetStream(), topo); err != nil {
+		t.Fatal(err)
+	}
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 300 * time.Millisecond})
+	if err := srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Send(ctxT(t), to(t, "echo"))
+	if !errors.Is(err, resilience.ErrConnection) {
+		t.Fatalf("err = %v, want ErrConnection", err)
+	}
+	if got := c.Stats().Attempts; got != 3 {
+		t.Fatalf("%d attempts, want 3", got)
+	}
+}
+
+// Chaos table, circuit open: an immediate error, no attempt made.
+func TestSendCircuitOpenFailsFastWithoutAttempt(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 100 * time.Millisecond,
+		CircuitBreakerEnabled: true, CircuitBreakerThreshold: 2, CircuitBreakerTimeout: time.Minute})
+	for range 2 {
+		if _, err := c.Send(ctxT(t), to(t, "ghost")); !errors.Is(err, resilience.ErrTimeout) {
+			t.Fatalf("err = %v, want ErrTimeout", err)
+		}
+	}
+	before := c.Stats().Attempts
+	start := time.Now()
+	_, err := c.Send(ctxT(t), to(t, "ghost"))
+	if !errors.Is(err, resilience.ErrCircuitOpen) {
+		t.Fatalf("err = %v, want ErrCircuitOpen", err)
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Errorf("circuit-open error took %v, want it at once", took)
+	}
+	if got := c.Stats().Attempts; got != before {
+		t.Fatalf("%d attempts made with the circuit open", got-before)
+	}
+	// Per target: another agent is unaffected.
+	if st := c.Breakers().Get(topo.TaskSubject("other", envelope.TaskRequest)).State(); st != resilience.StateClosed {
+		t.Errorf("other target's breaker is %v", st)
+	}
+}
+
+// Chaos table, network partition: timeouts and retries, the breaker opens
+// after the threshold, and closes again after recovery through one probe.
+func TestSendPartitionOpensThenClosesTheBreaker(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{Listen: true})
+	agentConn := natstest.Connect(t, srv) // the agent stays on the server's side
+	if err := bus.Provision(ctxT(t), agentConn.JetStream(), topo); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, agentConn, runtime.Config{}, runtime.Echo)
+	proxy := natstest.StartProxy(t, srv.ClientURL()[len("nats://"):])
+	conn, err := bus.Connect(ctxT(t), proxy.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const openFor = time.Second
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 300 * time.Millisecond,
+		CircuitBreakerEnabled: true, CircuitBreakerThreshold: 3, CircuitBreakerTimeout: openFor})
+	br := c.Breakers().Get(topo.TaskSubject("echo", envelope.TaskRequest))
+	attempts := func() uint64 { return c.Stats().Attempts }
+
+	if _, err := c.Send(ctxT(t), to(t, "echo")); err != nil {
+		t.Fatalf("before the partition: %v", err)
+	}
+	proxy.Partition()
+	// Send 1: two attempts time out (2 consecutive failures).
+	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrTimeout) {
+		t.Fatalf("send 1: %v, want ErrTimeout", err)
+	}
+	if attempts() != 3 || br.State() != resilience.StateClosed {
+		t.Fatalf("after send 1: %d attempts, breaker %v", attempts(), br.State())
+	}
+	// Send 2: the third failure opens the breaker; its retry is refused.
+	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) {
+		t.Fatalf("send 2: %v, want ErrCircuitOpen after the threshold", err)
+	}
+	if attempts() != 4 || br.State() != resilience.StateOpen {
+		t.Fatalf("after send 2: %d attempts, breaker %v", attempts(), br.State())
+	}
+	// Send 3: fails fast.
+	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) || attempts() != 4 {
+		t.Fatalf("send 3: %v after %d attempts", err, attempts())
+	}
+	proxy.Heal()
+	waitFor(t, "the breaker to half-open", func() bool { return br.State() == resilience.StateHalfOpen })
+	// Send 4: the probe goes through, and closes the breaker.
+	if _, err := c.Send(ctxT(t), to(t, "echo")); err != nil {
+		t.Fatalf("send 4 (probe): %v", err)
+	}
+	if attempts() != 5 || br.State() != resilience.StateClosed {
+		t.Fatalf("after the probe: %d attempts, breaker %v", attempts(), br.State())
+	}
+}
+
+// fakeAgent answers every task of agent through raw nats.go with the
+// replies reply() builds.
+func fakeAgent(t *testing.T, conn *bus.Conn, agent string, reply func(req *envelope.Envelope) []*envelope.Envelope) {
+	t.Helper()
+	cons, err := conn.JetStream().CreateOrUpdateConsumer(ctxT(t), topo.TasksStream(), jetstream.ConsumerConfig{
+		Durable: agent, FilterSubject: topo.AgentTasks(agent), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var req envelope.Envelope
+		if err := envelope.Unmarshal(m.Data(), &req); err != nil {
+			t.Error(err)
+			return
+		}
+		for _, rep := range reply(&req) {
+			msg, _ := bus.EnvelopeMsg(req.ReplyTo, rep)
+			if _, err := conn.JetStream().PublishMsg(context.Background(), msg); err != nil {
+				t.Error(err)
+			}
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+}
+
+func TestSendNeverReturnsAReplyWithAnotherCorrelationID(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	stray := func(req *envelope.Envelope) *envelope.Envelope {
+		rep, _ := req.NewReply(envelope.TaskResponse, "not yours")
+		rep.ID = envelope.NewID()
+		rep.CorrelationID = envelope.NewID()
+		return rep
+	}
+	fakeAgent(t, conn, "liar", func(req *envelope.Envelope) []*envelope.Envelope {
+		right, _ := req.NewReply(envelope.TaskResponse, "yours")
+		return []*envelope.Envelope{stray(req), right}
+	})
+	fakeAgent(t, conn, "onlyliar", func(req *envelope.Envelope) []*envelope.Envelope {
+		return []*envelope.Envelope{stray(req)}
+	})
+	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 2 * time.Second})
+
+	rep, err := c.Send(ctxT(t), to(t, "liar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	_ = rep.DecodePayload(&got)
+	if got != "yours" || c.Stats().Mismatched != 1 {
+		t.Fatalf("got %q with %d mismatched discarded", got, c.Stats().Mismatched)
+	}
+
+	c2 := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 300 * time.Millisecond})
+	_, err = c2.Send(ctxT(t), to(t, "onlyliar"))
+	if !errors.Is(err, resilience.ErrTimeout) || !errors.Is(err, resilience.ErrCorrelationMismatch) {
+		t.Fatalf("err = %v, want a timeout that reports the mismatched reply", err)
+	}
+}
+
+func TestSendFallsBackToABackupAgent(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	startAgent(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
+	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 200 * time.Millisecond})
+	req := to(t, "primary") // no primary agent runs
+	rep, err := c.Send(ctxT(t), req, runtime.WithFallback("backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sender != "backup" || rep.CorrelationID != envelope.DeriveID(req.ID, "fallback:backup") {
+		t.Fatalf("reply from %s correlated to %s", rep.Sender, rep.CorrelationID)
+	}
+	// A permanent failure does not fall back.
+	bad := to(t, "bad name")
+	if _, err := c.Send(ctxT(t), bad, runtime.WithFallback("backup")); !errors.Is(err, resilience.ErrPermanent) {
+		t.Fatalf("invalid recipient: err = %v, want a permanent error", err)
+	}
+}

@@ -1,0 +1,179 @@
+package runtime
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/resilience"
+)
+
+// holding keeps the deliveries whose subject's breaker is open. They stay
+// unacknowledged (kept alive by heartbeats), so they do not use up
+// deliveries and are never dead-lettered for the breaker's sake; the
+// server caps them, with everything else unsettled, at MaxAckPending.
+type holding struct {
+	n atomic.Int64 // held deliveries, read without the lock on the hot path
+
+	mu        sync.Mutex
+	closed    bool
+	bySubject map[string]*heldSubject
+}
+
+type heldSubject struct {
+	queue []job
+	timer *time.Timer
+}
+
+// add holds j; it returns false once the holding is closed.
+func (h *holding) add(j job) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	hs := h.bySubject[j.d.Subject]
+	if hs == nil {
+		hs = &heldSubject{}
+		h.bySubject[j.d.Subject] = hs
+	}
+	hs.queue = append(hs.queue, j)
+	h.n.Add(1)
+	return true
+}
+
+// take removes and returns the oldest held job of subject, or all of them;
+// nothing once closed (drain hands those back at shutdown).
+func (h *holding) take(subject string, all bool) []job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	hs := h.bySubject[subject]
+	if hs == nil || len(hs.queue) == 0 {
+		return nil
+	}
+	n := 1
+	if all {
+		n = len(hs.queue)
+	}
+	out := append([]job(nil), hs.queue[:n]...)
+	hs.queue = hs.queue[n:]
+	if len(hs.queue) == 0 {
+		if hs.timer != nil {
+			hs.timer.Stop()
+		}
+		delete(h.bySubject, subject)
+	}
+	h.n.Add(-int64(n))
+	return out
+}
+
+// arm makes fn run after delay for subject, replacing an earlier timer.
+func (h *holding) arm(subject string, delay time.Duration, fn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hs := h.bySubject[subject]
+	if h.closed || hs == nil {
+		return
+	}
+	if hs.timer != nil {
+		hs.timer.Stop()
+	}
+	hs.timer = time.AfterFunc(delay, fn)
+}
+
+// appendAll appends every held delivery to dst (for heartbeats).
+func (h *holding) appendAll(dst []*bus.Delivery) []*bus.Delivery {
+	if h.n.Load() == 0 {
+		return dst
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, hs := range h.bySubject {
+		for _, j := range hs.queue {
+			dst = append(dst, j.d)
+		}
+	}
+	return dst
+}
+
+func (h *holding) count() int { return int(h.n.Load()) }
+
+// close stops every timer and refuses further holds.
+func (h *holding) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, hs := range h.bySubject {
+		if hs.timer != nil {
+			hs.timer.Stop()
+		}
+	}
+}
+
+// drain removes and returns everything held (after close, at shutdown).
+func (h *holding) drain() []job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []job
+	for s, hs := range h.bySubject {
+		out = append(out, hs.queue...)
+		delete(h.bySubject, s)
+	}
+	h.n.Store(0)
+	return out
+}
+
+// holdBack holds j because its subject's breaker refused it, and arranges
+// for the breaker's next probe.
+func (r *Runtime) holdBack(j job, br *resilience.Breaker) {
+	if !r.hold.add(j) {
+		r.giveBack(j.d) // shutting down
+		return
+	}
+	r.stats.held.Add(1)
+	r.scheduleProbe(j.d.Subject, br)
+}
+
+// scheduleProbe releases one held delivery of subject as the probe when
+// the breaker half-opens. If it is half-open already, another delivery is
+// the probe; its outcome releases the rest, and this timer is only a
+// safety net.
+func (r *Runtime) scheduleProbe(subject string, br *resilience.Breaker) {
+	delay := r.heartbeatInterval()
+	if at := br.ProbeAt(); !at.IsZero() {
+		delay = max(time.Until(at), 0)
+	}
+	r.hold.arm(subject, delay, func() { r.release(subject, false) })
+}
+
+// afterOutcome runs once a delivery of subject is settled and its outcome
+// recorded by br: when the breaker closed, every held delivery of subject
+// goes back to the workers; when it is (again) open, the next probe is
+// scheduled.
+func (r *Runtime) afterOutcome(subject string, br *resilience.Breaker) {
+	if r.hold.count() == 0 {
+		return
+	}
+	switch br.State() {
+	case resilience.StateClosed:
+		r.release(subject, true)
+	case resilience.StateOpen:
+		r.scheduleProbe(subject, br)
+	}
+}
+
+// release hands the oldest held delivery of subject (or all of them) to
+// the workers, ahead of new deliveries.
+func (r *Runtime) release(subject string, all bool) {
+	for _, j := range r.hold.take(subject, all) {
+		select {
+		case r.ready <- j:
+		default: // cannot happen (see Start); never block, never drop
+			r.giveBack(j.d)
+		}
+	}
+}
