@@ -85,6 +85,9 @@ func compareStream(want, got jetstream.StreamConfig) error {
 	if got.MaxBytes != want.MaxBytes {
 		diff("max bytes", got.MaxBytes, want.MaxBytes)
 	}
+	if got.MaxMsgs != want.MaxMsgs {
+		diff("max messages", got.MaxMsgs, want.MaxMsgs)
+	}
 	if got.Duplicates != want.Duplicates {
 		diff("duplicate window", got.Duplicates, want.Duplicates)
 	}

@@ -22,7 +22,8 @@ const (
 // replies stream, the dead-letter stream (limits retention, nothing
 // discarded unless DLQMaxAge or DLQMaxBytes is set; when full, new dead
 // letters are refused rather than old ones dropped) and the snapshot KV
-// bucket. The zero value is the default topology with prefix "jetagent".
+// bucket, plus the advisories stream and replays bucket of the DLQ. The
+// zero value is the default topology with prefix "jetagent".
 type Topology struct {
 	// Prefix is the first subject token and the stream name stem.
 	// Zero: "jetagent". Letters, digits, '-' and '_' only.
@@ -47,10 +48,13 @@ type Topology struct {
 	// late. Zero: 1 hour.
 	ReplyMaxAge time.Duration
 
-	// DLQMaxAge and DLQMaxBytes bound the dead-letter stream. Zero: keep
-	// everything until an operator purges it.
+	// DLQMaxAge, DLQMaxBytes and DLQMaxMsgs bound the dead-letter stream.
+	// When a size limit is reached, new dead letters are refused (and their
+	// originals redelivered), never old ones dropped. Zero: keep everything
+	// until an operator purges it.
 	DLQMaxAge   time.Duration
 	DLQMaxBytes int64
+	DLQMaxMsgs  int64
 
 	// SnapshotHistory is how many revisions per task the snapshot bucket
 	// keeps (1..64). Zero: 5.
@@ -81,6 +85,21 @@ func (t Topology) RepliesStream() string { return t.streamName("REPLIES") }
 // DLQStream returns the name of the dead-letter stream.
 func (t Topology) DLQStream() string { return t.streamName("DLQ") }
 
+// AdvisoriesStream returns the name of the stream capturing the server's
+// MAX_DELIVERIES advisories for the tasks stream (read by the sweeper).
+func (t Topology) AdvisoriesStream() string { return t.streamName("ADVISORIES") }
+
+// MaxDeliveriesAdvisories returns the subject of the MAX_DELIVERIES
+// advisories of agent's consumer on the tasks stream; agent "*" matches
+// every agent.
+func (t Topology) MaxDeliveriesAdvisories(agent string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + t.TasksStream() + "." + agent
+}
+
+// ReplaysBucket returns the name of the KV bucket recording which dead
+// letters were replayed.
+func (t Topology) ReplaysBucket() string { return t.streamName("DLQ_REPLAYS") }
+
 // SnapshotBucket returns the name of the snapshot KV bucket.
 func (t Topology) SnapshotBucket() string { return t.streamName("SNAPSHOTS") }
 
@@ -98,6 +117,12 @@ func (t Topology) AgentTasks(agent string) string {
 // DLQSubject returns the subject a dead letter of agent's task type goes to.
 func (t Topology) DLQSubject(agent string, typ envelope.PayloadType) string {
 	return t.prefix() + ".dlq." + agent + "." + string(typ)
+}
+
+// AgentDLQ returns the filter matching every dead letter of agent; agent
+// "*" matches every agent's.
+func (t Topology) AgentDLQ(agent string) string {
+	return t.prefix() + ".dlq." + agent + ".>"
 }
 
 // ReplySubject returns the reply subject of a client: replies published
@@ -158,6 +183,7 @@ func (t Topology) duplicates() time.Duration {
 	return t.DuplicateWindow
 }
 
+// bytesLimit maps the zero value of a size limit to the server's "none".
 func bytesLimit(v int64) int64 {
 	if v == 0 {
 		return -1
@@ -180,6 +206,7 @@ func (t Topology) streamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Discard:     jetstream.DiscardNew,
 			MaxBytes:    bytesLimit(t.TasksMaxBytes),
+			MaxMsgs:     -1,
 			Storage:     t.storage(),
 			Replicas:    t.replicas(),
 			Duplicates:  t.duplicates(),
@@ -192,6 +219,7 @@ func (t Topology) streamConfigs() []jetstream.StreamConfig {
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      replyAge,
 			MaxBytes:    -1,
+			MaxMsgs:     -1,
 			Storage:     t.storage(),
 			Replicas:    t.replicas(),
 			Duplicates:  t.duplicates(),
@@ -204,6 +232,20 @@ func (t Topology) streamConfigs() []jetstream.StreamConfig {
 			Discard:     jetstream.DiscardNew,
 			MaxAge:      t.DLQMaxAge,
 			MaxBytes:    bytesLimit(t.DLQMaxBytes),
+			MaxMsgs:     bytesLimit(t.DLQMaxMsgs),
+			Storage:     t.storage(),
+			Replicas:    t.replicas(),
+			Duplicates:  t.duplicates(),
+		},
+		{
+			Name:        t.AdvisoriesStream(),
+			Description: "jetagent: MAX_DELIVERIES advisories of the tasks stream, swept into the DLQ",
+			Subjects:    []string{t.MaxDeliveriesAdvisories("*")},
+			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      7 * 24 * time.Hour,
+			MaxBytes:    -1,
+			MaxMsgs:     -1,
 			Storage:     t.storage(),
 			Replicas:    t.replicas(),
 			Duplicates:  t.duplicates(),
@@ -221,6 +263,12 @@ func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
 		Description: "jetagent task snapshots, key <agent>.<task>",
 		History:     uint8(hist),
 		TTL:         t.SnapshotTTL,
+		Storage:     t.storage(),
+		Replicas:    t.replicas(),
+	}, {
+		Bucket:      t.ReplaysBucket(),
+		Description: "jetagent: dead letters replayed, key <DLQ sequence>",
+		History:     1,
 		Storage:     t.storage(),
 		Replicas:    t.replicas(),
 	}}

@@ -1,7 +1,6 @@
 package dlq
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -24,7 +23,7 @@ const (
 	ReasonUnknownType   Reason = "unknown_type"   // no handler for the payload type
 	ReasonPermanent     Reason = "permanent"      // the handler returned a permanent error
 	ReasonMaxAttempts   Reason = "max_attempts"   // transient failures exhausted the attempts
-	ReasonMaxDeliveries Reason = "max_deliveries" // the server gave up redelivering (sweeper)
+	ReasonMaxDeliveries Reason = "max_deliveries" // delivered MaxDeliver times, never settled: the agent crashed or hung on it (sweeper)
 )
 
 // Provenance header names.
@@ -39,7 +38,18 @@ const (
 	HeaderFirstFail  = "Jetagent-Dlq-First-Failure"
 	HeaderLastFail   = "Jetagent-Dlq-Last-Failure"
 	HeaderTraceID    = "Jetagent-Dlq-Trace-Id"
+
+	// HeaderReplayOf marks a replayed task with the DLQ entry (sequence in
+	// the DLQ stream) it came from; HeaderReplayCount counts the replays
+	// of that entry. The runtime does not apply the clock-skew check to a
+	// replayed task (its timestamp is old by design).
+	HeaderReplayOf    = "Jetagent-Replay-Of"
+	HeaderReplayCount = "Jetagent-Replay-Count"
 )
+
+// provenance lists the headers a dead letter adds to the original's.
+var provenance = []string{HeaderReason, HeaderError, HeaderAgent, HeaderSubject, HeaderStream,
+	HeaderSequence, HeaderDeliveries, HeaderFirstFail, HeaderLastFail, HeaderTraceID}
 
 // maxErrorLen bounds the error text kept in a header.
 const maxErrorLen = 1024
@@ -100,9 +110,6 @@ func (r *Record) Msg(subject string) *nats.Msg {
 	}
 	return &nats.Msg{Subject: subject, Data: r.Data, Header: h}
 }
-
-// ErrNotDeadLetter is returned by Parse for a message without provenance.
-var ErrNotDeadLetter = errors.New("dlq: not a dead letter")
 
 // Parse reads a Record back from a dead-letter message's body and headers.
 // It returns ErrNotDeadLetter when the reason header is missing and a

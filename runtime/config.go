@@ -66,6 +66,12 @@ type Config struct {
 	// settings (first match wins); other subjects use Breaker.
 	BreakerRules []resilience.BreakerRule
 
+	// DisableSweeper turns off the agent's sweeper, which dead-letters
+	// tasks the server stopped delivering after MaxDeliver deliveries that
+	// were never settled (the agent crashed or hung on them). Leave it on
+	// unless another process sweeps for this agent.
+	DisableSweeper bool
+
 	// Limits bound accepted envelopes (size, clock skew). Zero: defaults
 	// of package envelope. ReceivedAt and Now are set per delivery.
 	Limits envelope.Limits

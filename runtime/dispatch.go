@@ -33,6 +33,9 @@ func (r *Runtime) process(s *slot, j job) {
 		r.stats.received.Add(1)
 		lim := r.cfg.Limits
 		lim.ReceivedAt = d.Published
+		if d.Header != nil && d.Header.Get(dlq.HeaderReplayOf) != "" {
+			lim.IgnoreClockSkew = true // replayed from the DLQ: old by design
+		}
 		var err error
 		env, err = envelope.Parse(d.Data, lim)
 		if err != nil {
@@ -211,7 +214,7 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 	log := r.cfg.Logger.With("agent", r.cfg.Agent, "subject", d.Subject, "stream_seq", d.StreamSeq, "reason", reason)
 	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
 	defer cancel()
-	if _, err := r.pub.PublishMsg(ctx, rec.Msg(r.dlqSubject(d.Subject))); err != nil {
+	if _, err := r.dlq.Publish(ctx, &rec); err != nil {
 		log.Error("dead-letter publish failed; the message stays in the tasks stream", "err", err, "cause", cause)
 		r.retry(d, 0)
 		return
@@ -221,14 +224,6 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 	}
 	r.stats.deadLettered.Add(1)
 	log.Warn("dead-lettered", "cause", cause)
-}
-
-// dlqSubject maps "<p>.tasks.<agent>.<rest>" to "<p>.dlq.<agent>.<rest>".
-func (r *Runtime) dlqSubject(taskSubject string) string {
-	prefix := r.cfg.Topology.AgentTasks(r.cfg.Agent)
-	prefix = prefix[:len(prefix)-1] // drop the ">" wildcard
-	rest := strings.TrimPrefix(taskSubject, prefix)
-	return r.cfg.Topology.DLQSubject(r.cfg.Agent, envelope.PayloadType(rest))
 }
 
 // rejectReason names the dead-letter reason of an envelope Parse refused.

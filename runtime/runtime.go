@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,12 +61,14 @@ type Runtime struct {
 	pub      *bus.Publisher
 	handlers map[envelope.PayloadType]Handler
 	breakers *resilience.BreakerRegistry
+	dlq      *dlq.Store
 	stats    counters
 
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
 	sub      *bus.Subscriber
+	sweeper  *dlq.Sweeper
 	work     chan *bus.Delivery // from the subscriber
 	ready    chan job           // held deliveries released by their breaker
 	slots    []slot             // what each worker is running, for heartbeats
@@ -103,6 +106,7 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		cfg:        full,
 		conn:       conn,
 		pub:        bus.NewPublisher(conn.JetStream()),
+		dlq:        dlq.NewStore(conn.JetStream(), full.Topology),
 		handlers:   make(map[envelope.PayloadType]Handler),
 		handlerCtx: ctx,
 		cancel:     cancel,
@@ -173,6 +177,16 @@ func (r *Runtime) Start(ctx context.Context) error {
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
 	r.cfg.Consumer = sub.Config()
+	if !r.cfg.DisableSweeper {
+		sw, err := dlq.NewSweeper(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
+		}
+		if err := sw.Start(); err != nil {
+			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
+		}
+		r.sweeper = sw
+	}
 	r.work = make(chan *bus.Delivery, r.cfg.Buffer)
 	// Held deliveries are unacknowledged, so the server never lets more
 	// than MaxAckPending exist: this channel never fills.
@@ -185,6 +199,9 @@ func (r *Runtime) Start(ctx context.Context) error {
 	r.beat, r.beatDone = make(chan struct{}), make(chan struct{})
 	go r.heartbeats()
 	if err := sub.Start(r.enqueue); err != nil {
+		if r.sweeper != nil {
+			_ = r.sweeper.Stop(ctx)
+		}
 		close(r.work)
 		r.workers.Wait()
 		close(r.beat)
@@ -286,6 +303,11 @@ func (r *Runtime) stop(ctx context.Context) error {
 	}
 	close(r.beat)
 	<-r.beatDone
+	if r.sweeper != nil {
+		if serr := r.sweeper.Stop(ctx); serr != nil && err == nil {
+			err = serr
+		}
+	}
 	for _, j := range r.hold.drain() {
 		r.giveBack(j.d)
 	}

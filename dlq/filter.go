@@ -1,0 +1,47 @@
+package dlq
+
+import (
+	"strings"
+	"time"
+
+	"github.com/jetagent/jetagent/resilience"
+)
+
+// Filter selects DLQ entries. Zero fields match everything.
+type Filter struct {
+	// IDs selects entries by sequence (other fields still filter them).
+	IDs []uint64
+	// Agent matches the agent that dead-lettered the entry.
+	Agent string
+	// Subject matches the original subject; NATS wildcards allowed.
+	Subject string
+	// Type matches the payload type (the original subject's tail).
+	Type string
+	// Reason matches the reason code (e.g. "permanent").
+	Reason Reason
+	// Error matches entries whose error text contains it.
+	Error string
+	// Since and Until bound the time the entry was stored.
+	Since, Until time.Time
+	// NotReplayed drops entries replayed before.
+	NotReplayed bool
+	// Limit bounds the number of entries returned (zero: no limit).
+	Limit int
+}
+
+// Match reports whether e passes every set field of f (IDs and Limit
+// are applied by the Store).
+func (f Filter) Match(e *Entry) bool {
+	switch {
+	case f.Agent != "" && e.Agent != f.Agent,
+		f.Subject != "" && !resilience.MatchSubject(f.Subject, e.Subject),
+		f.Type != "" && !strings.HasSuffix(e.Subject, "."+f.Type),
+		f.Reason != "" && e.Reason != f.Reason,
+		f.Error != "" && !strings.Contains(e.Error, f.Error),
+		!f.Since.IsZero() && e.Stored.Before(f.Since),
+		!f.Until.IsZero() && e.Stored.After(f.Until),
+		f.NotReplayed && e.Replays > 0:
+		return false
+	}
+	return true
+}

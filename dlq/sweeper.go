@@ -1,0 +1,159 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxDeliveriesAdvisory is the part of the server's MAX_DELIVERIES
+// advisory the sweeper reads.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// Sweeper is the safety net for poison messages that never reach a
+// disposition: a task that crashes or hangs its agent on every delivery is
+// never settled, and after MaxDeliver deliveries the server stops
+// delivering it and publishes a MAX_DELIVERIES advisory. The sweeper reads
+// those advisories (captured by the advisories stream), fetches the task
+// by its stream sequence, dead-letters it with ReasonMaxDeliveries and
+// removes it from the tasks stream. Replicas of one agent share the
+// sweeper's durable consumer.
+type Sweeper struct {
+	js    jetstream.JetStream
+	topo  bus.Topology
+	agent string
+	store *Store
+	log   *slog.Logger
+
+	cons jetstream.Consumer
+	cc   jetstream.ConsumeContext
+
+	swept, gone atomic.Uint64
+}
+
+// NewSweeper creates (or joins) the durable consumer of agent's
+// MAX_DELIVERIES advisories. A nil logger discards logs.
+func NewSweeper(ctx context.Context, js jetstream.JetStream, topo bus.Topology, agent string, logger *slog.Logger) (*Sweeper, error) {
+	if err := bus.ValidateName(agent); err != nil {
+		return nil, fmt.Errorf("dlq: sweeper: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, topo.AdvisoriesStream(), jetstream.ConsumerConfig{
+		Durable:       agent + "_sweeper",
+		Description:   "jetagent: dead-letters " + agent + "'s tasks that exceeded MaxDeliver",
+		FilterSubject: topo.MaxDeliveriesAdvisories(agent),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1, // an advisory is retried until its task is safely in the DLQ
+		BackOff:       nil,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dlq: sweeper for %s: %w", agent, err)
+	}
+	return &Sweeper{js: js, topo: topo, agent: agent, store: NewStore(js, topo), log: logger, cons: cons}, nil
+}
+
+// Start begins sweeping in the background; Stop ends it.
+func (s *Sweeper) Start() error {
+	cc, err := s.cons.Consume(s.handle, jetstream.PullMaxMessages(16), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("dlq: sweeper for %s: %w", s.agent, err)
+	}
+	s.cc = cc
+	return nil
+}
+
+// Stop stops sweeping and waits (up to ctx) for the advisory in hand.
+func (s *Sweeper) Stop(ctx context.Context) error {
+	if s.cc == nil {
+		return nil
+	}
+	s.cc.Drain()
+	select {
+	case <-s.cc.Closed():
+		return nil
+	case <-ctx.Done():
+		s.cc.Stop()
+		return fmt.Errorf("dlq: sweeper: %w", ctx.Err())
+	}
+}
+
+// Swept returns how many tasks the sweeper dead-lettered, and how many
+// advisories named a task already gone (settled after all).
+func (s *Sweeper) Swept() (deadLettered, gone uint64) { return s.swept.Load(), s.gone.Load() }
+
+func (s *Sweeper) handle(m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var adv maxDeliveriesAdvisory
+	if err := json.Unmarshal(m.Data(), &adv); err != nil || adv.StreamSeq == 0 {
+		s.log.Error("unreadable MAX_DELIVERIES advisory dropped", "err", err)
+		_ = m.Term()
+		return
+	}
+	if err := s.sweep(ctx, adv); err != nil {
+		s.log.Error("sweeping a task that exceeded MaxDeliver failed; will retry", "agent", s.agent, "stream_seq", adv.StreamSeq, "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+// sweep dead-letters the task named by adv, then deletes it from the
+// tasks stream. Safe to repeat: the dead letter's id is derived from the
+// task's stream sequence.
+func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
+	st, err := s.js.Stream(ctx, adv.Stream)
+	if err != nil {
+		return err
+	}
+	msg, err := st.GetMsg(ctx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.gone.Add(1) // settled or removed meanwhile: nothing to do
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rec := &Record{
+		Data:         msg.Data,
+		Header:       msg.Header,
+		Reason:       ReasonMaxDeliveries,
+		Error:        fmt.Sprintf("max deliveries exceeded: delivered %d times to %s and never settled (the agent crashed or hung on it)", adv.Deliveries, adv.Consumer),
+		Agent:        s.agent,
+		Subject:      msg.Subject,
+		Stream:       adv.Stream,
+		Sequence:     adv.StreamSeq,
+		Deliveries:   adv.Deliveries,
+		FirstFailure: msg.Time,
+		LastFailure:  time.Now().UTC(),
+	}
+	var env envelope.Envelope
+	if envelope.Unmarshal(msg.Data, &env) == nil {
+		rec.TraceID = env.TraceID
+	}
+	if _, err := s.store.Publish(ctx, rec); err != nil {
+		return err
+	}
+	if err := st.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dead-lettered, but not removed from %s: %w", adv.Stream, err)
+	}
+	s.swept.Add(1)
+	s.log.Warn("dead-lettered a task that exceeded MaxDeliver", "agent", s.agent, "subject", msg.Subject, "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
+	return nil
+}
