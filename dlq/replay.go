@@ -24,11 +24,30 @@ type replayMark struct {
 
 func markKey(seq uint64) string { return strconv.FormatUint(seq, 10) }
 
-// replayMarks reads every replay mark, by entry sequence.
-func (s *Store) replayMarks(ctx context.Context) (map[uint64]replayMark, error) {
+// replaysBucket returns the replays bucket; a missing bucket (a server
+// provisioned by an older version) is created when create is set, and
+// reported as nil otherwise.
+func (s *Store) replaysBucket(ctx context.Context, create bool) (jetstream.KeyValue, error) {
 	kv, err := s.js.KeyValue(ctx, s.topo.ReplaysBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if !create {
+			return nil, nil
+		}
+		kv, err = s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: s.topo.ReplaysBucket(), History: 1, Replicas: max(s.topo.Replicas, 1),
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dlq: replays bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// replayMarks reads every replay mark, by entry sequence.
+func (s *Store) replayMarks(ctx context.Context) (map[uint64]replayMark, error) {
+	kv, err := s.replaysBucket(ctx, false)
+	if err != nil || kv == nil {
+		return map[uint64]replayMark{}, err
 	}
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
@@ -93,32 +112,36 @@ type ReplayResult struct {
 	Replayed, Skipped, WouldReplay, Failed int
 }
 
+// replayWindow is how many publishes Replay keeps in flight per stage.
+const replayWindow = 512
+
 // Replay publishes each entry's original message again, as a new task
 // (a new Nats-Msg-Id, so the duplicate window does not drop it), with
 // HeaderReplayOf naming the entry, to its original subject or opts.To. It
 // records each replay in the replays bucket, so that an entry is replayed
-// at most once unless opts.Force. Entries stay in the DLQ (purge them
-// when done). It stops at ctx's end; failed entries are counted, not
-// fatal. The error is ctx's, or the joined failures.
+// at most once unless opts.Force: entries listed as replayed are skipped,
+// and when two replays race on an entry, the server stores its task once
+// (same message id, within the duplicate window) and only one records it.
+// Entries stay in the DLQ (purge them when done).
+//
+// Publishes are pipelined: a task's mark is written once the task is
+// stored, while later tasks are in flight; opts.Rate paces the tasks. It
+// stops when ctx ends; failed entries are counted, not fatal. The error is
+// ctx's, or the joined failures.
 func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
-	kv, err := s.js.KeyValue(ctx, s.topo.ReplaysBucket())
-	if err != nil {
-		return res, fmt.Errorf("dlq: replays bucket: %w", err)
+	if _, err := s.replaysBucket(ctx, !opts.DryRun); err != nil {
+		return res, err
 	}
 	var lim *rate.Limiter
 	if opts.Rate > 0 {
-		lim = rate.NewLimiter(rate.Limit(opts.Rate), 1)
+		// A burst of 50ms worth keeps high rates accurate (timers cannot
+		// sleep 250µs precisely) without bursting low ones.
+		lim = rate.NewLimiter(rate.Limit(opts.Rate), max(1, int(opts.Rate/20)))
 	}
-	var errs []error
-	for _, e := range entries {
-		if lim != nil {
-			if err := lim.Wait(ctx); err != nil {
-				return res, fmt.Errorf("dlq: replay: %w", err)
-			}
-		}
-		outcome, err := s.replayOne(ctx, kv, e, opts)
-		switch outcome {
+	p := &pipeline{s: s, ctx: ctx, markSubject: "$KV." + s.topo.ReplaysBucket() + "."}
+	p.report = func(e *Entry, o Outcome, err error) {
+		switch o {
 		case Replayed:
 			res.Replayed++
 		case AlreadyReplayed:
@@ -127,44 +150,141 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 			res.WouldReplay++
 		case Failed:
 			res.Failed++
-			errs = append(errs, err)
+			p.errs = append(p.errs, err)
 		}
 		if opts.Progress != nil {
-			opts.Progress(e, outcome, err)
-		}
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("dlq: replay: %w", ctx.Err())
+			opts.Progress(e, o, err)
 		}
 	}
-	return res, errors.Join(errs...)
+	for _, e := range entries {
+		switch {
+		case e.Replays > 0 && !opts.Force:
+			p.report(e, AlreadyReplayed, nil)
+			continue
+		case opts.DryRun:
+			p.report(e, WouldReplay, nil)
+			continue
+		}
+		if lim != nil {
+			if err := lim.Wait(ctx); err != nil {
+				return res, fmt.Errorf("dlq: replay: %w", err)
+			}
+		}
+		if err := p.publishTask(e, opts.To); err != nil {
+			return res, fmt.Errorf("dlq: replay: %w", err)
+		}
+	}
+	if err := p.drain(); err != nil {
+		return res, fmt.Errorf("dlq: replay: %w", err)
+	}
+	return res, errors.Join(p.errs...)
 }
 
-func (s *Store) replayOne(ctx context.Context, kv jetstream.KeyValue, e *Entry, opts ReplayOptions) (Outcome, error) {
-	key := markKey(e.Seq)
-	var prev replayMark
-	var rev uint64
-	if kve, err := kv.Get(ctx, key); err == nil {
-		rev = kve.Revision()
-		if err := json.Unmarshal(kve.Value(), &prev); err != nil {
-			prev.Count = 1
-		}
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Failed, fmt.Errorf("dlq: replay %d: %w", e.Seq, err)
+// inFlight is one entry being replayed.
+type inFlight struct {
+	e       *Entry
+	count   int
+	subject string
+	msgID   string
+	fut     jetstream.PubAckFuture
+}
+
+// pipeline runs the two stages of Replay: tasks in flight, then marks in
+// flight, each bounded by replayWindow.
+type pipeline struct {
+	s            *Store
+	ctx          context.Context
+	markSubject  string
+	tasks, marks []*inFlight // FIFO
+	report       func(*Entry, Outcome, error)
+	errs         []error
+}
+
+func (p *pipeline) publishTask(e *Entry, to string) error {
+	f := &inFlight{e: e, count: e.Replays + 1, subject: e.Subject}
+	if to != "" {
+		f.subject = to
 	}
-	if prev.Count > 0 && !opts.Force {
-		return AlreadyReplayed, nil
-	}
-	subject := e.Subject
-	if opts.To != "" {
-		subject = opts.To
-	}
-	if opts.DryRun {
-		return WouldReplay, nil
-	}
-	count := prev.Count + 1
 	// The same id for the same replay count: if two operators replay at
 	// once, or a replay is retried, the server stores the task once.
-	msgID := "replay-" + e.Stream + "-" + strconv.FormatUint(e.Sequence, 10) + "-dlq" + key + "-" + strconv.Itoa(count)
+	f.msgID = "replay-" + e.Stream + "-" + strconv.FormatUint(e.Sequence, 10) + "-dlq" + markKey(e.Seq) + "-" + strconv.Itoa(f.count)
+	var err error
+	if f.fut, err = p.s.js.PublishMsgAsync(replayMsg(e, f)); err != nil {
+		p.report(e, Failed, fmt.Errorf("dlq: replay %d to %s: %w", e.Seq, f.subject, err))
+		return nil
+	}
+	p.tasks = append(p.tasks, f)
+	if len(p.tasks) > replayWindow {
+		return p.taskDone()
+	}
+	return nil
+}
+
+// taskDone waits for the oldest task; once stored, its mark is published.
+func (p *pipeline) taskDone() error {
+	f := p.tasks[0]
+	p.tasks = p.tasks[1:]
+	if _, err := await(p.ctx, f.fut); err != nil {
+		if p.ctx.Err() != nil {
+			return p.ctx.Err()
+		}
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d to %s: %w", f.e.Seq, f.subject, err))
+		return nil
+	}
+	mark, _ := json.Marshal(replayMark{Count: f.count, At: time.Now().UTC(), To: f.subject, MsgID: f.msgID})
+	var opts []jetstream.PublishOpt
+	if f.count == 1 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0)) // create: one replay wins
+	}
+	var err error
+	if f.fut, err = p.s.js.PublishMsgAsync(&nats.Msg{Subject: p.markSubject + markKey(f.e.Seq), Data: mark}, opts...); err != nil {
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", f.e.Seq, err))
+		return nil
+	}
+	p.marks = append(p.marks, f)
+	if len(p.marks) > replayWindow {
+		return p.markDone()
+	}
+	return nil
+}
+
+// markDone waits for the oldest mark and reports its entry.
+func (p *pipeline) markDone() error {
+	f := p.marks[0]
+	p.marks = p.marks[1:]
+	_, err := await(p.ctx, f.fut)
+	switch {
+	case err == nil:
+		p.report(f.e, Replayed, nil)
+	case isWrongLastSequence(err):
+		// Another replay recorded it first; the same message id means the
+		// server stored one task.
+		p.report(f.e, AlreadyReplayed, nil)
+	case p.ctx.Err() != nil:
+		return p.ctx.Err()
+	default:
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", f.e.Seq, err))
+	}
+	return nil
+}
+
+func (p *pipeline) drain() error {
+	for len(p.tasks) > 0 {
+		if err := p.taskDone(); err != nil {
+			return err
+		}
+	}
+	for len(p.marks) > 0 {
+		if err := p.markDone(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replayMsg is the task message replaying e: its original body and
+// headers, provenance removed, a new message id and the replay headers.
+func replayMsg(e *Entry, f *inFlight) *nats.Msg {
 	h := make(nats.Header, len(e.Header))
 	for k, v := range e.Header {
 		h[k] = v
@@ -172,26 +292,29 @@ func (s *Store) replayOne(ctx context.Context, kv jetstream.KeyValue, e *Entry, 
 	for _, k := range provenance {
 		h.Del(k)
 	}
-	h.Set(bus.HeaderMsgID, msgID)
-	h.Set(HeaderReplayOf, key)
-	h.Set(HeaderReplayCount, strconv.Itoa(count))
-	if _, err := s.pub.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: e.Data, Header: h}); err != nil {
-		return Failed, fmt.Errorf("dlq: replay %d to %s: %w", e.Seq, subject, err)
+	h.Set(bus.HeaderMsgID, f.msgID)
+	h.Set(HeaderReplayOf, markKey(e.Seq))
+	h.Set(HeaderReplayCount, strconv.Itoa(f.count))
+	return &nats.Msg{Subject: f.subject, Data: e.Data, Header: h}
+}
+
+func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case a := <-f.Ok():
+		return a, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	mark, _ := json.Marshal(replayMark{Count: count, At: time.Now().UTC(), To: subject, MsgID: msgID})
-	var err error
-	if rev == 0 {
-		_, err = kv.Create(ctx, key, mark)
-	} else {
-		_, err = kv.Update(ctx, key, mark, rev)
+}
+
+// isWrongLastSequence reports a compare-and-set conflict (codes 10071, and
+// 10164 on replicated streams).
+func isWrongLastSequence(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 	}
-	if err != nil {
-		// Someone replayed it at the same time: the same msg id means the
-		// server stored one task; report it as theirs.
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return AlreadyReplayed, nil
-		}
-		return Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", e.Seq, err)
-	}
-	return Replayed, nil
+	return false
 }

@@ -221,9 +221,9 @@ func (s *Store) Delete(ctx context.Context, entries []*Entry) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dlq: %w", err)
 	}
-	kv, err := s.js.KeyValue(ctx, s.topo.ReplaysBucket())
+	kv, err := s.replaysBucket(ctx, false)
 	if err != nil {
-		return 0, fmt.Errorf("dlq: %w", err)
+		return 0, err
 	}
 	n := 0
 	for _, e := range entries {
@@ -231,7 +231,7 @@ func (s *Store) Delete(ctx context.Context, entries []*Entry) (int, error) {
 			return n, fmt.Errorf("dlq: delete %d: %w", e.Seq, err)
 		}
 		n++
-		if e.Replays > 0 {
+		if e.Replays > 0 && kv != nil {
 			_ = kv.Purge(ctx, markKey(e.Seq))
 		}
 	}

@@ -1,0 +1,152 @@
+package replaycli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+)
+
+func newReplayCmd(g *globals, stdio IO) *cobra.Command {
+	var sel selection
+	var o dlq.ReplayOptions
+	var yes, quiet bool
+	var confirmAbove int
+	cmd := &cobra.Command{
+		Use:   "replay [ID...] [flags]",
+		Short: "Publish dead letters again as new tasks",
+		Long: `replay publishes the selected entries' original messages again, to their
+original subject or --to, as new tasks: they carry a new message id (so the
+server's duplicate window does not drop them) and the header
+Jetagent-Replay-Of naming the entry. Entries stay in the DLQ; purge them when
+you are satisfied. An entry is replayed at most once, even by operators
+running replay at the same time, unless --force.
+
+Select entries by ID, or with the filters (all of them when none is given).
+Above --confirm-above entries, replay asks for confirmation unless --yes.`,
+		Example: `  replay replay 42 43
+  replay replay --agent billing --reason max_attempts --dry-run
+  replay replay --reason permanent --to jetagent.tasks.billing-v2.task.request --rate 50 --yes`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := sel.filter(args, time.Now())
+			if err != nil {
+				return err
+			}
+			if o.Rate < 0 {
+				return usage("--rate must not be negative")
+			}
+			if o.To != "" && (strings.ContainsAny(o.To, "*> \t") || strings.HasPrefix(o.To, ".") || strings.HasSuffix(o.To, ".")) {
+				return usage("--to %q is not a subject a task can be published to", o.To)
+			}
+			return g.run(cmd, func(ctx context.Context, s *session) error {
+				entries, err := s.store.List(ctx, f)
+				if err != nil {
+					return err
+				}
+				if len(entries) == 0 {
+					fmt.Fprintln(stdio.Out, "no dead letters match: nothing to replay")
+					return nil
+				}
+				if !o.DryRun && len(entries) > confirmAbove && !yes {
+					if err := confirm(stdio, fmt.Sprintf("replay %d entries", len(entries))); err != nil {
+						return err
+					}
+				}
+				report := progress(stdio, len(entries), quiet, o.DryRun)
+				o.Progress = report.entry
+				res, err := s.store.Replay(ctx, entries, o)
+				report.done()
+				fmt.Fprintf(stdio.Out, "replayed %d, already replayed %d (use --force to replay again), would replay %d, failed %d\n",
+					res.Replayed, res.Skipped, res.WouldReplay, res.Failed)
+				if err != nil && res.Failed > 0 && ctx.Err() == nil {
+					return &exitError{ExitPartial, err}
+				}
+				return err
+			})
+		},
+	}
+	sel.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&o.To, "to", "", "publish to this subject instead of each entry's original one")
+	fl.BoolVar(&o.DryRun, "dry-run", false, "show what would be replayed; publish nothing")
+	fl.Float64Var(&o.Rate, "rate", 0, "at most this many entries per second (0: as fast as the server acknowledges)")
+	fl.BoolVar(&o.Force, "force", false, "replay entries that were replayed before")
+	fl.BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	fl.IntVar(&confirmAbove, "confirm-above", 10, "ask for confirmation when more entries than this are selected")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the summary")
+	return cmd
+}
+
+// confirm asks whether to go ahead with action on a terminal; without one
+// it refuses.
+func confirm(stdio IO, action string) error {
+	if !stdio.InIsTerminal {
+		return &exitError{ExitAborted, fmt.Errorf("%s needs confirmation, and stdin is not a terminal: pass --yes", action)}
+	}
+	fmt.Fprintf(stdio.Err, "%s%s? [y/N] ", strings.ToUpper(action[:1]), action[1:])
+	line, err := bufio.NewReader(stdio.In).ReadString('\n')
+	if err != nil && line == "" {
+		return &exitError{ExitAborted, errors.New("aborted: no answer")}
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	default:
+		return &exitError{ExitAborted, errors.New("aborted: not confirmed")}
+	}
+}
+
+// reporter shows replay progress: a bar on a terminal, else a line per
+// entry on stdout.
+type reporter struct {
+	entry func(e *dlq.Entry, o dlq.Outcome, err error)
+	done  func()
+}
+
+func progress(stdio IO, total int, quiet, dryRun bool) reporter {
+	switch {
+	case quiet:
+		return reporter{entry: func(*dlq.Entry, dlq.Outcome, error) {}, done: func() {}}
+	case stdio.ErrIsTerminal:
+		desc := "replaying"
+		if dryRun {
+			desc = "checking"
+		}
+		bar := progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(stdio.Err),
+			progressbar.OptionSetDescription(desc),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("entries"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		return reporter{
+			entry: func(e *dlq.Entry, o dlq.Outcome, err error) {
+				if err != nil {
+					_ = bar.Clear()
+					fmt.Fprintf(stdio.Err, "entry %d: %v\n", e.Seq, err)
+				}
+				_ = bar.Add(1)
+			},
+			done: func() { _ = bar.Finish() },
+		}
+	default:
+		return reporter{
+			entry: func(e *dlq.Entry, o dlq.Outcome, err error) {
+				if err != nil {
+					fmt.Fprintf(stdio.Out, "%d %s: %v\n", e.Seq, o, err)
+					return
+				}
+				fmt.Fprintf(stdio.Out, "%d %s %s\n", e.Seq, o, e.Subject)
+			},
+			done: func() {},
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package replaycli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in the root command's help.
+const (
+	ExitOK      = 0 // done
+	ExitError   = 1 // failed: server unreachable, entry not found, ...
+	ExitUsage   = 2 // wrong flags or arguments
+	ExitAborted = 3 // confirmation declined or missing (--yes)
+	ExitPartial = 4 // some entries could not be replayed
+)
+
+// exitError carries an exit code with its error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usage(format string, a ...any) error {
+	return &exitError{ExitUsage, fmt.Errorf(format, a...)}
+}
+
+// usageArgs makes a cobra argument check's error a usage error.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return &exitError{ExitUsage, err}
+		}
+		return nil
+	}
+}
+
+// IO is where the commands read and write; tests replace it.
+type IO struct {
+	In            io.Reader
+	Out, Err      io.Writer
+	InIsTerminal  bool // confirmations may be asked
+	ErrIsTerminal bool // a progress bar may be drawn
+}
+
+// Main runs the replay command line with args and returns the exit code.
+// Errors are printed as one line "replay: <error>" on stderr.
+func Main(ctx context.Context, args []string, stdio IO) int {
+	root := newRoot(stdio)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stdio.Err, "replay: %s\n", strings.Join(strings.Fields(err.Error()), " "))
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.code == ExitUsage {
+			fmt.Fprintf(stdio.Err, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+		return ee.code
+	}
+	return ExitError
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	natsURL string
+	dataDir string
+	prefix  string
+	timeout time.Duration
+}
+
+func newRoot(stdio IO) *cobra.Command {
+	var g globals
+	root := &cobra.Command{
+		Use:   "replay",
+		Short: "Inspect, replay and purge jetagent's dead-letter queue",
+		Long: `replay operates on jetagent's dead-letter queue (DLQ): every task an agent
+could not process, kept with its original bytes and headers and where and why
+it failed.
+
+It works on a running server (--nats URL, or JETAGENT_NATS_URL), or, without
+one, on the data directory of the embedded server of "agent run" (--data-dir;
+if an agent is running on it, replay joins that agent's server at
+` + bus.DefaultURL + `).
+
+Entries are identified by their sequence number in the DLQ stream (the ID
+column of "replay list").
+
+Exit codes:
+  0  done
+  1  failed (server unreachable, entry not found, ...)
+  2  wrong flags or arguments
+  3  aborted: confirmation declined, or needed and stdin is not a terminal (use --yes)
+  4  some entries could not be replayed`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usage("unknown command %q", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{ExitUsage, err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.natsURL, "nats", os.Getenv("JETAGENT_NATS_URL"), "URL of the NATS server (env JETAGENT_NATS_URL); empty uses --data-dir")
+	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (env JETAGENT_DATA_DIR; default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent)")
+	pf.StringVar(&g.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem of the agents")
+	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "give up after this long")
+	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
+		newPurgeCmd(&g, stdio), newStatsCmd(&g, stdio))
+	// cobra adds "completion" (bash, zsh, fish, powershell) by itself.
+	return root
+}
+
+// session is an open connection to the DLQ.
+type session struct {
+	store *dlq.Store
+	topo  bus.Topology
+	close func()
+}
+
+// open connects as the globals say: --nats, else the data directory's
+// embedded server (in process), else the agent running on it.
+func (g *globals) open(ctx context.Context) (*session, error) {
+	topo := bus.Topology{Prefix: g.prefix}
+	if err := topo.Validate(); err != nil {
+		return nil, usage("--prefix: %v", err)
+	}
+	var conn *bus.Conn
+	var stop func()
+	switch {
+	case g.natsURL != "":
+		c, err := bus.Connect(ctx, g.natsURL)
+		if err != nil {
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", g.natsURL, err)
+		}
+		conn, stop = c, func() {}
+	default:
+		dir := g.dataDir
+		if dir == "" {
+			d, err := bus.DefaultDataDir()
+			if err != nil {
+				return nil, err
+			}
+			dir = d
+		}
+		if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+			return nil, fmt.Errorf("no jetagent data in %s (has 'agent run' ever run there? or pass --nats URL)", dir)
+		}
+		srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+		switch {
+		case errors.Is(err, bus.ErrDataDirLocked):
+			// An agent serves this directory: join its server.
+			c, cerr := bus.Connect(ctx, bus.DefaultURL)
+			if cerr != nil {
+				return nil, fmt.Errorf("%s is in use by a running agent, but its server at %s cannot be reached (pass --nats): %w", dir, bus.DefaultURL, cerr)
+			}
+			conn, stop = c, func() {}
+		case err != nil:
+			return nil, err
+		default:
+			c, err := srv.Connect(ctx)
+			if err != nil {
+				_ = srv.Shutdown(context.Background())
+				return nil, err
+			}
+			conn = c
+			stop = func() { _ = srv.Shutdown(context.Background()) }
+		}
+	}
+	if _, err := conn.JetStream().Stream(ctx, topo.DLQStream()); err != nil {
+		conn.Close()
+		stop()
+		return nil, fmt.Errorf("no DLQ stream %s on this server (wrong --prefix? has an agent run here?): %w", topo.DLQStream(), err)
+	}
+	return &session{store: dlq.NewStore(conn.JetStream(), topo), topo: topo, close: func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Drain(dctx)
+		stop()
+	}}, nil
+}
+
+// run opens a session bounded by --timeout and runs fn in it.
+func (g *globals) run(cmd *cobra.Command, fn func(ctx context.Context, s *session) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+	defer cancel()
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return fn(ctx, s)
+}
