@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,17 @@ type Delivery struct {
 	Pending uint64
 	// Stream and Consumer name where the delivery comes from.
 	Stream, Consumer string
+
+	// settled, when not nil, is closed by the first settlement (recovery
+	// mode waits on it before pulling the next message).
+	settled    chan struct{}
+	settleOnce sync.Once
+}
+
+func (d *Delivery) markSettled() {
+	if d.settled != nil {
+		d.settleOnce.Do(func() { close(d.settled) })
+	}
 }
 
 // newDelivery wraps m, reading its metadata from the ack subject.
@@ -62,18 +74,26 @@ func newDelivery(m jetstream.Msg) (*Delivery, error) {
 // Ack acknowledges the delivery: the server removes a work-queue task. The
 // acknowledgement itself is not confirmed (see AckSync); if it is lost, the
 // message is redelivered after AckWait.
-func (d *Delivery) Ack() error { return wrapSettle("ack", d.msg.Ack()) }
+func (d *Delivery) Ack() error {
+	d.markSettled()
+	return wrapSettle("ack", d.msg.Ack())
+}
 
 // AckSync acknowledges the delivery and waits for the server to confirm.
 func (d *Delivery) AckSync(ctx context.Context) error {
+	d.markSettled()
 	return wrapSettle("ack", d.msg.DoubleAck(ctx))
 }
 
 // Nak asks for immediate redelivery.
-func (d *Delivery) Nak() error { return wrapSettle("nak", d.msg.Nak()) }
+func (d *Delivery) Nak() error {
+	d.markSettled()
+	return wrapSettle("nak", d.msg.Nak())
+}
 
 // NakWithDelay asks for redelivery after delay; the server does the waiting.
 func (d *Delivery) NakWithDelay(delay time.Duration) error {
+	d.markSettled()
 	return wrapSettle("nak", d.msg.NakWithDelay(delay))
 }
 
@@ -84,6 +104,7 @@ func (d *Delivery) InProgress() error { return wrapSettle("in-progress", d.msg.I
 // Term ends the delivery for good: the server never redelivers it. The
 // reason is recorded in the server's advisory.
 func (d *Delivery) Term(reason string) error {
+	d.markSettled()
 	if reason == "" {
 		return wrapSettle("term", d.msg.Term())
 	}

@@ -60,6 +60,18 @@ type ConsumerConfig struct {
 	// PullExpiry is the lifetime of one pull request. Short expiries bound
 	// the stalls seen under high rates (see docs). Zero: 5s.
 	PullExpiry time.Duration
+
+	// RecoveryWindow is how long a subscriber that starts while the
+	// consumer has unacknowledged deliveries (a replica died holding
+	// them) pulls one message at a time, handing the next only once the
+	// previous is settled. A poison message that crashes its process then
+	// takes only itself down, instead of pushing every message buffered
+	// beside it towards MaxDeliver. Zero: AckWait (or the first BackOff
+	// step, if shorter) plus a quarter.
+	RecoveryWindow time.Duration
+
+	// NoRecovery starts streaming at once, whatever is unacknowledged.
+	NoRecovery bool
 }
 
 func (c ConsumerConfig) withDefaults() ConsumerConfig {
@@ -77,6 +89,13 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	}
 	if c.PullExpiry == 0 {
 		c.PullExpiry = DefaultPullExpiry
+	}
+	if c.RecoveryWindow == 0 {
+		w := c.AckWait
+		for _, b := range c.BackOff[:min(1, len(c.BackOff))] {
+			w = min(w, b)
+		}
+		c.RecoveryWindow = w + w/4
 	}
 	return c
 }
@@ -145,6 +164,8 @@ type SubscriberStats struct {
 	// BadMetadata counts messages without JetStream metadata; they are
 	// terminated, since they cannot be settled reliably.
 	BadMetadata uint64
+	// Recovered counts deliveries handed one at a time in recovery mode.
+	Recovered uint64
 }
 
 // Subscriber pulls from one durable consumer and hands every delivery to a
@@ -155,12 +176,18 @@ type Subscriber struct {
 	cfg      ConsumerConfig
 	log      *slog.Logger
 
+	// pendingAtStart is the consumer's unacknowledged deliveries when the
+	// subscriber was created: non-zero means a replica died holding them.
+	pendingAtStart int
+
 	mu      sync.Mutex
 	cc      jetstream.ConsumeContext
 	started bool
 	stopped bool
+	quit    chan struct{} // closed by Stop
+	done    chan struct{} // closed once pulling has ended for good
 
-	delivered, consumeErrs, missedHB, badMeta atomic.Uint64
+	delivered, consumeErrs, missedHB, badMeta, recovered atomic.Uint64
 }
 
 // NewSubscriber creates (or updates) the durable consumer described by cfg
@@ -179,7 +206,8 @@ func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, c
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on stream %s: %w", cfg.Durable, stream, err)
 	}
-	return &Subscriber{consumer: cons, cfg: cfg, log: logger}, nil
+	return &Subscriber{consumer: cons, cfg: cfg, log: logger, pendingAtStart: cons.CachedInfo().NumAckPending,
+		quit: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // Config returns the effective configuration, defaults filled in.
@@ -191,8 +219,10 @@ func (s *Subscriber) Consumer() jetstream.Consumer { return s.consumer }
 // Start begins pulling. fn is called for each delivery, one at a time, from
 // a goroutine owned by the subscriber; while fn blocks, no further messages
 // are pulled beyond the Prefetch buffer (so a slow fn is backpressure, not
-// memory growth). Start returns once pulling has begun; it returns ErrClosed
-// after Stop and an error when called twice.
+// memory growth). When the consumer had unacknowledged deliveries at
+// creation, the subscriber first runs in recovery mode (see
+// ConsumerConfig.RecoveryWindow). Start returns once pulling has begun; it
+// returns ErrClosed after Stop and an error when called twice.
 func (s *Subscriber) Start(fn func(*Delivery)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,16 +232,26 @@ func (s *Subscriber) Start(fn func(*Delivery)) error {
 	if s.started {
 		return fmt.Errorf("bus: subscriber %s: already started", s.cfg.Durable)
 	}
+	s.started = true
+	if s.pendingAtStart > 0 && !s.cfg.NoRecovery {
+		s.log.Warn("unacknowledged deliveries found: recovering one message at a time", "consumer", s.cfg.Durable,
+			"pending", s.pendingAtStart, "window", s.cfg.RecoveryWindow)
+		go s.recover(fn)
+		return nil
+	}
+	if err := s.stream(fn); err != nil {
+		close(s.done)
+		return err
+	}
+	return nil
+}
+
+// stream starts the streaming pull; the caller holds s.mu.
+func (s *Subscriber) stream(fn func(*Delivery)) error {
 	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
-		d, err := newDelivery(m)
-		if err != nil {
-			s.badMeta.Add(1)
-			s.log.Error("message without JetStream metadata terminated", "subject", m.Subject(), "err", err)
-			_ = m.Term()
-			return
+		if d := s.delivery(m); d != nil {
+			fn(d)
 		}
-		s.delivered.Add(1)
-		fn(d)
 	},
 		jetstream.PullMaxMessages(s.cfg.Prefetch),
 		jetstream.PullExpiry(s.cfg.PullExpiry),
@@ -220,8 +260,89 @@ func (s *Subscriber) Start(fn func(*Delivery)) error {
 	if err != nil {
 		return fmt.Errorf("bus: subscriber %s: consume: %w", s.cfg.Durable, err)
 	}
-	s.cc, s.started = cc, true
+	s.cc = cc
+	go func() {
+		<-cc.Closed()
+		close(s.done)
+	}()
 	return nil
+}
+
+// delivery wraps m, or terminates it when it has no metadata.
+func (s *Subscriber) delivery(m jetstream.Msg) *Delivery {
+	d, err := newDelivery(m)
+	if err != nil {
+		s.badMeta.Add(1)
+		s.log.Error("message without JetStream metadata terminated", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return nil
+	}
+	s.delivered.Add(1)
+	return d
+}
+
+// recover pulls one message at a time, handing the next only once the
+// previous was settled (or RecoveryWindow passed without it), until the
+// window has passed and the queue yields nothing or a first delivery; then
+// it streams.
+func (s *Subscriber) recover(fn func(*Delivery)) {
+	start := time.Now()
+	for !s.quitting() {
+		wait := 100 * time.Millisecond
+		if left := s.cfg.RecoveryWindow - time.Since(start); left > wait {
+			wait = min(left, s.cfg.PullExpiry)
+		}
+		batch, err := s.consumer.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			s.onConsumeError(nil, err)
+			select {
+			case <-s.quit:
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		var d *Delivery
+		for m := range batch.Messages() {
+			d = s.delivery(m)
+		}
+		if d == nil {
+			if time.Since(start) >= s.cfg.RecoveryWindow {
+				break // nothing left to recover
+			}
+			continue
+		}
+		d.settled = make(chan struct{})
+		s.recovered.Add(1)
+		fn(d)
+		select {
+		case <-d.settled:
+		case <-s.quit:
+		case <-time.After(s.cfg.RecoveryWindow):
+		}
+		if d.NumDelivered == 1 && time.Since(start) >= s.cfg.RecoveryWindow {
+			break // past the window and back to first deliveries
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		close(s.done)
+		return
+	}
+	s.log.Info("recovery done: streaming", "consumer", s.cfg.Durable, "recovered", s.recovered.Load())
+	if err := s.stream(fn); err != nil {
+		s.log.Error("cannot start streaming after recovery", "consumer", s.cfg.Durable, "err", err)
+		close(s.done)
+	}
+}
+
+func (s *Subscriber) quitting() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *Subscriber) onConsumeError(_ jetstream.ConsumeContext, err error) {
@@ -242,33 +363,33 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	cc := s.cc
 	already := s.stopped
+	started := s.started
 	s.stopped = true
-	if cc != nil && !already {
-		cc.Drain() // does not block; done under the lock so "stopped" implies "draining"
+	if !already {
+		close(s.quit)
+		if cc != nil {
+			cc.Drain() // does not block; done under the lock so "stopped" implies "draining"
+		}
 	}
 	s.mu.Unlock()
-	if cc == nil || already {
+	if already || !started {
 		return nil
 	}
 	select {
-	case <-cc.Closed():
+	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		cc.Stop()
+		if cc != nil {
+			cc.Stop()
+		}
 		return fmt.Errorf("bus: subscriber %s: drain: %w", s.cfg.Durable, ctx.Err())
 	}
 }
 
 // Done returns a channel closed once the subscriber has stopped pulling and
-// its last call of fn has returned. It is nil before Start.
-func (s *Subscriber) Done() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cc == nil {
-		return nil
-	}
-	return s.cc.Closed()
-}
+// its last call of fn has returned. It is closed without Start only if
+// Start failed.
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
 
 // Stats returns the subscriber's counters.
 func (s *Subscriber) Stats() SubscriberStats {
@@ -277,5 +398,6 @@ func (s *Subscriber) Stats() SubscriberStats {
 		ConsumeErrors:    s.consumeErrs.Load(),
 		MissedHeartbeats: s.missedHB.Load(),
 		BadMetadata:      s.badMeta.Load(),
+		Recovered:        s.recovered.Load(),
 	}
 }

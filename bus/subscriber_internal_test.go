@@ -105,3 +105,80 @@ func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
 		t.Fatal("Start after Stop succeeded")
 	}
 }
+
+// TestSubscriberRecoversOneMessageAtATime: a subscriber created while the
+// consumer has unacknowledged deliveries (their holder died) hands them out
+// one at a time, each only after the previous was settled.
+func TestSubscriberRecoversOneMessageAtATime(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Connect(ctx, "nats://in-process", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	topo := Topology{Memory: true}
+	if err := Provision(ctx, conn.JetStream(), topo); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	pub := NewPublisher(conn.JetStream())
+	for i := range n {
+		env, _ := envelope.New("t", "echo", envelope.TaskRequest, i)
+		if _, err := pub.PublishEnvelope(ctx, topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := ConsumerConfig{Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, AckWait: time.Second}
+	// A replica takes all n and dies without settling them.
+	dead, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := make(chan *Delivery, n)
+	if err := dead.Start(func(d *Delivery) { taken <- d }); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		<-taken
+	}
+	if err := dead.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Its successor recovers them one by one.
+	next, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Delivery, n)
+	if err := next.Start(func(d *Delivery) { got <- d }); err != nil {
+		t.Fatal(err)
+	}
+	defer next.Stop(context.Background())
+	for i := range n {
+		d := <-got
+		if d.NumDelivered != 2 {
+			t.Fatalf("recovered delivery %d has NumDelivered %d, want 2", i, d.NumDelivered)
+		}
+		select {
+		case extra := <-got:
+			t.Fatalf("delivery of seq %d handed out while seq %d was unsettled", extra.StreamSeq, d.StreamSeq)
+		case <-time.After(200 * time.Millisecond): // a window in which a streaming subscriber would have handed out the rest
+		}
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := next.Stats(); st.Recovered != n {
+		t.Fatalf("stats = %+v, want %d recovered", st, n)
+	}
+}
