@@ -27,7 +27,8 @@ const HeaderWatermillUUID = "Watermill-Uuid"
 
 // Metadata keys the [WatermillSubscriber] sets on every message it hands
 // out, describing that one delivery. [Publisher.Publish] does not send them
-// as headers, so a received message can be re-published as it is.
+// (nor [MetadataNakDelay]) as headers, and the subscriber ignores headers
+// of these names, so a received message can be re-published as it is.
 const (
 	// MetadataNumDelivered is the JetStream delivery count, "1" on the first
 	// delivery; a Nack'ed message comes back with it incremented.
@@ -35,10 +36,38 @@ const (
 	// MetadataStreamSeq is the message's sequence in its stream, stable
 	// across redeliveries.
 	MetadataStreamSeq = "jetagent-stream-seq"
+	// MetadataStream is the name of the stream the message is stored in;
+	// with MetadataStreamSeq it identifies the message.
+	MetadataStream = "jetagent-stream"
 	// MetadataSubject is the subject the message was published on; it
 	// differs from the topic when the topic is a wildcard such as "orders.>".
 	MetadataSubject = "jetagent-subject"
+	// MetadataPublished is when the server stored the message, in RFC 3339
+	// with nanoseconds (time.RFC3339Nano), UTC.
+	MetadataPublished = "jetagent-published"
 )
+
+// MetadataNakDelay is the metadata key a handler (or middleware) sets on a
+// message it is about to Nack to choose that message's redelivery delay: a
+// Go duration string (time.ParseDuration), such as "1.5s". When the
+// [WatermillSubscriber] sees the Nack it reads the key and asks the server
+// for redelivery after that delay (NakWithDelay), instead of after
+// [WatermillConfig].NakDelay; "0s" redelivers at once. A value that does
+// not parse, or is negative, is ignored (logged at Warn) and NakDelay
+// applies. The key is read only at Nack time: set it before calling Nack
+// (the watermill Router nacks after the handler returned an error, so a
+// middleware sets it before returning). It is never sent as a header.
+const MetadataNakDelay = "jetagent-nak-delay"
+
+// isDeliveryKey reports whether k is a metadata key of the subscriber's,
+// never copied from or to headers.
+func isDeliveryKey(k string) bool {
+	switch k {
+	case MetadataNumDelivered, MetadataStreamSeq, MetadataStream, MetadataSubject, MetadataPublished, MetadataNakDelay:
+		return true
+	}
+	return false
+}
 
 // ErrInvalidMetadata is returned by [Publisher.Publish] when a metadata key
 // cannot be a NATS header name (empty, or with characters other than
@@ -121,8 +150,7 @@ func (p *Publisher) Publish(topic string, messages ...*message.Message) error {
 func natsMsg(topic string, wm *message.Message) (*nats.Msg, error) {
 	h := make(nats.Header, len(wm.Metadata)+1)
 	for k, v := range wm.Metadata {
-		switch k {
-		case HeaderMsgID, HeaderWatermillUUID, MetadataNumDelivered, MetadataStreamSeq, MetadataSubject:
+		if k == HeaderMsgID || k == HeaderWatermillUUID || isDeliveryKey(k) {
 			continue
 		}
 		if !isHeaderName(k) {
@@ -182,10 +210,21 @@ type WatermillConfig struct {
 	// order. MaxAckPending 1 with NakDelay zero makes the order strict,
 	// across all subscribers of a group, at one message in flight per
 	// consumer.
+	//
+	// While a message handed out is unsettled, the subscription sends the
+	// server an InProgress heartbeat for it every third of the shortest
+	// ack timeout (AckWait or any BackOff step; at least every 100ms), so
+	// a handler slower than AckWait keeps its message: it is not
+	// redelivered to another subscriber. Messages prefetched behind it
+	// get no heartbeats: when handlers (or middleware that holds messages,
+	// such as runtime/watermillmw's breakers) may take longer than AckWait
+	// divided by Prefetch, lower Prefetch (to 1 for slow handlers), so
+	// nothing waits in the client's buffer while its AckWait runs out.
 	Consumer ConsumerConfig
 
 	// NakDelay is how long the server waits before redelivering a message
-	// after msg.Nack(). Zero: redeliver at once. (BackOff applies to AckWait
+	// after msg.Nack(), unless the message's [MetadataNakDelay] names its
+	// own delay. Zero: redeliver at once. (BackOff applies to AckWait
 	// expiries only.)
 	NakDelay time.Duration
 
@@ -212,7 +251,24 @@ type WatermillSubscriber struct {
 	closed bool
 	subs   sync.WaitGroup
 
-	delivered, consumeErrs, missedHB, badMeta atomic.Uint64
+	// heartbeat is how often an unsettled message gets InProgress.
+	heartbeat time.Duration
+
+	delivered, consumeErrs, missedHB, badMeta, heartbeats atomic.Uint64
+}
+
+// minWatermillHeartbeat bounds how often heartbeats are sent.
+const minWatermillHeartbeat = 100 * time.Millisecond
+
+// heartbeatInterval is a third of the shortest ack timeout the server may
+// apply to a delivery of c (AckWait, or a BackOff step, which replaces
+// AckWait for the delivery it belongs to), and at least 100ms.
+func heartbeatInterval(c ConsumerConfig) time.Duration {
+	wait := c.AckWait
+	for _, b := range c.BackOff {
+		wait = min(wait, b)
+	}
+	return max(wait/3, minWatermillHeartbeat)
 }
 
 // NewWatermillSubscriber returns a subscriber on conn. It checks cfg
@@ -251,7 +307,10 @@ func NewWatermillSubscriber(conn *Conn, cfg WatermillConfig) (*WatermillSubscrib
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &WatermillSubscriber{js: conn.JetStream(), cfg: cfg, log: logger, ctx: ctx, cancel: cancel}, nil
+	return &WatermillSubscriber{
+		js: conn.JetStream(), cfg: cfg, log: logger, ctx: ctx, cancel: cancel,
+		heartbeat: heartbeatInterval(cfg.Consumer),
+	}, nil
 }
 
 // Subscribe creates (or, in a group, joins) the consumer of topic and
@@ -264,9 +323,12 @@ func NewWatermillSubscriber(conn *Conn, cfg WatermillConfig) (*WatermillSubscrib
 // outside watermill, Nats-Msg-Id; "" when neither is set), its other
 // headers as metadata (the first value of each) plus the jetagent-*
 // delivery keys ([MetadataNumDelivered], [MetadataStreamSeq],
-// [MetadataSubject]). The
-// next message is sent only after the previous one is acked or nacked. Ack
-// acknowledges it on the server; Nack asks for redelivery after NakDelay.
+// [MetadataStream], [MetadataSubject], [MetadataPublished]). The next
+// message is sent only after the previous one is acked or nacked; until
+// then the subscription keeps it alive on the server with InProgress
+// heartbeats (see [WatermillConfig].Consumer). Ack acknowledges it on the
+// server; Nack asks for redelivery after the delay in the message's
+// [MetadataNakDelay], or else after NakDelay.
 // When ctx ends or Close is called, the subscription stops pulling and
 // gives back, for immediate redelivery to the rest of the group, the
 // message in hand (if unsettled) and those buffered. The channel is closed
@@ -309,6 +371,9 @@ type wmSubscription struct {
 	// giveBack holds messages to nak once pulling has stopped; a nak sent
 	// earlier would come straight back to this ending subscription.
 	giveBack []jetstream.Msg
+	// beat paces the heartbeats of the message in hand. It runs only
+	// while one is (one message at a time: one ticker per subscription).
+	beat *time.Ticker
 }
 
 func (s *WatermillSubscriber) subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -338,7 +403,8 @@ func (s *WatermillSubscriber) subscribe(ctx context.Context, topic string) (<-ch
 	if err != nil {
 		return nil, fmt.Errorf("consumer on stream %s: %w", s.cfg.Stream, err)
 	}
-	sub := &wmSubscription{s: s, name: cons.CachedInfo().Name, out: make(chan *message.Message)}
+	sub := &wmSubscription{s: s, name: cons.CachedInfo().Name, out: make(chan *message.Message), beat: time.NewTicker(s.heartbeat)}
+	sub.beat.Stop() // started for each message handed out
 	sub.ctx, sub.cancel = context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.ctx, sub.cancel)
 	// The callback blocks until watermill settles the message it handed
@@ -451,13 +517,15 @@ func (sub *wmSubscription) handle(m jetstream.Msg) {
 	}
 	wm := message.NewMessage(uuid, m.Data())
 	for k, v := range h {
-		if k != HeaderMsgID && k != HeaderWatermillUUID && len(v) > 0 {
+		if k != HeaderMsgID && k != HeaderWatermillUUID && !isDeliveryKey(k) && len(v) > 0 {
 			wm.Metadata[k] = v[0]
 		}
 	}
 	wm.Metadata[MetadataNumDelivered] = strconv.FormatUint(md.NumDelivered, 10)
 	wm.Metadata[MetadataStreamSeq] = strconv.FormatUint(md.Sequence.Stream, 10)
+	wm.Metadata[MetadataStream] = md.Stream
 	wm.Metadata[MetadataSubject] = m.Subject()
+	wm.Metadata[MetadataPublished] = md.Timestamp.UTC().Format(time.RFC3339Nano)
 	ctx, cancel := context.WithCancel(sub.ctx)
 	defer cancel()
 	wm.SetContext(ctx)
@@ -469,22 +537,60 @@ func (sub *wmSubscription) handle(m jetstream.Msg) {
 		sub.giveBack = append(sub.giveBack, m)
 		return
 	}
-	select {
-	case <-wm.Acked():
-	case <-wm.Nacked():
-	case <-sub.ctx.Done():
-	}
+	sub.await(m, wm)
 	// An outcome that arrived with ctx's end wins over giving it back.
 	switch {
 	case isDone(wm.Acked()):
 		sub.settle("ack", m.Ack())
 	case !isDone(wm.Nacked()):
 		sub.giveBack = append(sub.giveBack, m)
-	case s.cfg.NakDelay > 0:
-		sub.settle("nak", m.NakWithDelay(s.cfg.NakDelay))
 	default:
-		sub.settle("nak", m.Nak())
+		if delay := sub.nakDelay(wm); delay > 0 {
+			sub.settle("nak", m.NakWithDelay(delay))
+		} else {
+			sub.settle("nak", m.Nak())
+		}
 	}
+}
+
+// await waits until wm is acked or nacked, or the subscription ends,
+// sending InProgress for m meanwhile so that the server does not redeliver
+// it however long the handler takes.
+func (sub *wmSubscription) await(m jetstream.Msg, wm *message.Message) {
+	sub.beat.Reset(sub.s.heartbeat)
+	defer sub.beat.Stop()
+	for {
+		select {
+		case <-wm.Acked():
+			return
+		case <-wm.Nacked():
+			return
+		case <-sub.ctx.Done():
+			return
+		case <-sub.beat.C:
+			if err := m.InProgress(); err != nil {
+				sub.s.log.Debug("watermill subscription: heartbeat failed", "consumer", sub.name, "err", err)
+				continue
+			}
+			sub.s.heartbeats.Add(1)
+		}
+	}
+}
+
+// nakDelay returns the redelivery delay of a nacked wm: its
+// MetadataNakDelay when valid, else the configured NakDelay.
+func (sub *wmSubscription) nakDelay(wm *message.Message) time.Duration {
+	v, ok := wm.Metadata[MetadataNakDelay]
+	if !ok {
+		return sub.s.cfg.NakDelay
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		sub.s.log.Warn("watermill subscription: invalid nak delay metadata; using NakDelay",
+			"consumer", sub.name, "key", MetadataNakDelay, "value", v, "nak_delay", sub.s.cfg.NakDelay)
+		return sub.s.cfg.NakDelay
+	}
+	return d
 }
 
 func isDone(ch <-chan struct{}) bool {
@@ -510,14 +616,26 @@ func (sub *wmSubscription) onConsumeError(_ jetstream.ConsumeContext, err error)
 	sub.s.log.Warn("watermill subscription: consume error", "consumer", sub.name, "err", err)
 }
 
-// Stats returns the counters of all subscriptions of s: Delivered counts
-// messages sent on output channels.
-func (s *WatermillSubscriber) Stats() SubscriberStats {
-	return SubscriberStats{
-		Delivered:        s.delivered.Load(),
-		ConsumeErrors:    s.consumeErrs.Load(),
-		MissedHeartbeats: s.missedHB.Load(),
-		BadMetadata:      s.badMeta.Load(),
+// WatermillStats counts what happened inside a [WatermillSubscriber].
+type WatermillStats struct {
+	// SubscriberStats holds the counters shared with [Subscriber]; its
+	// Delivered counts messages sent on output channels.
+	SubscriberStats
+	// Heartbeats counts InProgress heartbeats sent (and accepted by the
+	// connection) for messages handed out and not yet settled.
+	Heartbeats uint64
+}
+
+// Stats returns the counters of all subscriptions of s.
+func (s *WatermillSubscriber) Stats() WatermillStats {
+	return WatermillStats{
+		SubscriberStats: SubscriberStats{
+			Delivered:        s.delivered.Load(),
+			ConsumeErrors:    s.consumeErrs.Load(),
+			MissedHeartbeats: s.missedHB.Load(),
+			BadMetadata:      s.badMeta.Load(),
+		},
+		Heartbeats: s.heartbeats.Load(),
 	}
 }
 

@@ -230,15 +230,18 @@ func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	want := map[string]string{
 		"tenant": "acme", "Trace-Id": "4bf92f3577b34da6",
-		bus.MetadataNumDelivered: "1", bus.MetadataStreamSeq: "1", bus.MetadataSubject: topic,
+		bus.MetadataNumDelivered: "1", bus.MetadataStreamSeq: "1", bus.MetadataStream: wmStream, bus.MetadataSubject: topic,
 	}
 	for k, v := range want {
 		if got.Metadata.Get(k) != v {
 			t.Errorf("metadata %s = %q, want %q (all: %v)", k, got.Metadata.Get(k), v, got.Metadata)
 		}
 	}
-	if len(got.Metadata) != len(want) {
-		t.Errorf("metadata = %v, want exactly %v", got.Metadata, want)
+	if at, err := time.Parse(time.RFC3339Nano, got.Metadata.Get(bus.MetadataPublished)); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 {
+		t.Errorf("metadata %s = %q (err %v), want the recent publish time", bus.MetadataPublished, got.Metadata.Get(bus.MetadataPublished), err)
+	}
+	if len(got.Metadata) != len(want)+1 {
+		t.Errorf("metadata = %v, want exactly %v and %s", got.Metadata, want, bus.MetadataPublished)
 	}
 
 	// One message at a time: "last" sits in the client buffer until then.
@@ -516,5 +519,159 @@ func TestWatermillRouter(t *testing.T) {
 		if c != 1 {
 			t.Errorf("message %s handled %d times", p, c)
 		}
+	}
+}
+
+// TestWatermillHeartbeatsKeepSlowMessage: a handler holding its message
+// three times AckWait keeps it: heartbeats stop the server from
+// redelivering it to the idle second member of the group, so it is
+// delivered exactly once.
+func TestWatermillHeartbeatsKeepSlowMessage(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	pub := bus.NewPublisher(conn.JetStream())
+	const ackWait = time.Second
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{
+		ConsumerGroup: "slow",
+		Consumer:      bus.ConsumerConfig{AckWait: ackWait, Prefetch: 1},
+	})
+	topic := "wmtest.slow"
+	var outs [2]<-chan *message.Message
+	for i := range outs {
+		out, err := sub.Subscribe(ctxT(t), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = out
+	}
+	if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("slow"))); err != nil {
+		t.Fatal(err)
+	}
+	var m *message.Message
+	var idle <-chan *message.Message
+	select {
+	case m = <-outs[0]:
+		idle = outs[1]
+	case m = <-outs[1]:
+		idle = outs[0]
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+	}
+	// The handler's work: three ack timeouts, while the other member of
+	// the group pulls and would get any redelivery.
+	select {
+	case again := <-idle:
+		t.Fatalf("redelivered to the other member during the work (delivery %s)", again.Metadata.Get(bus.MetadataNumDelivered))
+	case <-time.After(3 * ackWait):
+	}
+	m.Ack()
+
+	cons, err := conn.JetStream().Consumer(ctxT(t), wmStream, wmGroupConsumer(t, conn, "slow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := waitAckFloor(t, cons, 1)
+	if info.Delivered.Consumer != 1 || info.NumRedelivered != 0 {
+		t.Fatalf("consumer made %d deliveries (%d redelivered), want exactly 1", info.Delivered.Consumer, info.NumRedelivered)
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A third of AckWait apart: 8 or 9 within 3s; allow for a slow machine.
+	if st := sub.Stats(); st.Delivered != 1 || st.Heartbeats < 5 {
+		t.Fatalf("stats = %+v, want 1 delivery and at least 5 heartbeats", st)
+	}
+}
+
+// TestWatermillNakDelayFromMetadata: a message nacked with
+// MetadataNakDelay comes back after that delay, not after the (much
+// longer) configured NakDelay; the key is neither published as a header
+// nor taken from one.
+func TestWatermillNakDelayFromMetadata(t *testing.T) {
+	srv := wmServer(t)
+	conn := natstest.Connect(t, srv)
+	pub := bus.NewPublisher(conn.JetStream())
+	sub := newWMSubscriber(t, conn, bus.WatermillConfig{NakDelay: time.Minute})
+	topic := "wmtest.nakdelay"
+	out, err := sub.Subscribe(ctxT(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := message.NewMessage(watermill.NewUUID(), []byte("again"))
+	msg.Metadata.Set(bus.MetadataNakDelay, "1ms") // must not travel as a header
+	if err := pub.Publish(topic, msg); err != nil {
+		t.Fatal(err)
+	}
+	// A header of that name from outside watermill is ignored too.
+	foreign := &nats.Msg{Subject: topic, Header: nats.Header{bus.MetadataNakDelay: []string{"1ms"}}}
+	if _, err := pub.PublishMsg(ctxT(t), foreign); err != nil {
+		t.Fatal(err)
+	}
+
+	got := wmNext(t, out)
+	if v, ok := got.Metadata[bus.MetadataNakDelay]; ok {
+		t.Fatalf("received metadata %s = %q: it must not travel as a header", bus.MetadataNakDelay, v)
+	}
+	const asked = 400 * time.Millisecond
+	got.Metadata.Set(bus.MetadataNakDelay, asked.String())
+	nacked := time.Now()
+	got.Nack()
+
+	second := wmNext(t, out)
+	if _, ok := second.Metadata[bus.MetadataNakDelay]; ok || second.Metadata.Get(bus.MetadataNumDelivered) != "1" {
+		t.Fatalf("second message: metadata %v, want the foreign message, first delivery, without %s", second.Metadata, bus.MetadataNakDelay)
+	}
+	second.Ack()
+
+	again := wmNext(t, out)
+	elapsed := time.Since(nacked)
+	if again.UUID != msg.UUID || again.Metadata.Get(bus.MetadataNumDelivered) != "2" {
+		t.Fatalf("got %s delivery %s, want %s delivery 2", again.UUID, again.Metadata.Get(bus.MetadataNumDelivered), msg.UUID)
+	}
+	t.Logf("asked for %v, redelivered after %v (NakDelay %v)", asked, elapsed, time.Minute)
+	if elapsed < asked || elapsed > 10*time.Second {
+		t.Fatalf("redelivered after %v, want >= %v and far below the configured NakDelay of 1m", elapsed, asked)
+	}
+	again.Ack()
+}
+
+// wmGroupConsumer returns the name of the durable consumer of group (the
+// stream's only one of that group).
+func wmGroupConsumer(t *testing.T, conn *bus.Conn, group string) string {
+	t.Helper()
+	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctxT(t))
+	for name := range names.Name() {
+		if strings.HasPrefix(name, group+"_") {
+			return name
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatalf("no consumer of group %s", group)
+	return ""
+}
+
+// waitAckFloor polls cons until its ack floor reaches stream sequence seq
+// (acks are not confirmed, so they land a moment later), up to 10s.
+func waitAckFloor(t *testing.T, cons jetstream.Consumer, seq uint64) *jetstream.ConsumerInfo {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := cons.Info(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.AckFloor.Stream >= seq {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ack floor %d, want %d within 10s", info.AckFloor.Stream, seq)
+		}
+		<-time.After(20 * time.Millisecond)
 	}
 }
