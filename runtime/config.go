@@ -14,7 +14,6 @@ import (
 // Defaults of [Config].
 const (
 	DefaultConcurrency     = 4
-	DefaultBuffer          = 64
 	DefaultHandlerTimeout  = 5 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
 )
@@ -34,14 +33,13 @@ type Config struct {
 	// Consumer tunes the durable consumer (AckWait, MaxDeliver, BackOff,
 	// MaxAckPending, Prefetch, PullExpiry). Its Durable and FilterSubjects
 	// are set by the runtime from Agent and must be left empty.
+	// MaxAckPending bounds the deliveries an agent's replicas hold at once
+	// (queued, running or held by a breaker), and so their memory; every
+	// one of them is kept alive with heartbeats.
 	Consumer bus.ConsumerConfig
 
 	// Concurrency is the number of workers running handlers. Zero: 4.
 	Concurrency int
-
-	// Buffer is the capacity of the queue between the pull subscription
-	// and the workers. Zero: 64.
-	Buffer int
 
 	// HandlerTimeout bounds one handler call: its ctx ends then. While a
 	// handler runs (up to this deadline) the runtime sends InProgress
@@ -87,9 +85,6 @@ func (c Config) withDefaults() Config {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	if c.Buffer == 0 {
-		c.Buffer = DefaultBuffer
-	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -117,8 +112,8 @@ func (c Config) validate(raw Config) error {
 	if raw.Consumer.Durable != "" || len(raw.Consumer.FilterSubjects) > 0 {
 		return errors.New("runtime: Config.Consumer.Durable and FilterSubjects are set from Agent; leave them empty")
 	}
-	if c.Concurrency < 1 || c.Buffer < 1 {
-		return fmt.Errorf("runtime: Concurrency and Buffer must be positive, got %d and %d", c.Concurrency, c.Buffer)
+	if c.Concurrency < 1 {
+		return fmt.Errorf("runtime: Concurrency must be positive, got %d", c.Concurrency)
 	}
 	if c.HandlerTimeout <= 0 {
 		return fmt.Errorf("runtime: HandlerTimeout must be positive, got %v", c.HandlerTimeout)

@@ -282,3 +282,34 @@ func TestUnsettledDeliveryIsRedeliveredAfterAckWait(t *testing.T) {
 		t.Fatalf("processed as delivery %d after %v; want delivery 2, no sooner than AckWait", calls[0].n, detect)
 	}
 }
+
+// Tasks waiting in the agent's queue behind slow handlers are kept alive
+// too: a backlog longer than AckWait is not redelivered elsewhere.
+func TestQueuedBacklogBehindSlowHandlersIsNotRedelivered(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	var rec recorder
+	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: time.Second}, Concurrency: 1},
+		func(ctx context.Context, task *runtime.Task) (any, error) {
+			rec.add(attempt{id: task.Envelope.ID, n: task.Attempt, at: time.Now()})
+			select {
+			case <-time.After(600 * time.Millisecond): // the work itself
+				return nil, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		})
+	envs := publish(t, conn, 5) // 3s of work, one at a time, AckWait 1s
+	waitFor(t, "all five", func() bool { return rt.Stats().Succeeded == 5 })
+	for i, env := range envs {
+		if calls := rec.of(env.ID); len(calls) != 1 || calls[0].n != 1 {
+			t.Errorf("task %d handled %d times (last delivery %d), want once", i, len(calls), calls[len(calls)-1].n)
+		}
+	}
+	info, err := rt.Consumer().Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 {
+		t.Fatalf("%d deliveries redelivered", info.NumRedelivered)
+	}
+}

@@ -13,9 +13,11 @@
 //     is redelivered after a backoff delay, and dead-lettered once the
 //     attempts are used up.
 //
-// Deliveries flow from one pull subscription into a bounded buffer served by
-// a small worker pool: no goroutine per message, and a slow handler slows
-// pulling instead of growing memory.
+// Deliveries flow from one pull subscription into a queue served by a small
+// worker pool: no goroutine per message. The server bounds what an agent
+// holds (MaxAckPending), and every delivery held, whether queued, running
+// or waiting for its subject's breaker, gets InProgress heartbeats, so a
+// backlog behind slow handlers is never redelivered to another replica.
 //
 // A [Client] sends envelopes to agents and waits for the correlated reply.
 package runtime

@@ -32,24 +32,28 @@ func (s *slot) clear() {
 	s.mu.Unlock()
 }
 
-// heartbeatInterval is a third of the shortest ack timeout the server may
-// apply (AckWait, or the first BackOff step, which replaces it).
+// heartbeatInterval is a quarter of the shortest ack timeout the server
+// may apply (AckWait, or a BackOff step, which replaces it). A delivery is
+// heartbeated from half an interval after it arrived, so the server hears
+// about it at most 0.375 of that timeout after handing it out, with room
+// for a late tick.
 func (r *Runtime) heartbeatInterval() time.Duration {
 	wait := r.cfg.Consumer.AckWait
 	for _, b := range r.cfg.Consumer.BackOff {
 		wait = min(wait, b)
 	}
-	return max(wait/3, minHeartbeat)
+	return max(wait/4, minHeartbeat)
 }
 
 // heartbeats sends InProgress, every heartbeatInterval, for every handler
-// that has run longer than that and is still within its deadline, and for
-// every delivery held by an open breaker, so that the server redelivers
-// neither to another worker. A handler past its deadline gets no more
+// that has run half an interval and is still within its deadline, for
+// every delivery queued that long, and for every delivery held by an open
+// breaker, so that the server redelivers none of them to another worker. A handler past its deadline gets no more
 // heartbeats: if it hangs, its task is redelivered after AckWait.
 func (r *Runtime) heartbeats() {
 	defer close(r.beatDone)
 	every := r.heartbeatInterval()
+	young := every / 2 // younger deliveries need no heartbeat yet
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var due []*bus.Delivery
@@ -62,12 +66,13 @@ func (r *Runtime) heartbeats() {
 			for i := range r.slots {
 				s := &r.slots[i]
 				s.mu.Lock()
-				if s.d != nil && now.Sub(s.started) >= every && now.Before(s.deadline) {
+				if s.d != nil && now.Sub(s.started) >= young && now.Before(s.deadline) {
 					due = append(due, s.d)
 				}
 				s.mu.Unlock()
 			}
 			due = r.hold.appendAll(due)
+			due = r.queue.appendWaiting(due, now, young)
 			for _, d := range due {
 				if err := d.InProgress(); err == nil {
 					r.stats.heartbeats.Add(1)

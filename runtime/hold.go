@@ -169,11 +169,7 @@ func (r *Runtime) afterOutcome(subject string, br *resilience.Breaker) {
 // release hands the oldest held delivery of subject (or all of them) to
 // the workers, ahead of new deliveries.
 func (r *Runtime) release(subject string, all bool) {
-	for _, j := range r.hold.take(subject, all) {
-		select {
-		case r.ready <- j:
-		default: // cannot happen (see Start); never block, never drop
-			r.giveBack(j.d)
-		}
+	if js := r.hold.take(subject, all); len(js) > 0 {
+		r.queue.pushFront(js)
 	}
 }

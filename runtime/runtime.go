@@ -42,8 +42,10 @@ type Stats struct {
 	// Held counts deliveries held because their subject's breaker was
 	// open (each time it happened); Holding is how many are held now.
 	Held, Holding uint64
-	// Heartbeats counts InProgress signals sent for slow handlers and held
-	// deliveries.
+	// Queued is how many deliveries wait for a worker now.
+	Queued uint64
+	// Heartbeats counts InProgress signals sent for queued deliveries,
+	// slow handlers and held deliveries.
 	Heartbeats uint64
 }
 
@@ -69,9 +71,8 @@ type Runtime struct {
 	stopped  bool
 	sub      *bus.Subscriber
 	sweeper  *dlq.Sweeper
-	work     chan *bus.Delivery // from the subscriber
-	ready    chan job           // held deliveries released by their breaker
-	slots    []slot             // what each worker is running, for heartbeats
+	queue    *queue // deliveries waiting for a worker
+	slots    []slot // what each worker is running, for heartbeats
 	hold     holding
 	workers  sync.WaitGroup
 	beat     chan struct{} // closed to stop the heartbeat goroutine
@@ -187,10 +188,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 		}
 		r.sweeper = sw
 	}
-	r.work = make(chan *bus.Delivery, r.cfg.Buffer)
-	// Held deliveries are unacknowledged, so the server never lets more
-	// than MaxAckPending exist: this channel never fills.
-	r.ready = make(chan job, r.cfg.Consumer.MaxAckPending)
+	r.queue = newQueue()
 	r.slots = make([]slot, r.cfg.Concurrency)
 	for i := range r.cfg.Concurrency {
 		r.workers.Add(1)
@@ -202,7 +200,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 		if r.sweeper != nil {
 			_ = r.sweeper.Stop(ctx)
 		}
-		close(r.work)
+		r.queue.close()
 		r.workers.Wait()
 		close(r.beat)
 		<-r.beatDone
@@ -214,36 +212,23 @@ func (r *Runtime) Start(ctx context.Context) error {
 	return nil
 }
 
-// enqueue runs on the subscriber's goroutine: it blocks while the buffer is
-// full (backpressure), and hands the delivery back once aborting.
+// enqueue runs on the subscriber's goroutine. It never blocks (see
+// queue); once stopping, it hands the delivery back.
 func (r *Runtime) enqueue(d *bus.Delivery) {
-	select {
-	case r.work <- d:
-	case <-r.abort:
+	if r.aborting() || !r.queue.push(job{d: d}) {
 		r.giveBack(d)
 	}
 }
 
-// worker runs deliveries until the work channel is closed, released held
-// deliveries first.
+// worker runs queued deliveries until the queue is closed and empty.
 func (r *Runtime) worker(s *slot) {
 	defer r.workers.Done()
 	for {
-		select {
-		case j := <-r.ready:
-			r.process(s, j)
-			continue
-		default:
+		j, ok := r.queue.pop()
+		if !ok {
+			return
 		}
-		select {
-		case j := <-r.ready:
-			r.process(s, j)
-		case d, ok := <-r.work:
-			if !ok {
-				return
-			}
-			r.process(s, job{d: d})
-		}
+		r.process(s, j)
 	}
 }
 
@@ -287,7 +272,7 @@ func (r *Runtime) stop(ctx context.Context) error {
 	}
 	<-sub.Done()   // the subscriber's callback has returned for good
 	r.hold.close() // no more releases; held deliveries are handed back below
-	close(r.work)
+	r.queue.close()
 	done := make(chan struct{})
 	go func() { r.workers.Wait(); close(done) }()
 	select {
@@ -308,16 +293,8 @@ func (r *Runtime) stop(ctx context.Context) error {
 			err = serr
 		}
 	}
-	for _, j := range r.hold.drain() {
+	for _, j := range append(r.hold.drain(), r.queue.drain()...) {
 		r.giveBack(j.d)
-	}
-	for drained := false; !drained; {
-		select {
-		case j := <-r.ready:
-			r.giveBack(j.d)
-		default:
-			drained = true
-		}
 	}
 	r.cancel()
 	r.cfg.Logger.Info("agent stopped", "agent", r.cfg.Agent)
@@ -354,8 +331,19 @@ func (r *Runtime) Stats() Stats {
 		Panics:       r.stats.panics.Load(),
 		Held:         r.stats.held.Load(),
 		Holding:      uint64(r.hold.count()),
+		Queued:       uint64(r.queueLen()),
 		Heartbeats:   r.stats.heartbeats.Load(),
 	}
+}
+
+func (r *Runtime) queueLen() int {
+	r.mu.Lock()
+	q := r.queue
+	r.mu.Unlock()
+	if q == nil {
+		return 0
+	}
+	return q.len()
 }
 
 // SubscriberStats returns the pull machinery's counters (zero before Start).
