@@ -17,31 +17,39 @@ func (s *Subscriber) stopping() bool {
 	return s.stopped
 }
 
-// TestSubscriberStopDrainsBufferedMessages holds the callback on the first
-// message until Stop has begun, so the other messages sit in the client's
-// buffer when it does: a drain hands them all to the callback, a plain
-// stop would drop them.
-func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
+// inProcess starts a server for t (package natstest cannot be used here: it
+// imports bus) and returns a provisioned in-process connection.
+func inProcess(ctx context.Context, t *testing.T) (*Conn, Topology) {
+	t.Helper()
 	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Start()
-	defer srv.Shutdown()
+	t.Cleanup(srv.Shutdown)
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("server not ready")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	conn, err := Connect(ctx, "nats://in-process", nats.InProcessServer(srv))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(conn.Close)
 	topo := Topology{Memory: true}
 	if err := Provision(ctx, conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
+	return conn, topo
+}
+
+// TestSubscriberStopDrainsBufferedMessages holds the callback on the first
+// message until Stop has begun, so the other messages sit in the client's
+// buffer when it does: a drain hands them all to the callback, a plain
+// stop would drop them.
+func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, topo := inProcess(ctx, t)
 	const n = 50
 	pub := NewPublisher(conn.JetStream())
 	for i := range n {
@@ -110,26 +118,9 @@ func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
 // consumer has unacknowledged deliveries (their holder died) hands them out
 // one at a time, each only after the previous was settled.
 func TestSubscriberRecoversOneMessageAtATime(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := Connect(ctx, "nats://in-process", nats.InProcessServer(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	topo := Topology{Memory: true}
-	if err := Provision(ctx, conn.JetStream(), topo); err != nil {
-		t.Fatal(err)
-	}
+	conn, topo := inProcess(ctx, t)
 	const n = 5
 	pub := NewPublisher(conn.JetStream())
 	for i := range n {

@@ -1,11 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/jetagent/jetagent/internal/testio"
 	"os/exec"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,28 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// lockedBuffer collects a child process's output for the test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // agentProcess is `agent run` running as a real OS process.
 type agentProcess struct {
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *testio.Buffer
 	done chan error
 }
 
@@ -47,7 +28,7 @@ type agentProcess struct {
 func startAgentProcess(t *testing.T, args ...string) *agentProcess {
 	t.Helper()
 	bin := buildHostBinary(t, "./cmd/agent")
-	p := &agentProcess{cmd: exec.Command(bin, args...), logs: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &agentProcess{cmd: exec.Command(bin, args...), logs: &testio.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jetagent/jetagent/internal/testio"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -22,7 +23,7 @@ import (
 type supervisor struct {
 	bin  string
 	args []string
-	logs lockedBuffer
+	logs testio.Buffer
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/jetagent/jetagent/internal/testio"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,28 +20,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a running
-// command and the reads of the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testio.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	code = Main(ctx, args, &out, &errb)
@@ -113,7 +94,7 @@ func TestRunAndSendEndToEnd(t *testing.T) {
 	port := freePort(t)
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
-	var runErr syncBuffer
+	var runErr testio.Buffer
 	runDone := make(chan int, 1)
 	go func() {
 		runDone <- Main(ctx, []string{"run", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--data-dir", t.TempDir()}, &bytes.Buffer{}, &runErr)
@@ -142,7 +123,7 @@ func TestRunAndSendEndToEnd(t *testing.T) {
 
 // waitUntilReady polls until the agent's embedded server accepts clients
 // and the echo consumer exists.
-func waitUntilReady(t *testing.T, url string, log *syncBuffer) {
+func waitUntilReady(t *testing.T, url string, log *testio.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(log.String(), "ready;") {

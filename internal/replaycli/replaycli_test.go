@@ -1,13 +1,12 @@
 package replaycli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jetagent/jetagent/internal/testio"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,23 +23,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type result struct {
 	code        int
 	out, stderr string
@@ -48,7 +30,7 @@ type result struct {
 
 func run(t *testing.T, stdin string, terminal bool, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testio.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	code := Main(ctx, args, IO{In: strings.NewReader(stdin), Out: &out, Err: &errb, InIsTerminal: terminal})

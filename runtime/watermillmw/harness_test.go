@@ -1,7 +1,6 @@
 package watermillmw_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -278,22 +277,4 @@ func (h *harness) deadLetters(t *testing.T, want uint64) ([]*dlq.Record, []strin
 		subjects = append(subjects, raw.Subject)
 	}
 	return recs, subjects
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

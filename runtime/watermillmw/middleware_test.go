@@ -3,6 +3,7 @@ package watermillmw_test
 import (
 	"errors"
 	"fmt"
+	"github.com/jetagent/jetagent/internal/testio"
 	"log/slog"
 	"slices"
 	"strings"
@@ -175,7 +176,7 @@ func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 // TestPanicIsRecoveredAndRedelivered: a panic is recovered, logged with its
 // stack, and the message redelivered; the second call succeeds.
 func TestPanicIsRecoveredAndRedelivered(t *testing.T) {
-	var logs syncBuffer
+	var logs testio.Buffer
 	h := prepare(t, watermillmw.Config{
 		Backoff: resilience.Backoff{Base: 50 * time.Millisecond},
 		Logger:  slog.New(slog.NewJSONHandler(&logs, nil)),
