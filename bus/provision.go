@@ -135,6 +135,9 @@ func compareKV(want, got jetstream.KeyValueConfig) error {
 	if got.Replicas != want.Replicas {
 		diffs = append(diffs, fmt.Sprintf("replicas is %d, want %d", got.Replicas, want.Replicas))
 	}
+	if got.LimitMarkerTTL != want.LimitMarkerTTL {
+		diffs = append(diffs, fmt.Sprintf("limit marker ttl is %v, want %v", got.LimitMarkerTTL, want.LimitMarkerTTL))
+	}
 	if len(diffs) == 0 {
 		return nil
 	}

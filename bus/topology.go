@@ -15,6 +15,9 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultReplyMaxAge     = time.Hour
 	DefaultSnapshotHistory = 5
+	// SnapshotMarkerTTL is how long the snapshot bucket keeps the marker
+	// of a deleted snapshot before it disappears for good.
+	SnapshotMarkerTTL = time.Hour
 )
 
 // Topology names and configures everything jetagent keeps on the server:
@@ -259,12 +262,13 @@ func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
 		hist = DefaultSnapshotHistory
 	}
 	return []jetstream.KeyValueConfig{{
-		Bucket:      t.SnapshotBucket(),
-		Description: "jetagent task snapshots, key <agent>.<task>",
-		History:     uint8(hist),
-		TTL:         t.SnapshotTTL,
-		Storage:     t.storage(),
-		Replicas:    t.replicas(),
+		Bucket:         t.SnapshotBucket(),
+		Description:    "jetagent task snapshots, key <agent>.<task>",
+		History:        uint8(hist),
+		TTL:            t.SnapshotTTL,
+		LimitMarkerTTL: SnapshotMarkerTTL,
+		Storage:        t.storage(),
+		Replicas:       t.replicas(),
 	}, {
 		Bucket:      t.ReplaysBucket(),
 		Description: "jetagent: dead letters replayed, key <DLQ sequence>",
