@@ -27,7 +27,13 @@ type agentProcess struct {
 // then SIGKILL after 15s) when the test ends, logging its output on failure.
 func startAgentProcess(t *testing.T, args ...string) *agentProcess {
 	t.Helper()
-	bin := buildHostBinary(t, "./cmd/agent")
+	return startAgentProcessBin(t, buildHostBinary(t, "./cmd/agent"), args...)
+}
+
+// startAgentProcessBin runs the agent program bin with args, as
+// startAgentProcess does.
+func startAgentProcessBin(t *testing.T, bin string, args ...string) *agentProcess {
+	t.Helper()
 	p := &agentProcess{cmd: exec.Command(bin, args...), logs: &testio.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/snapshot"
 )
 
 // Defaults of [Config].
@@ -63,6 +64,16 @@ type Config struct {
 	// BreakerRules give subjects matching a pattern their own breaker
 	// settings (first match wins); other subjects use Breaker.
 	BreakerRules []resilience.BreakerRule
+
+	// Snapshots stores task checkpoints (Task.Step, Task.Checkpoint) and
+	// answers task.cancel, state.query and state.restore. Nil: the
+	// topology's KV bucket, opened at Start.
+	Snapshots snapshot.Store
+
+	// KeepSnapshots leaves the snapshot of a completed, cancelled or
+	// dead-lettered task in place (for the bucket's TTL to remove) instead
+	// of deleting it.
+	KeepSnapshots bool
 
 	// DisableSweeper turns off the agent's sweeper, which dead-letters
 	// tasks the server stopped delivering after MaxDeliver deliveries that

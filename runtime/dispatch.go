@@ -12,6 +12,7 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/snapshot"
 )
 
 // settleTimeout bounds the publishes (reply, dead letter) that settle one
@@ -61,10 +62,15 @@ func (r *Runtime) process(s *slot, j job) {
 		Subject:   d.Subject,
 		StreamSeq: d.StreamSeq,
 		Published: d.Published,
+		progress: progress{
+			rt:     r,
+			taskID: taskIDOf(env),
+			owner:  ownerOf(r.replica, d.StreamSeq, d.NumDelivered),
+		},
 	}
 	result, herr := r.call(s, d, h, task)
 	done(r.breakerOutcome(herr))
-	r.settle(d, env, result, herr)
+	r.settle(d, task, result, herr)
 	r.afterOutcome(d.Subject, br)
 }
 
@@ -93,25 +99,34 @@ func (r *Runtime) call(s *slot, d *bus.Delivery, h Handler, t *Task) (result any
 }
 
 // breakerOutcome is what the subject's breaker records for a handler
-// error: shutdown interruptions say nothing about the subject.
+// error: shutdown interruptions say nothing about the subject, and a
+// cancelled or taken task is not a failure of it.
 func (r *Runtime) breakerOutcome(err error) error {
-	if err != nil && r.aborting() && errors.Is(err, context.Canceled) {
+	switch {
+	case err != nil && r.aborting() && errors.Is(err, context.Canceled):
 		return context.Canceled // ignored by the breaker
+	case errors.Is(err, ErrCancelled), errors.Is(err, ErrTaskTaken):
+		return nil
 	}
 	return err
 }
 
 // settle is the one place that turns an outcome into a disposition:
 //
-//	success                      -> reply, then ack
+//	success                      -> reply, then ack (then drop the snapshot)
 //	interrupted by shutdown      -> nak now (another replica takes it)
+//	cancelled (task.cancel)      -> task.update "cancelled" reply, ack, drop the snapshot
+//	task taken by a duplicate    -> ack (the other message runs it)
+//	taken by a newer delivery    -> nothing: that delivery owns the message
 //	permanent or malformed       -> dead letter, then term
 //	last attempt (MaxDeliver)    -> dead letter, then term
 //	retry-after(d)               -> nak with delay d
 //	transient, timeout, panic    -> nak with delay backoff(attempt)
-func (r *Runtime) settle(d *bus.Delivery, env *envelope.Envelope, result any, err error) {
+func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
+	env := t.Envelope
 	log := r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
 	kind := resilience.Classify(err)
+	var taken *takenError
 	switch {
 	case err == nil:
 		if rerr := r.reply(env, result); rerr != nil {
@@ -123,17 +138,50 @@ func (r *Runtime) settle(d *bus.Delivery, env *envelope.Envelope, result any, er
 			log.Warn("ack failed; task may be redelivered", "err", aerr)
 		}
 		r.stats.succeeded.Add(1)
+		r.dropSnapshot(t)
 	case r.aborting() && errors.Is(err, context.Canceled):
 		r.giveBack(d)
+	case errors.Is(err, ErrCancelled):
+		if rerr := r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}); rerr != nil {
+			log.Warn("cancel reply not published", "err", rerr)
+		}
+		_ = d.Ack()
+		r.stats.cancelled.Add(1)
+		log.Info("task cancelled", "task_id", t.taskID)
+		r.dropSnapshot(t)
+	case errors.As(err, &taken) && taken.same:
+		r.stats.abandoned.Add(1)
+		log.Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
+	case errors.Is(err, ErrTaskTaken):
+		_ = d.Ack()
+		r.stats.duplicates.Add(1)
+		log.Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
 		r.deadLetter(d, env, dlq.ReasonPermanent, err)
+		r.dropSnapshot(t)
 	case int(d.NumDelivered) >= r.cfg.Consumer.MaxDeliver:
 		r.deadLetter(d, env, dlq.ReasonMaxAttempts,
 			fmt.Errorf("attempt %d of %d failed: %w", d.NumDelivered, r.cfg.Consumer.MaxDeliver, err))
+		r.dropSnapshot(t)
 	default:
 		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
 		log.Info("handler failed; redelivering", "kind", kind.String(), "err", err)
 		r.retry(d, delay)
+	}
+}
+
+// dropSnapshot removes the snapshot of a task that ended, if its handler
+// used one (and KeepSnapshots is off). It runs after the settlement: a
+// crash in between leaves the snapshot to the bucket's TTL, never a task
+// without its progress.
+func (r *Runtime) dropSnapshot(t *Task) {
+	if !t.used || r.cfg.KeepSnapshots {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	if err := r.snapshots.Delete(ctx, r.cfg.Agent, t.taskID); err != nil {
+		r.cfg.Logger.Warn("snapshot not removed; the bucket's TTL will", "agent", r.cfg.Agent, "task_id", t.taskID, "err", err)
 	}
 }
 

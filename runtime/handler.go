@@ -23,7 +23,8 @@ type Reply struct {
 	Payload any
 }
 
-// Task is one delivery of an envelope to a handler.
+// Task is one delivery of an envelope to a handler, with the checkpoint
+// methods of a long task (see task.go).
 type Task struct {
 	// Envelope is the decoded, validated request.
 	Envelope *envelope.Envelope
@@ -35,6 +36,8 @@ type Task struct {
 	StreamSeq uint64
 	// Published is when the server stored the task.
 	Published time.Time
+
+	progress // checkpoint state, loaded on first use
 }
 
 // Decode decodes the task's payload into v (see envelope.DecodePayload).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/snapshot"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -23,8 +25,9 @@ var (
 )
 
 // Stats counts what a runtime did. Every delivery taken ends in exactly
-// one of Succeeded, Retried, DeadLettered or Returned (a delivery held by
-// an open breaker ends in one of them once it is released).
+// one of Succeeded, Retried, DeadLettered, Returned, Cancelled, Duplicates
+// or Abandoned (a delivery held by an open breaker ends in one of them once
+// it is released).
 type Stats struct {
 	// Received counts deliveries taken by a worker.
 	Received uint64
@@ -37,6 +40,14 @@ type Stats struct {
 	DeadLettered uint64
 	// Returned counts deliveries handed back unprocessed at shutdown.
 	Returned uint64
+	// Cancelled counts tasks stopped by a task.cancel (acked).
+	Cancelled uint64
+	// Duplicates counts deliveries acked without running because another
+	// message carrying the same task id runs it.
+	Duplicates uint64
+	// Abandoned counts deliveries left unsettled because a newer delivery
+	// of the same message (redelivered meanwhile) owns the task.
+	Abandoned uint64
 	// Panics counts recovered handler panics (also counted in Retried).
 	Panics uint64
 	// Held counts deliveries held because their subject's breaker was
@@ -51,6 +62,7 @@ type Stats struct {
 
 type counters struct {
 	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
+	cancelled, duplicates, abandoned                                                atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -62,8 +74,10 @@ type Runtime struct {
 	conn     *bus.Conn
 	pub      *bus.Publisher
 	handlers map[envelope.PayloadType]Handler
-	breakers *resilience.BreakerRegistry
+	breakers  *resilience.BreakerRegistry
+	snapshots snapshot.Store
 	dlq      *dlq.Store
+	replica  string // names this runtime in snapshot owners
 	stats    counters
 
 	mu       sync.Mutex
@@ -108,6 +122,7 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		conn:       conn,
 		pub:        bus.NewPublisher(conn.JetStream()),
 		dlq:        dlq.NewStore(conn.JetStream(), full.Topology),
+		replica:    strings.ToLower(envelope.NewID()[16:]),
 		handlers:   make(map[envelope.PayloadType]Handler),
 		handlerCtx: ctx,
 		cancel:     cancel,
@@ -178,6 +193,19 @@ func (r *Runtime) Start(ctx context.Context) error {
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
 	r.cfg.Consumer = sub.Config()
+	r.snapshots = r.cfg.Snapshots
+	if r.snapshots == nil {
+		kv, err := snapshot.NewKV(ctx, r.conn.JetStream(), r.cfg.Topology)
+		if err != nil {
+			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
+		}
+		r.snapshots = kv
+	}
+	for typ, h := range r.controlHandlers() {
+		if r.handlers[typ] == nil {
+			r.handlers[typ] = h
+		}
+	}
 	if !r.cfg.DisableSweeper {
 		sw, err := dlq.NewSweeper(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.cfg.Logger)
 		if err != nil {
@@ -333,6 +361,9 @@ func (r *Runtime) Stats() Stats {
 		Holding:      uint64(r.hold.count()),
 		Queued:       uint64(r.queueLen()),
 		Heartbeats:   r.stats.heartbeats.Load(),
+		Cancelled:    r.stats.cancelled.Load(),
+		Duplicates:   r.stats.duplicates.Load(),
+		Abandoned:    r.stats.abandoned.Load(),
 	}
 }
 

@@ -295,7 +295,7 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 		data   []byte
 		reason dlq.Reason
 	}{
-		{badEnvelope(func(e *envelope.Envelope) { e.PayloadType = "state.query" }), dlq.ReasonUnknownType},
+		{badEnvelope(func(e *envelope.Envelope) { e.PayloadType = envelope.MessageSend }), dlq.ReasonUnknownType},
 		{badEnvelope(func(e *envelope.Envelope) { e.Sender = "" }), dlq.ReasonInvalid},
 		{badEnvelope(func(e *envelope.Envelope) { e.Timestamp = time.Now().Add(-time.Hour) }), dlq.ReasonBadTimestamp},
 		{badEnvelope(func(e *envelope.Envelope) { e.Deadline = time.Now().Add(-time.Second) }), dlq.ReasonExpired},
