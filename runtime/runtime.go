@@ -62,7 +62,7 @@ type Stats struct {
 
 type counters struct {
 	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
-	cancelled, duplicates, abandoned                                                atomic.Uint64
+	cancelled, duplicates, abandoned                                               atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -70,15 +70,15 @@ type counters struct {
 // Handle, then Start (or Run). Several Runtimes with the same agent name,
 // in one process or many, share the agent's tasks.
 type Runtime struct {
-	cfg      Config
-	conn     *bus.Conn
-	pub      *bus.Publisher
-	handlers map[envelope.PayloadType]Handler
+	cfg       Config
+	conn      *bus.Conn
+	pub       *bus.Publisher
+	handlers  map[envelope.PayloadType]Handler
 	breakers  *resilience.BreakerRegistry
 	snapshots snapshot.Store
-	dlq      *dlq.Store
-	replica  string // names this runtime in snapshot owners
-	stats    counters
+	dlq       *dlq.Store
+	replica   string // names this runtime in snapshot owners
+	stats     counters
 
 	mu       sync.Mutex
 	started  bool
