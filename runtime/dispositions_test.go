@@ -313,3 +313,24 @@ func TestQueuedBacklogBehindSlowHandlersIsNotRedelivered(t *testing.T) {
 		t.Fatalf("%d deliveries redelivered", info.NumRedelivered)
 	}
 }
+
+func TestChaosHandlerFailsAsConfigured(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	var crashes atomic.Int32
+	rt := startAgent(t, conn, runtime.Config{Concurrency: 8, Breaker: resilience.BreakerSettings{Threshold: 1000}},
+		runtime.Chaos(runtime.ChaosConfig{FailRate: 0.3, PermanentRate: 0.1, CrashRate: 0.05, Crash: func() { crashes.Add(1) }}))
+	const n = 200
+	publish(t, conn, n)
+	waitFor(t, "every task settled", func() bool { st := rt.Stats(); return st.Succeeded+st.DeadLettered == n })
+	st := rt.Stats()
+	// PermanentRate is per task (by id): about 20 of 200; transient
+	// failures were retried, never dead-lettered with MaxDeliver 10.
+	if st.DeadLettered < 5 || st.DeadLettered > 45 || st.Retried < 30 || crashes.Load() == 0 {
+		t.Fatalf("stats = %+v, crashes %d", st, crashes.Load())
+	}
+	for _, r := range dlqMessages(t, conn, int(st.DeadLettered)) {
+		if r.Reason != dlq.ReasonPermanent || r.Deliveries != 1 {
+			t.Fatalf("dead letter %+v: only the permanent failures, at once", r)
+		}
+	}
+}

@@ -23,6 +23,10 @@ type runOptions struct {
 	concurrency int
 	ackWait     time.Duration
 	maxDeliver  int
+	handler     string
+	chaos       runtime.ChaosConfig
+	timeout     time.Duration
+	skew        time.Duration
 	logs        logFlags
 }
 
@@ -30,9 +34,11 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the built-in echo agent, on an embedded NATS server unless --nats is given",
-		Long: `run starts the built-in echo agent, which answers every task.request with
-its own payload. Without --nats it first starts an embedded NATS server with
+		Short: "Run a built-in agent, on an embedded NATS server unless --nats is given",
+		Long: `run starts a built-in agent: echo answers every task.request with its own
+payload; chaos does the same but fails, slows down or crashes as often as
+--fail-rate, --permanent-rate, --latency and --crash-rate say (for demos and
+chaos tests). Without --nats it first starts an embedded NATS server with
 JetStream (data under --data-dir, clients on --listen); with --nats it joins
 that server instead. It provisions the streams it needs, then serves tasks
 until interrupted (Ctrl-C or SIGTERM), finishing the tasks in hand first.`,
@@ -51,8 +57,15 @@ until interrupted (Ctrl-C or SIGTERM), finishing the tasks in hand first.`,
 	f.StringVar(&o.name, "name", "echo", "agent name: tasks sent to this name reach this agent")
 	f.StringVar(&o.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem")
 	f.IntVar(&o.concurrency, "concurrency", runtime.DefaultConcurrency, "tasks handled at once")
-	f.DurationVar(&o.ackWait, "ack-wait", bus.DefaultAckWait, "how long the server waits for a task to be settled before redelivering it (also bounds a handler: 80%)")
+	f.DurationVar(&o.ackWait, "ack-wait", bus.DefaultAckWait, "how long the server waits for a silent task before redelivering it (running tasks send heartbeats)")
 	f.IntVar(&o.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of a failing task before it is dead-lettered")
+	f.DurationVar(&o.timeout, "handler-timeout", runtime.DefaultHandlerTimeout, "how long one task may run")
+	f.DurationVar(&o.skew, "max-clock-skew", envelope.DefaultMaxClockSkew, "dead-letter envelopes whose timestamp is further than this from the server's receive time")
+	f.StringVar(&o.handler, "handler", "echo", "built-in handler: echo (answers with the payload) or chaos (echo with the failures below)")
+	f.Float64Var(&o.chaos.FailRate, "fail-rate", 0, "chaos: fraction of attempts that fail transiently")
+	f.Float64Var(&o.chaos.PermanentRate, "permanent-rate", 0, "chaos: fraction of tasks that fail permanently")
+	f.DurationVar(&o.chaos.Latency, "latency", 0, "chaos: random delay up to this much per attempt")
+	f.Float64Var(&o.chaos.CrashRate, "crash-rate", 0, "chaos: fraction of attempts that make the process exit (code 3)")
 	o.logs.register(cmd)
 	return cmd
 }
@@ -70,6 +83,27 @@ func (o *runOptions) run(ctx context.Context, stderr io.Writer) error {
 	}
 	if o.maxDeliver < 1 {
 		return usageError{fmt.Errorf("--max-deliver must be at least 1, got %d", o.maxDeliver)}
+	}
+	if o.timeout <= 0 || o.skew <= 0 {
+		return usageError{fmt.Errorf("--handler-timeout and --max-clock-skew must be positive")}
+	}
+	var handler runtime.Handler
+	switch o.handler {
+	case "echo":
+		handler = runtime.Echo
+	case "chaos":
+		for name, v := range map[string]float64{"--fail-rate": o.chaos.FailRate, "--permanent-rate": o.chaos.PermanentRate, "--crash-rate": o.chaos.CrashRate} {
+			if v < 0 || v > 1 {
+				return usageError{fmt.Errorf("%s must be between 0 and 1, got %v", name, v)}
+			}
+		}
+		o.chaos.Crash = func() {
+			fmt.Fprintln(stderr, "agent: chaos: crashing on purpose")
+			os.Exit(3)
+		}
+		handler = runtime.Chaos(o.chaos)
+	default:
+		return usageError{fmt.Errorf("--handler %q: want echo or chaos", o.handler)}
 	}
 	topo := bus.Topology{Prefix: o.prefix}
 	if err := topo.Validate(); err != nil {
@@ -107,16 +141,18 @@ func (o *runOptions) run(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	rt, err := runtime.New(conn, runtime.Config{
-		Agent:       o.name,
-		Topology:    topo,
-		Concurrency: o.concurrency,
-		Consumer:    bus.ConsumerConfig{AckWait: o.ackWait, MaxDeliver: o.maxDeliver},
-		Logger:      log,
+		Agent:          o.name,
+		Topology:       topo,
+		Concurrency:    o.concurrency,
+		Consumer:       bus.ConsumerConfig{AckWait: o.ackWait, MaxDeliver: o.maxDeliver},
+		HandlerTimeout: o.timeout,
+		Limits:         envelope.Limits{MaxClockSkew: o.skew},
+		Logger:         log,
 	})
 	if err != nil {
 		return err
 	}
-	rt.Handle(envelope.TaskRequest, runtime.Echo)
+	rt.Handle(envelope.TaskRequest, handler)
 	if err := rt.Start(ctx); err != nil {
 		return err
 	}
