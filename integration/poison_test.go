@@ -14,7 +14,6 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
-	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -106,8 +105,7 @@ func (s *supervisor) shutdown() {
 // disposition; after MaxDeliver crashes the server stops delivering it,
 // and the sweeper dead-letters it. Every other task is answered.
 func TestPoisonMessageThatKillsItsAgentEndsInTheDLQ(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{Listen: true})
-	conn := natstest.Connect(t, srv)
+	srv, conn := containerServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	topo := bus.Topology{}
@@ -137,7 +135,7 @@ func TestPoisonMessageThatKillsItsAgentEndsInTheDLQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := buildHostBinary(t, "./integration/testdata/poisonagent")
-	sup := supervise(t, bin, "--nats", srv.ClientURL(), "--ack-wait", "1s", "--max-deliver", fmt.Sprint(maxDeliver))
+	sup := supervise(t, bin, "--nats", srv.URL(), "--ack-wait", "1s", "--max-deliver", fmt.Sprint(maxDeliver))
 
 	store := dlq.NewStore(conn.JetStream(), topo)
 	var entries []*dlq.Entry

@@ -13,7 +13,6 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
-	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/jetagent/jetagent/snapshot"
 )
@@ -23,8 +22,7 @@ import (
 // starts another process, and checks that every task completes with each
 // step's side effect written exactly once, and no snapshot left behind.
 func TestTaskSurvivesSIGKILLBetweenSteps(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{Listen: true})
-	conn := natstest.Connect(t, srv)
+	srv, conn := containerServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	topo := bus.Topology{}
@@ -38,7 +36,7 @@ func TestTaskSurvivesSIGKILLBetweenSteps(t *testing.T) {
 	effects := filepath.Join(t.TempDir(), "effects")
 	bin := buildHostBinary(t, "./integration/testdata/stepagent")
 
-	first := startAgentProcessBin(t, bin, "--nats", srv.ClientURL(), "--effects", effects, "--pause-after", "3")
+	first := startAgentProcessBin(t, bin, "--nats", srv.URL(), "--effects", effects, "--pause-after", "3")
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{AttemptTimeout: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +72,7 @@ func TestTaskSurvivesSIGKILLBetweenSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-first.done
-	startAgentProcessBin(t, bin, "--nats", srv.ClientURL(), "--effects", effects)
+	startAgentProcessBin(t, bin, "--nats", srv.URL(), "--effects", effects)
 	for range tasks {
 		if err := <-replies; err != nil {
 			t.Fatalf("task: %v", err)

@@ -62,6 +62,7 @@ func (r *Runtime) process(s *slot, j job) {
 		Subject:   d.Subject,
 		StreamSeq: d.StreamSeq,
 		Published: d.Published,
+		Header:    d.Header,
 		progress: progress{
 			rt:     r,
 			taskID: taskIDOf(env),

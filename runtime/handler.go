@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/nats-io/nats.go"
 )
 
 // Handler does the work of one task. The value it returns becomes the
@@ -36,6 +37,9 @@ type Task struct {
 	StreamSeq uint64
 	// Published is when the server stored the task.
 	Published time.Time
+	// Header holds the message's NATS headers (trace context, and
+	// dlq.HeaderReplayOf on a task replayed from the DLQ). Read only.
+	Header nats.Header
 
 	progress // checkpoint state, loaded on first use
 }

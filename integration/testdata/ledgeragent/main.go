@@ -1,0 +1,89 @@
+// Command ledgeragent is the chaos suites' agent: it answers every task
+// (echo) after writing the envelope id to a ledger file, the side effect
+// the tests count, and fails as the chaos flags say. Its failures are
+// decided like runtime.Chaos: transient per attempt, permanent per task id
+// (so every attempt agrees), never for a replayed task when
+// --permanent-unless-replay is set (the "bug fixed, replay the DLQ" story).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/runtime"
+)
+
+func main() {
+	url := flag.String("nats", "", "server URL")
+	name := flag.String("name", "ledger", "agent name")
+	ledger := flag.String("ledger", "", "file each processed envelope id is appended to")
+	failRate := flag.Float64("fail-rate", 0, "fraction of attempts failing transiently")
+	permRate := flag.Float64("permanent-rate", 0, "fraction of tasks failing permanently")
+	permUnlessReplay := flag.Bool("permanent-unless-replay", false, "replayed tasks never fail permanently")
+	ackWait := flag.Duration("ack-wait", 2*time.Second, "AckWait")
+	maxDeliver := flag.Int("max-deliver", 10, "MaxDeliver")
+	skew := flag.Duration("max-clock-skew", envelope.DefaultMaxClockSkew, "clock-skew window")
+	concurrency := flag.Int("concurrency", 8, "workers")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f, err := os.OpenFile(*ledger, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fail(err)
+	}
+	defer f.Close()
+	conn, err := bus.Connect(ctx, *url)
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close()
+	rt, err := runtime.New(conn, runtime.Config{
+		Agent:       *name,
+		Concurrency: *concurrency,
+		Consumer:    bus.ConsumerConfig{AckWait: *ackWait, MaxDeliver: *maxDeliver},
+		Backoff:     resilience.Backoff{Base: 100 * time.Millisecond, Max: time.Second},
+		Breaker:     resilience.BreakerSettings{Threshold: 1 << 20}, // chaos is random, not a dependency going down
+		Limits:      envelope.Limits{MaxClockSkew: *skew},
+	})
+	if err != nil {
+		fail(err)
+	}
+	rt.Handle(envelope.TaskRequest, func(ctx context.Context, t *runtime.Task) (any, error) {
+		replay := t.Header.Get(dlq.HeaderReplayOf) != ""
+		if *permRate > 0 && unit(t.Envelope.ID) < *permRate && !(replay && *permUnlessReplay) {
+			return nil, resilience.Permanent(fmt.Errorf("task %s fails permanently", t.Envelope.ID))
+		}
+		if *failRate > 0 && rand.Float64() < *failRate {
+			return nil, fmt.Errorf("attempt %d of %s fails", t.Attempt, t.Envelope.ID)
+		}
+		if _, err := fmt.Fprintf(f, "%s\n", t.Envelope.ID); err != nil { // one write(2), O_APPEND
+			return nil, err
+		}
+		return runtime.Echo(ctx, t)
+	})
+	if err := rt.Run(ctx); err != nil {
+		fail(err)
+	}
+}
+
+func unit(s string) float64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "ledgeragent:", err)
+	os.Exit(1)
+}
