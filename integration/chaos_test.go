@@ -300,4 +300,3 @@ func TestChaosClockSkew(t *testing.T) {
 		t.Fatalf("%d dead letters and %d replies, want 4 and 3", len(entries), len(replies))
 	}
 }
-
