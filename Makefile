@@ -33,3 +33,19 @@ bench:
 
 run:
 	$(GO) run ./cmd/agent run
+
+# docker-compose.yml: NATS, the echo agent (two replicas), the flaky chaos agent, and the
+# replay one-off, all FROM scratch images of static binaries built here (deploy/build.sh).
+# compose-down removes the containers, the network and the JetStream volume.
+DOCKER_COMPOSE ?= docker-compose
+
+.PHONY: compose-up compose-down
+
+compose-up:
+	DOCKER_COMPOSE=$(DOCKER_COMPOSE) GO=$(GO) sh deploy/build.sh
+	$(DOCKER_COMPOSE) up -d
+	@echo "NATS on nats://127.0.0.1:$${JETAGENT_NATS_PORT:-4222}, monitoring on http://127.0.0.1:$${JETAGENT_NATS_MONITOR_PORT:-8222}"
+	@echo "try: go run ./cmd/agent send --to echo --payload '{\"hi\":1}'"
+
+compose-down:
+	$(DOCKER_COMPOSE) down -v --remove-orphans
