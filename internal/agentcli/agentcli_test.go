@@ -51,6 +51,7 @@ func TestUsageErrorsExitTwoWithOneLine(t *testing.T) {
 		{"run", "--handler", "nope"},
 		{"run", "--handler", "chaos", "--fail-rate", "1.5"},
 		{"run", "--max-clock-skew", "0s"},
+		{"run", "--replicas", "0"},
 		{"run", "--log-level", "loud"},
 		{"nope"},
 		{"run", "--no-such-flag"},

@@ -20,6 +20,7 @@ type runOptions struct {
 	listen      string
 	name        string
 	prefix      string
+	replicas    int
 	concurrency int
 	ackWait     time.Duration
 	maxDeliver  int
@@ -56,6 +57,7 @@ until interrupted (Ctrl-C or SIGTERM), finishing the tasks in hand first.`,
 	f.StringVar(&o.listen, "listen", bus.DefaultListen, "embedded server's client address; port 0 picks a free one")
 	f.StringVar(&o.name, "name", "echo", "agent name: tasks sent to this name reach this agent")
 	f.StringVar(&o.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem")
+	f.IntVar(&o.replicas, "replicas", 1, "copies the cluster keeps of each stream and bucket it provisions (1, 3 or 5; must match streams that exist)")
 	f.IntVar(&o.concurrency, "concurrency", runtime.DefaultConcurrency, "tasks handled at once")
 	f.DurationVar(&o.ackWait, "ack-wait", bus.DefaultAckWait, "how long the server waits for a silent task before redelivering it (running tasks send heartbeats)")
 	f.IntVar(&o.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of a failing task before it is dead-lettered")
@@ -74,6 +76,9 @@ func (o *runOptions) run(ctx context.Context, stderr io.Writer) error {
 	log, err := o.logs.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if o.replicas < 1 || o.replicas > 5 {
+		return usageError{fmt.Errorf("--replicas must be 1..5, got %d", o.replicas)}
 	}
 	if o.concurrency < 1 {
 		return usageError{fmt.Errorf("--concurrency must be at least 1, got %d", o.concurrency)}
@@ -105,7 +110,7 @@ func (o *runOptions) run(ctx context.Context, stderr io.Writer) error {
 	default:
 		return usageError{fmt.Errorf("--handler %q: want echo or chaos", o.handler)}
 	}
-	topo := bus.Topology{Prefix: o.prefix}
+	topo := bus.Topology{Prefix: o.prefix, Replicas: o.replicas}
 	if err := topo.Validate(); err != nil {
 		return usageError{fmt.Errorf("--prefix: %w", err)}
 	}
