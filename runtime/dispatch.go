@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -66,7 +67,8 @@ func (r *Runtime) process(s *slot, j job) {
 		progress: progress{
 			rt:     r,
 			taskID: taskIDOf(env),
-			owner:  ownerOf(r.replica, d.StreamSeq, d.NumDelivered),
+			seq:    d.StreamSeq,
+			nth:    d.NumDelivered,
 		},
 	}
 	result, herr := r.call(s, d, h, task)
@@ -125,18 +127,22 @@ func (r *Runtime) breakerOutcome(err error) error {
 //	transient, timeout, panic    -> nak with delay backoff(attempt)
 func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
 	env := t.Envelope
-	log := r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
+	// The logger with the delivery's fields is built only on the paths that
+	// log: the success path is hot.
+	log := func() *slog.Logger {
+		return r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
+	}
 	kind := resilience.Classify(err)
 	var taken *takenError
 	switch {
 	case err == nil:
 		if rerr := r.reply(env, result); rerr != nil {
-			log.Warn("reply not published; task will be redelivered", "err", rerr)
+			log().Warn("reply not published; task will be redelivered", "err", rerr)
 			r.retry(d, 0)
 			return
 		}
 		if aerr := d.Ack(); aerr != nil {
-			log.Warn("ack failed; task may be redelivered", "err", aerr)
+			log().Warn("ack failed; task may be redelivered", "err", aerr)
 		}
 		r.stats.succeeded.Add(1)
 		r.dropSnapshot(t)
@@ -144,19 +150,19 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
 		r.giveBack(d)
 	case errors.Is(err, ErrCancelled):
 		if rerr := r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}); rerr != nil {
-			log.Warn("cancel reply not published", "err", rerr)
+			log().Warn("cancel reply not published", "err", rerr)
 		}
 		_ = d.Ack()
 		r.stats.cancelled.Add(1)
-		log.Info("task cancelled", "task_id", t.taskID)
+		log().Info("task cancelled", "task_id", t.taskID)
 		r.dropSnapshot(t)
 	case errors.As(err, &taken) && taken.same:
 		r.stats.abandoned.Add(1)
-		log.Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
+		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
 	case errors.Is(err, ErrTaskTaken):
 		_ = d.Ack()
 		r.stats.duplicates.Add(1)
-		log.Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
+		log().Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
 		r.deadLetter(d, env, dlq.ReasonPermanent, err)
 		r.dropSnapshot(t)
@@ -166,7 +172,7 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
 		r.dropSnapshot(t)
 	default:
 		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
-		log.Info("handler failed; redelivering", "kind", kind.String(), "err", err)
+		log().Info("handler failed; redelivering", "kind", kind.String(), "err", err)
 		r.retry(d, delay)
 	}
 }

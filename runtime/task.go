@@ -44,7 +44,9 @@ func (e *takenError) Unwrap() []error { return []error{ErrTaskTaken, snapshot.Er
 type progress struct {
 	rt     *Runtime
 	taskID string
-	owner  string
+	seq    uint64 // the delivery's stream sequence and count, for owner
+	nth    uint64
+	owner  string // set on first use
 	loaded bool
 	used   bool               // the handler touched checkpoints: clean up at the end
 	snap   *snapshot.Snapshot // nil: none stored
@@ -156,6 +158,9 @@ func (t *Task) SetStatus(ctx context.Context, status snapshot.Status) error {
 // load reads the task's snapshot once.
 func (t *Task) load(ctx context.Context) error {
 	t.used = true
+	if t.owner == "" {
+		t.owner = ownerOf(t.rt.replica, t.seq, t.nth)
+	}
 	if t.loaded {
 		return t.cancelled()
 	}
