@@ -1,9 +1,10 @@
 // Command retry shows retry with exponential backoff, the seed tutorial's
-// pattern 1, twice: an agent whose dependency fails transiently (the bus
-// redelivers its task with growing delays until it succeeds), and
-// resilience.Retry around any flaky function.
+// pattern 1, three ways: the client re-sending a task nobody answered yet
+// (the seed's ASAPClient retry), an agent whose dependency fails
+// transiently (the bus redelivers its task with growing delays until it
+// succeeds), and resilience.Retry around any flaky function.
 //
-//	go run ./examples/retry [--skip-agent] [--skip-standalone]
+//	go run ./examples/retry [--skip-client] [--skip-agent] [--skip-standalone]
 package main
 
 import (
@@ -23,16 +24,22 @@ import (
 )
 
 func main() {
+	skipClient := flag.Bool("skip-client", false, "skip the client re-sending a task")
 	skipAgent := flag.Bool("skip-agent", false, "skip the agent whose task is redelivered with backoff")
 	skipStandalone := flag.Bool("skip-standalone", false, "skip resilience.Retry around a plain function")
 	flag.Parse()
-	if err := run(context.Background(), os.Stdout, !*skipAgent, !*skipStandalone); err != nil {
+	if err := run(context.Background(), os.Stdout, !*skipClient, !*skipAgent, !*skipStandalone); err != nil {
 		fmt.Fprintln(os.Stderr, "retry:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, w io.Writer, agent, standalone bool) error {
+func run(ctx context.Context, w io.Writer, client, agent, standalone bool) error {
+	if client {
+		if err := clientRetry(ctx, w); err != nil {
+			return err
+		}
+	}
 	if agent {
 		if err := agentRetry(ctx, w); err != nil {
 			return err
@@ -41,6 +48,67 @@ func run(ctx context.Context, w io.Writer, agent, standalone bool) error {
 	if standalone {
 		return standaloneRetry(ctx, w)
 	}
+	return nil
+}
+
+// clientRetry: the agent is not up yet. The client's first attempt gets no
+// reply within AttemptTimeout; it re-sends the same envelope after the
+// backoff delay (the same id: the server keeps one copy of the task), and
+// the second attempt gets the reply once the agent has started.
+func clientRetry(ctx context.Context, w io.Writer) error {
+	fmt.Fprintln(w, "== the client re-sends (RetryConfig) ==")
+	conn, stop, err := sandbox.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
+		MaxRetries:     3,
+		BaseDelay:      100 * time.Millisecond,
+		MaxDelay:       time.Second,
+		AttemptTimeout: 300 * time.Millisecond,
+	}})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	req, err := envelope.New(client.Name(), "late", envelope.TaskRequest, "ping")
+	if err != nil {
+		return err
+	}
+	type result struct {
+		rep *envelope.Envelope
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := client.Send(ctx, req)
+		done <- result{rep, err}
+	}()
+	for client.Stats().Attempts < 2 { // the first attempt timed out: start the agent now
+		time.Sleep(10 * time.Millisecond)
+	}
+	rt, err := runtime.New(conn, runtime.Config{Agent: "late"})
+	if err != nil {
+		return err
+	}
+	rt.Handle(envelope.TaskRequest, runtime.Echo)
+	if err := rt.Start(ctx); err != nil {
+		return err
+	}
+	res := <-done
+	if err := rt.Stop(ctx); err != nil { // settles the task: its counts are final
+		return err
+	}
+	if res.err != nil {
+		return res.err
+	}
+	var answer string
+	if err := res.rep.DecodePayload(&answer); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "reply %q after %d attempts; the agent ran the task %d time (re-sends share its id)\n",
+		answer, client.Stats().Attempts, rt.Stats().Succeeded)
 	return nil
 }
 

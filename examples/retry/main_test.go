@@ -11,10 +11,12 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, &out, true, true); err != nil {
+	if err := run(ctx, &out, true, true, true); err != nil {
 		t.Fatal(err)
 	}
-	want := `== an agent retried by the bus ==
+	want := `== the client re-sends (RetryConfig) ==
+reply "ping" after 2 attempts; the agent ran the task 1 time (re-sends share its id)
+== an agent retried by the bus ==
 attempt 1: 503 service unavailable (transient)
 attempt 2: 503 service unavailable (transient)
 attempt 3: ok
