@@ -23,7 +23,10 @@ type span struct{ start, end int }
 // wire key at fault (empty when the fault is not in one field) and whose
 // Detail gives the byte offset and the problem. Memory use is bounded by a
 // small multiple of len(data) whatever lengths the input declares.
-func Unmarshal(data []byte, e *Envelope) error {
+func Unmarshal(data []byte, e *Envelope) error { return unmarshal(data, e, false) }
+
+// unmarshal is Unmarshal; with alias, the payload shares data's memory.
+func unmarshal(data []byte, e *Envelope, alias bool) error {
 	if e == nil {
 		return &FieldError{Err: ErrMalformed, Detail: "Unmarshal into a nil *Envelope"}
 	}
@@ -32,7 +35,7 @@ func Unmarshal(data []byte, e *Envelope) error {
 	if err := d.scan(data); err != nil {
 		return err
 	}
-	return d.build(data, e)
+	return d.build(data, e, alias)
 }
 
 // decoder holds what the first pass over the input found.
@@ -240,7 +243,7 @@ func readTime(data []byte, h header) (time.Time, error) {
 
 // build copies what scan found into e. All strings are cut from a single
 // allocation; the payload gets its own copy.
-func (d *decoder) build(data []byte, e *Envelope) error {
+func (d *decoder) build(data []byte, e *Envelope, alias bool) error {
 	var sb strings.Builder
 	sb.Grow(d.strBytes)
 	for _, s := range d.strs {
@@ -283,7 +286,10 @@ func (d *decoder) build(data []byte, e *Envelope) error {
 	}
 	var payload []byte
 	if d.payload.end > d.payload.start {
-		payload = bytes.Clone(data[d.payload.start:d.payload.end])
+		payload = data[d.payload.start:d.payload.end:d.payload.end]
+		if !alias {
+			payload = bytes.Clone(payload)
+		}
 	}
 	*e = Envelope{
 		ID:             strs[fID],

@@ -214,3 +214,35 @@ func TestUnmarshalSkipsUnknownKeys(t *testing.T) {
 		t.Errorf("got %+v, want the minimal envelope", e)
 	}
 }
+
+func TestParseAliasPayload(t *testing.T) {
+	env, err := New("a", "b", TaskRequest, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied, err := Parse(data, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliased, err := Parse(data, Limits{AliasPayload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 0
+	}
+	var s string
+	if err := copied.DecodePayload(&s); err != nil || s != "hello" {
+		t.Fatalf("the copied payload changed with data: %q %v", s, err)
+	}
+	if err := aliased.DecodePayload(&s); err == nil && s == "hello" {
+		t.Fatal("AliasPayload: the payload does not share data's memory")
+	}
+	if cap(aliased.Payload) != len(aliased.Payload) {
+		t.Fatal("an aliased payload must not be appendable into data")
+	}
+}

@@ -28,6 +28,12 @@ type Limits struct {
 	// Now is the clock for the deadline check and the ReceivedAt default.
 	// Nil means time.Now.
 	Now func() time.Time
+	// AliasPayload makes Parse's envelope share its Payload with data
+	// instead of copying it: data must then stay unchanged while the
+	// envelope is in use. For callers that own data outright, such as a
+	// NATS message's body (the runtime sets it); it saves a copy of every
+	// payload.
+	AliasPayload bool
 }
 
 func (l *Limits) maxSize() int {
@@ -204,8 +210,9 @@ func notUTF8(field, value string) error {
 
 // Parse decodes and validates one envelope, in this order: it rejects data
 // longer than l.MaxSize with an error wrapping ErrTooLarge (before decoding
-// anything), decodes it with Unmarshal (errors wrap ErrMalformed), then runs
-// Validate with l.
+// anything), decodes it like Unmarshal (errors wrap ErrMalformed; the
+// payload aliases data when l.AliasPayload is set), then runs Validate with
+// l.
 //
 // On a Validate error Parse returns the decoded envelope as well as the error,
 // so that the caller can dead-letter it with its id and sender; on ErrTooLarge
@@ -215,7 +222,7 @@ func Parse(data []byte, l Limits) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), limit)
 	}
 	e := new(Envelope)
-	if err := Unmarshal(data, e); err != nil {
+	if err := unmarshal(data, e, l.AliasPayload); err != nil {
 		return nil, err
 	}
 	if err := e.Validate(l); err != nil {

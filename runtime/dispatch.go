@@ -35,6 +35,7 @@ func (r *Runtime) process(s *slot, j job) {
 		r.stats.received.Add(1)
 		lim := r.cfg.Limits
 		lim.ReceivedAt = d.Published
+		lim.AliasPayload = true // the delivery owns its data
 		if d.Header != nil && d.Header.Get(dlq.HeaderReplayOf) != "" {
 			lim.IgnoreClockSkew = true // replayed from the DLQ: old by design
 		}
