@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrClientClosed is returned by Send after Close.
@@ -78,6 +79,11 @@ type ClientConfig struct {
 
 	// Logger receives the client's logs. Nil: discard.
 	Logger *slog.Logger
+
+	// TracerProvider, when set, wraps each Send in a span named
+	// "jetagent.send <payload_type>" and publishes its traceparent, so the
+	// agent's handler span is its child. Nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // ClientStats counts what the client did.
@@ -109,6 +115,7 @@ type Client struct {
 	breakers  *resilience.BreakerRegistry // nil when disabled
 	log       *slog.Logger
 	sub       *nats.Subscription
+	tracer    trace.Tracer // nil: no spans
 
 	mu      sync.Mutex
 	waiting map[string]*waiter
@@ -157,6 +164,7 @@ func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
 		replyBase: cfg.Topology.ReplySubject(name),
 		retry:     retry,
 		log:       log,
+		tracer:    tracerOf(cfg.TracerProvider),
 		waiting:   make(map[string]*waiter),
 		done:      make(chan struct{}),
 	}
@@ -241,7 +249,20 @@ func WithFallback(backup string) SendOption {
 // could not be reached), ErrClientClosed, and the wrapped validation error
 // for a bad recipient or payload type. With WithFallback, the error joins
 // the primary's and the backup's failures.
+//
+// With a TracerProvider, Send runs in a span and sets env.TraceID to its
+// trace id.
 func (c *Client) Send(ctx context.Context, env *envelope.Envelope, opts ...SendOption) (*envelope.Envelope, error) {
+	if c.tracer == nil {
+		return c.send(ctx, env, opts...)
+	}
+	ctx, span := c.startSendSpan(ctx, env)
+	rep, err := c.send(ctx, env, opts...)
+	endSendSpan(span, err)
+	return rep, err
+}
+
+func (c *Client) send(ctx context.Context, env *envelope.Envelope, opts ...SendOption) (*envelope.Envelope, error) {
 	var o sendOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -317,7 +338,7 @@ func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envel
 
 	env.ReplyTo = c.replyBase + "." + env.ID
 	c.attempts.Add(1)
-	if _, err := c.pub.PublishEnvelope(actx, target, env); err != nil {
+	if _, err := c.publishEnvelope(actx, target, env); err != nil {
 		return nil, c.publishError(env, err)
 	}
 	select {

@@ -10,6 +10,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of [Config].
@@ -90,6 +91,16 @@ type Config struct {
 
 	// Logger receives the runtime's logs. Nil: discard.
 	Logger *slog.Logger
+
+	// Observer is told of every delivery, outcome, breaker transition and
+	// heartbeat, for metrics (see package metrics). Nil: none, at the cost
+	// of a nil check per event.
+	Observer Observer
+
+	// TracerProvider, when set, wraps each handler call in a span named
+	// "jetagent.handle <payload_type>", a child of the task's traceparent
+	// (see package tracing). Nil: no spans, at the cost of a nil check.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {

@@ -14,6 +14,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // settleTimeout bounds the publishes (reply, dead letter) that settle one
@@ -27,12 +28,15 @@ var errPanic = errors.New("runtime: handler panicked")
 func (r *Runtime) process(s *slot, j job) {
 	d := j.d
 	if r.aborting() {
-		r.giveBack(d)
+		r.returnUnrun(d)
 		return
 	}
 	env := j.env
 	if env == nil { // a new delivery (held ones were parsed already)
 		r.stats.received.Add(1)
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.Delivered(d.Subject)
+		}
 		lim := r.cfg.Limits
 		lim.ReceivedAt = d.Published
 		lim.AliasPayload = true // the delivery owns its data
@@ -42,20 +46,20 @@ func (r *Runtime) process(s *slot, j job) {
 		var err error
 		env, err = envelope.Parse(d.Data, lim)
 		if err != nil {
-			r.deadLetter(d, env, rejectReason(err), err) // env is nil unless it decoded
+			r.observe(d.Subject, r.deadLetter(d, env, rejectReason(err), err), 0) // env is nil unless it decoded
 			return
 		}
 	}
 	h := r.handlers[env.PayloadType]
 	if h == nil {
 		err := fmt.Errorf("%w: %q: agent %s has no handler for it", envelope.ErrUnknownType, env.PayloadType, r.cfg.Agent)
-		r.deadLetter(d, env, dlq.ReasonUnknownType, err)
+		r.observe(d.Subject, r.deadLetter(d, env, dlq.ReasonUnknownType, err), 0)
 		return
 	}
 	br := r.breakers.Get(d.Subject)
 	done, err := br.Allow()
 	if err != nil {
-		r.holdBack(job{d: d, env: env}, br)
+		r.observe(d.Subject, r.holdBack(job{d: d, env: env}, br), 0)
 		return
 	}
 	task := &Task{
@@ -72,30 +76,42 @@ func (r *Runtime) process(s *slot, j job) {
 			nth:    d.NumDelivered,
 		},
 	}
-	result, herr := r.call(s, d, h, task)
+	ctx, span := r.handlerCtx, trace.Span(nil)
+	if r.tracer != nil {
+		ctx, span = r.startHandleSpan(d, task)
+	}
+	start := time.Now()
+	result, herr := r.call(ctx, s, d, h, task, start)
+	var ran time.Duration
+	if r.cfg.Observer != nil {
+		ran = time.Since(start)
+	}
 	done(r.breakerOutcome(herr))
-	r.settle(d, task, result, herr)
+	out := r.settle(d, task, result, herr)
+	r.observe(d.Subject, out, ran)
+	if span != nil {
+		endHandleSpan(span, out, herr)
+	}
 	r.afterOutcome(d.Subject, br)
 }
 
-// call runs h with the handler deadline (or the envelope's, if earlier),
-// turning a panic into an error; the worker's slot tells the heartbeat
-// goroutine that d is being worked on until then.
-func (r *Runtime) call(s *slot, d *bus.Delivery, h Handler, t *Task) (result any, err error) {
-	start := time.Now()
+// call runs h, started at start, with the handler deadline (or the
+// envelope's, if earlier) on a ctx derived from parent, turning a panic
+// into an error; the worker's slot tells the heartbeat goroutine that d is
+// being worked on until then.
+func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handler, t *Task, start time.Time) (result any, err error) {
 	deadline := start.Add(r.cfg.HandlerTimeout)
 	if dl := t.Envelope.Deadline; !dl.IsZero() && dl.Before(deadline) {
 		deadline = dl
 	}
-	ctx, cancel := context.WithDeadline(r.handlerCtx, deadline)
+	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	s.set(d, start, deadline)
 	defer s.clear()
 	defer func() {
 		if p := recover(); p != nil {
 			r.stats.panics.Add(1)
-			r.cfg.Logger.Error("handler panicked", "agent", r.cfg.Agent, "envelope_id", t.Envelope.ID,
-				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			r.deliveryLogger(d, t.Envelope).Error("handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			result, err = nil, fmt.Errorf("%w: %v", errPanic, p)
 		}
 	}()
@@ -126,29 +142,29 @@ func (r *Runtime) breakerOutcome(err error) error {
 //	last attempt (MaxDeliver)    -> dead letter, then term
 //	retry-after(d)               -> nak with delay d
 //	transient, timeout, panic    -> nak with delay backoff(attempt)
-func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
+//
+// It returns the outcome, which process reports to the Observer.
+func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcome {
 	env := t.Envelope
 	// The logger with the delivery's fields is built only on the paths that
 	// log: the success path is hot.
-	log := func() *slog.Logger {
-		return r.cfg.Logger.With("agent", r.cfg.Agent, "envelope_id", env.ID, "attempt", d.NumDelivered)
-	}
+	log := func() *slog.Logger { return r.deliveryLogger(d, env) }
 	kind := resilience.Classify(err)
 	var taken *takenError
 	switch {
 	case err == nil:
 		if rerr := r.reply(env, result); rerr != nil {
 			log().Warn("reply not published; task will be redelivered", "err", rerr)
-			r.retry(d, 0)
-			return
+			return r.retry(d, 0)
 		}
 		if aerr := d.Ack(); aerr != nil {
 			log().Warn("ack failed; task may be redelivered", "err", aerr)
 		}
 		r.stats.succeeded.Add(1)
 		r.dropSnapshot(t)
+		return Outcome{Disposition: Succeeded}
 	case r.aborting() && errors.Is(err, context.Canceled):
-		r.giveBack(d)
+		return r.giveBack(d)
 	case errors.Is(err, ErrCancelled):
 		if rerr := r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}); rerr != nil {
 			log().Warn("cancel reply not published", "err", rerr)
@@ -157,24 +173,33 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) {
 		r.stats.cancelled.Add(1)
 		log().Info("task cancelled", "task_id", t.taskID)
 		r.dropSnapshot(t)
+		return Outcome{Disposition: Cancelled}
 	case errors.As(err, &taken) && taken.same:
 		r.stats.abandoned.Add(1)
 		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
+		return Outcome{Disposition: Abandoned}
 	case errors.Is(err, ErrTaskTaken):
 		_ = d.Ack()
 		r.stats.duplicates.Add(1)
 		log().Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
+		return Outcome{Disposition: Duplicate}
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
-		r.deadLetter(d, env, dlq.ReasonPermanent, err)
+		out := r.deadLetter(d, env, dlq.ReasonPermanent, err)
 		r.dropSnapshot(t)
+		out.Failure = kind
+		return out
 	case int(d.NumDelivered) >= r.cfg.Consumer.MaxDeliver:
-		r.deadLetter(d, env, dlq.ReasonMaxAttempts,
+		out := r.deadLetter(d, env, dlq.ReasonMaxAttempts,
 			fmt.Errorf("attempt %d of %d failed: %w", d.NumDelivered, r.cfg.Consumer.MaxDeliver, err))
 		r.dropSnapshot(t)
+		out.Failure = kind
+		return out
 	default:
 		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
 		log().Info("handler failed; redelivering", "kind", kind.String(), "err", err)
-		r.retry(d, delay)
+		out := r.retry(d, delay)
+		out.Failure = kind
+		return out
 	}
 }
 
@@ -227,26 +252,29 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 
 // retry hands d back for redelivery after delay, or, when delay is zero,
 // after the backoff delay of its attempt.
-func (r *Runtime) retry(d *bus.Delivery, delay time.Duration) {
+func (r *Runtime) retry(d *bus.Delivery, delay time.Duration) Outcome {
 	r.stats.retried.Add(1)
 	if delay <= 0 {
 		delay = r.cfg.Backoff.Delay(int(d.NumDelivered))
 	}
 	if err := d.NakWithDelay(delay); err != nil {
-		r.cfg.Logger.Warn("nak failed; the task is redelivered after AckWait", "agent", r.cfg.Agent, "err", err)
+		r.cfg.Logger.Warn("nak failed; the task is redelivered after AckWait", "agent", r.cfg.Agent, "subject", d.Subject,
+			"stream_seq", d.StreamSeq, "err", err)
 	}
+	return Outcome{Disposition: Retried}
 }
 
 // giveBack hands d back for immediate redelivery (shutdown).
-func (r *Runtime) giveBack(d *bus.Delivery) {
+func (r *Runtime) giveBack(d *bus.Delivery) Outcome {
 	r.stats.returned.Add(1)
 	_ = d.Nak()
+	return Outcome{Disposition: Returned}
 }
 
 // deadLetter copies d to the dead-letter stream with its provenance, waits
 // for the copy to be stored, then terminates d. When the copy cannot be
 // stored, d is redelivered instead: it is never dropped.
-func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) {
+func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
 	now := time.Now().UTC()
 	rec := dlq.Record{
 		Data:         d.Data,
@@ -267,19 +295,19 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 	if env != nil {
 		rec.TraceID = env.TraceID
 	}
-	log := r.cfg.Logger.With("agent", r.cfg.Agent, "subject", d.Subject, "stream_seq", d.StreamSeq, "reason", reason)
+	log := r.deliveryLogger(d, env).With("stream_seq", d.StreamSeq, "reason", reason)
 	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
 	defer cancel()
 	if _, err := r.dlq.Publish(ctx, &rec); err != nil {
 		log.Error("dead-letter publish failed; the message stays in the tasks stream", "err", err, "cause", cause)
-		r.retry(d, 0)
-		return
+		return r.retry(d, 0)
 	}
 	if err := d.Term(string(reason)); err != nil {
 		log.Warn("term failed after dead-lettering; a redelivery will be dead-lettered again (same id, stored once)", "err", err)
 	}
 	r.stats.deadLettered.Add(1)
 	log.Warn("dead-lettered", "cause", cause)
+	return Outcome{Disposition: DeadLettered, Reason: reason}
 }
 
 // rejectReason names the dead-letter reason of an envelope Parse refused.

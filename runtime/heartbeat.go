@@ -76,6 +76,9 @@ func (r *Runtime) heartbeats() {
 			for _, d := range due {
 				if err := d.InProgress(); err == nil {
 					r.stats.heartbeats.Add(1)
+					if r.cfg.Observer != nil {
+						r.cfg.Observer.Heartbeat()
+					}
 				}
 			}
 		}

@@ -129,13 +129,13 @@ func (h *holding) drain() []job {
 
 // holdBack holds j because its subject's breaker refused it, and arranges
 // for the breaker's next probe.
-func (r *Runtime) holdBack(j job, br *resilience.Breaker) {
+func (r *Runtime) holdBack(j job, br *resilience.Breaker) Outcome {
 	if !r.hold.add(j) {
-		r.giveBack(j.d) // shutting down
-		return
+		return r.giveBack(j.d) // shutting down
 	}
 	r.stats.held.Add(1)
 	r.scheduleProbe(j.d.Subject, br)
+	return Outcome{Disposition: Held}
 }
 
 // scheduleProbe releases one held delivery of subject as the probe when

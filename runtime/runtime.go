@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrStarted is returned by Start when the runtime was already started,
@@ -79,6 +80,7 @@ type Runtime struct {
 	dlq       *dlq.Store
 	replica   string // names this runtime in snapshot owners
 	stats     counters
+	tracer    trace.Tracer // nil: no spans
 
 	mu       sync.Mutex
 	started  bool
@@ -123,6 +125,7 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		pub:        bus.NewPublisher(conn.JetStream()),
 		dlq:        dlq.NewStore(conn.JetStream(), full.Topology),
 		replica:    strings.ToLower(envelope.NewID()[16:]),
+		tracer:     tracerOf(full.TracerProvider),
 		handlers:   make(map[envelope.PayloadType]Handler),
 		handlerCtx: ctx,
 		cancel:     cancel,
@@ -142,6 +145,9 @@ func (r *Runtime) breakerSettings(s resilience.BreakerSettings) resilience.Break
 	user := s.OnStateChange
 	s.OnStateChange = func(name string, from, to resilience.State) {
 		r.cfg.Logger.Warn("circuit breaker "+to.String(), "agent", r.cfg.Agent, "subject", name, "from", from.String())
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.BreakerChanged(name, to)
+		}
 		if user != nil {
 			user(name, from, to)
 		}
@@ -244,7 +250,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 // queue); once stopping, it hands the delivery back.
 func (r *Runtime) enqueue(d *bus.Delivery) {
 	if r.aborting() || !r.queue.push(job{d: d}) {
-		r.giveBack(d)
+		r.returnUnrun(d)
 	}
 }
 
@@ -322,7 +328,7 @@ func (r *Runtime) stop(ctx context.Context) error {
 		}
 	}
 	for _, j := range append(r.hold.drain(), r.queue.drain()...) {
-		r.giveBack(j.d)
+		r.returnUnrun(j.d)
 	}
 	r.cancel()
 	r.cfg.Logger.Info("agent stopped", "agent", r.cfg.Agent)
