@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +39,8 @@ type Conn struct {
 // are applied after jetstream's defaults.
 //
 // It returns an error wrapping the nats error (nats.ErrNoServers when no
-// server answers) when the first connect fails.
+// server answers) when the first connect fails. Errors show the URL
+// without its credentials (see RedactURL).
 func Connect(ctx context.Context, url string, opts ...nats.Option) (*Conn, error) {
 	if url == "" {
 		return nil, errors.New("bus: connect: empty URL")
@@ -46,7 +49,7 @@ func Connect(ctx context.Context, url string, opts ...nats.Option) (*Conn, error
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, fmt.Errorf("bus: connect %s: %w", url, ctx.Err())
+			return nil, fmt.Errorf("bus: connect %s: %w", RedactURL(url), ctx.Err())
 		}
 	}
 	base := []nats.Option{
@@ -57,9 +60,42 @@ func Connect(ctx context.Context, url string, opts ...nats.Option) (*Conn, error
 	}
 	nc, err := nats.Connect(url, append(base, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("bus: connect %s: %w", url, err)
+		return nil, fmt.Errorf("bus: connect %s: %w", RedactURL(url), err)
 	}
 	return newConn(nc)
+}
+
+// RedactURL returns a NATS URL (or comma-separated list of URLs) fit for
+// logs and errors: credentials embedded in it are replaced by "xxxxx"
+// ("nats://alice:xxxxx@host" for a user and password, "nats://xxxxx@host"
+// for a token, which NATS takes from the user part).
+func RedactURL(rawURL string) string {
+	parts := strings.Split(rawURL, ",")
+	for i, p := range parts {
+		at := strings.LastIndexByte(p, '@')
+		if at < 0 {
+			continue
+		}
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			// Unparsable: drop everything before the host.
+			scheme, _, ok := strings.Cut(p, "://")
+			if !ok {
+				scheme = ""
+			} else {
+				scheme += "://"
+			}
+			parts[i] = scheme + "xxxxx" + p[at:]
+			continue
+		}
+		if _, hasPassword := u.User.Password(); hasPassword {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func newConn(nc *nats.Conn) (*Conn, error) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/spf13/cobra"
@@ -25,7 +26,9 @@ type sendOptions struct {
 	from    string
 	taskID  string
 	prefix  string
+	client  string
 	timeout time.Duration
+	nats    natsflags.Flags
 }
 
 func newSendCmd(stdout io.Writer) *cobra.Command {
@@ -36,9 +39,18 @@ func newSendCmd(stdout io.Writer) *cobra.Command {
 		Long: `send builds an envelope with the JSON payload (encoded as msgpack on the
 wire), publishes it to the agent's tasks subject, waits for the reply whose
 correlation id is the envelope's id, and prints the reply as JSON. The task
-waits in the stream if no agent is running; send gives up after --timeout.`,
+waits in the stream if no agent is running; send gives up after --timeout.
+
+On a server that authenticates and authorizes users, pass the credentials
+(--creds, --nkey, --token-file, --user with --password-file, or their
+JETAGENT_NATS_* variables; secrets given as flags are visible in ps), and
+--client and --inbox-prefix so that the user may be allowed to read only its
+own replies (see docs/security.md). A permission the server refuses is
+reported at once, naming the subject.`,
 		Example: `  agent send --to echo --payload '{"hello":"world"}'
-  agent send --to echo --payload '[1,2,3]' --timeout 30s`,
+  agent send --to echo --payload '[1,2,3]' --timeout 30s
+  JETAGENT_NATS_PASSWORD_FILE=/run/secrets/nats agent send --nats tls://nats.internal:4222 \
+    --tls-ca ca.pem --user web --client web --inbox-prefix _INBOX_web --to echo`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), stdout)
@@ -52,7 +64,9 @@ waits in the stream if no agent is running; send gives up after --timeout.`,
 	f.StringVar(&o.taskID, "task-id", "", "task id on the envelope (default: the envelope id)")
 	f.StringVar(&o.natsURL, "nats", envOr("JETAGENT_NATS_URL", bus.DefaultURL), "URL of the NATS server (env JETAGENT_NATS_URL)")
 	f.StringVar(&o.prefix, "prefix", bus.DefaultPrefix, "subject prefix the agents use")
+	f.StringVar(&o.client, "client", os.Getenv("JETAGENT_CLIENT"), "client name: replies come on <prefix>.replies.<name>.> (env JETAGENT_CLIENT; default a random name)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the reply")
+	o.nats.Register(f)
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
@@ -83,17 +97,33 @@ func (o *sendOptions) run(ctx context.Context, stdout io.Writer) error {
 	if err := topo.Validate(); err != nil {
 		return usageError{fmt.Errorf("--prefix: %w", err)}
 	}
+	if o.client != "" {
+		if err := bus.ValidateName(o.client); err != nil {
+			return usageError{fmt.Errorf("--client: %w", err)}
+		}
+	}
+	natsOpts, err := o.nats.Options()
+	if errors.Is(err, natsflags.ErrConflict) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	// A refused permission ends ctx at once (the server drops what it
+	// refuses, and the request would only time out).
+	ctx, denied, stop := natsflags.FailFast(ctx)
+	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	conn, err := bus.Connect(ctx, o.natsURL)
+	conn, err := bus.Connect(ctx, o.natsURL, append(natsOpts, denied)...)
 	if err != nil {
-		return fmt.Errorf("cannot reach NATS at %s (is 'agent run' running? or pass --nats): %w", o.natsURL, err)
+		return fmt.Errorf("cannot reach NATS at %s (is 'agent run' running? or pass --nats): %w", bus.RedactURL(o.natsURL), err)
 	}
 	defer drain(conn)
 	// One attempt as long as --timeout: the task waits in the stream, so a
 	// re-send would only be dropped as a duplicate.
-	client, err := runtime.NewClient(conn, runtime.ClientConfig{Topology: topo, Retry: &runtime.RetryConfig{AttemptTimeout: o.timeout}})
+	client, err := runtime.NewClient(conn, runtime.ClientConfig{Name: o.client, Topology: topo, Retry: &runtime.RetryConfig{AttemptTimeout: o.timeout}})
 	if err != nil {
 		return err
 	}
@@ -109,6 +139,9 @@ func (o *sendOptions) run(ctx context.Context, stdout io.Writer) error {
 		env.TaskID = env.ID
 	}
 	reply, err := client.Send(ctx, env)
+	if v := natsflags.Violation(ctx); v != nil && err != nil {
+		return v
+	}
 	if errors.Is(err, resilience.ErrTimeout) {
 		return fmt.Errorf("no reply from agent %q within %v (is it running? the task waits in the stream until it is)", o.to, o.timeout)
 	}

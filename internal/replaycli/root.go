@@ -12,6 +12,8 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/natsflags"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
 
@@ -81,6 +83,7 @@ type globals struct {
 	dataDir string
 	prefix  string
 	timeout time.Duration
+	nats    natsflags.Flags
 }
 
 func newRoot(stdio IO) *cobra.Command {
@@ -99,6 +102,13 @@ if an agent is running on it, replay joins that agent's server at
 
 Entries are identified by their sequence number in the DLQ stream (the ID
 column of "replay list").
+
+On a server that authenticates and authorizes users, pass the credentials
+(--creds, --nkey, --token-file, --user with --password-file, or their
+JETAGENT_NATS_* variables; secrets given as flags are visible in ps), TLS
+settings (--tls-ca, --tls-cert, --tls-key, --tls-server-name) and
+--inbox-prefix; docs/security.md lists the permissions replay needs. A
+permission the server refuses is reported at once, naming the subject.
 
 Exit codes:
   0  done
@@ -125,6 +135,7 @@ Exit codes:
 	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (env JETAGENT_DATA_DIR; default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent)")
 	pf.StringVar(&g.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem of the agents")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "give up after this long")
+	g.nats.Register(pf)
 	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
 		newPurgeCmd(&g, stdio), newStatsCmd(&g, stdio))
 	// cobra adds "completion" (bash, zsh, fish, powershell) by itself.
@@ -139,19 +150,29 @@ type session struct {
 }
 
 // open connects as the globals say: --nats, else the data directory's
-// embedded server (in process), else the agent running on it.
-func (g *globals) open(ctx context.Context) (*session, error) {
+// embedded server (in process), else the agent running on it. The
+// security settings (and extra, e.g. an error handler) apply to network
+// connections; the in-process server has no authentication.
+func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, error) {
 	topo := bus.Topology{Prefix: g.prefix}
 	if err := topo.Validate(); err != nil {
 		return nil, usage("--prefix: %v", err)
 	}
+	natsOpts, err := g.nats.Options()
+	if errors.Is(err, natsflags.ErrConflict) {
+		return nil, &exitError{ExitUsage, err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	natsOpts = append(natsOpts, extra...)
 	var conn *bus.Conn
 	var stop func()
 	switch {
 	case g.natsURL != "":
-		c, err := bus.Connect(ctx, g.natsURL)
+		c, err := bus.Connect(ctx, g.natsURL, natsOpts...)
 		if err != nil {
-			return nil, fmt.Errorf("cannot reach NATS at %s: %w", g.natsURL, err)
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", bus.RedactURL(g.natsURL), err)
 		}
 		conn, stop = c, func() {}
 	default:
@@ -170,7 +191,7 @@ func (g *globals) open(ctx context.Context) (*session, error) {
 		switch {
 		case errors.Is(err, bus.ErrDataDirLocked):
 			// An agent serves this directory: join its server.
-			c, cerr := bus.Connect(ctx, bus.DefaultURL)
+			c, cerr := bus.Connect(ctx, bus.DefaultURL, natsOpts...)
 			if cerr != nil {
 				return nil, fmt.Errorf("%s is in use by a running agent, but its server at %s cannot be reached (pass --nats): %w", dir, bus.DefaultURL, cerr)
 			}
@@ -200,14 +221,20 @@ func (g *globals) open(ctx context.Context) (*session, error) {
 	}}, nil
 }
 
-// run opens a session bounded by --timeout and runs fn in it.
+// run opens a session bounded by --timeout and runs fn in it. A permission
+// the server refuses ends it at once, with an error naming the subject.
 func (g *globals) run(cmd *cobra.Command, fn func(ctx context.Context, s *session) error) error {
-	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+	ctx, denied, stop := natsflags.FailFast(cmd.Context())
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	s, err := g.open(ctx)
-	if err != nil {
-		return err
+	s, err := g.open(ctx, denied)
+	if err == nil {
+		defer s.close()
+		err = fn(ctx, s)
 	}
-	defer s.close()
-	return fn(ctx, s)
+	if v := natsflags.Violation(ctx); v != nil && err != nil {
+		return v
+	}
+	return err
 }
