@@ -5,173 +5,362 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
-	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/natsflags"
+	"github.com/jetagent/jetagent/internal/ophttp"
+	"github.com/jetagent/jetagent/metrics"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/jetagent/jetagent/tracing"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-type runOptions struct {
-	natsURL     string
-	dataDir     string
-	listen      string
-	name        string
-	prefix      string
-	replicas    int
-	concurrency int
-	ackWait     time.Duration
-	maxDeliver  int
-	handler     string
-	chaos       runtime.ChaosConfig
-	timeout     time.Duration
-	skew        time.Duration
-	logs        logFlags
-}
+// envConfig names the config file when --config is not given.
+const envConfig = "JETAGENT_CONFIG"
 
 func newRunCmd(stderr io.Writer) *cobra.Command {
-	var o runOptions
+	var configFile string
+	var security natsflags.Flags // credentials and TLS: flags and variables only, never the file
 	cmd := &cobra.Command{
-		Use:   "run",
-		Short: "Run a built-in agent, on an embedded NATS server unless --nats is given",
-		Long: `run starts a built-in agent: echo answers every task.request with its own
-payload; chaos does the same but fails, slows down or crashes as often as
---fail-rate, --permanent-rate, --latency and --crash-rate say (for demos and
-chaos tests). Without --nats it first starts an embedded NATS server with
-JetStream (data under --data-dir, clients on --listen); with --nats it joins
-that server instead. It provisions the streams it needs, then serves tasks
-until interrupted (Ctrl-C or SIGTERM), finishing the tasks in hand first.`,
+		Use:   "run [--config FILE]",
+		Short: "Run agents, on an embedded NATS server unless --nats is given",
+		Long: `run starts agents. Without --config it runs one, set up by flags: by
+default the built-in echo agent, which answers every task.request with its own
+payload. With --config it runs every agent the YAML file declares, in one
+process, on one connection (see docs/configuration.md).
+
+Handler kinds: echo answers with the payload; chaos does the same but fails,
+slows down or crashes as often as --fail-rate, --permanent-rate, --latency and
+--crash-rate say; exec runs a program per task (envelope JSON on stdin, answer
+on stdout; exit 75 retries); http POSTs each task to a URL.
+
+Every setting is also a JETAGENT_* environment variable (named after its
+flag: --ack-wait is JETAGENT_ACK_WAIT; --nats is JETAGENT_NATS_URL).
+Precedence: flag, then environment, then the file, then the default. With
+--config, agent flags apply to every agent in the file (handler flags to the
+agents of their kind).
+
+Without --nats it first starts an embedded NATS server with JetStream (data
+under --data-dir, clients on --listen); with --nats it joins that server. It
+provisions the streams it needs, then serves tasks until interrupted (Ctrl-C or
+SIGTERM), finishing the tasks in hand first.`,
 		Example: `  agent run
   agent run --name echo2 --concurrency 8
-  agent run --nats nats://127.0.0.1:4222`,
+  agent run --nats nats://127.0.0.1:4222
+  agent run --name py --handler exec --exec-command 'python3 agent.py'
+  agent run --config examples/sidecar/agents.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), stderr)
+			file := configFile
+			if !cmd.Flags().Changed("config") {
+				file = os.Getenv(envConfig)
+			}
+			return runAgents(cmd.Context(), configSources{file: file, env: os.LookupEnv, flags: cmd.Flags()}, &security, stderr)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.natsURL, "nats", os.Getenv("JETAGENT_NATS_URL"), "URL of a NATS server to join (env JETAGENT_NATS_URL); empty starts an embedded server")
-	f.StringVar(&o.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "embedded server's JetStream directory (env JETAGENT_DATA_DIR; default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent)")
-	f.StringVar(&o.listen, "listen", bus.DefaultListen, "embedded server's client address; port 0 picks a free one")
-	f.StringVar(&o.name, "name", "echo", "agent name: tasks sent to this name reach this agent")
-	f.StringVar(&o.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem")
-	f.IntVar(&o.replicas, "replicas", 1, "copies the cluster keeps of each stream and bucket it provisions (1, 3 or 5; must match streams that exist)")
-	f.IntVar(&o.concurrency, "concurrency", runtime.DefaultConcurrency, "tasks handled at once")
-	f.DurationVar(&o.ackWait, "ack-wait", bus.DefaultAckWait, "how long the server waits for a silent task before redelivering it (running tasks send heartbeats)")
-	f.IntVar(&o.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of a failing task before it is dead-lettered")
-	f.DurationVar(&o.timeout, "handler-timeout", runtime.DefaultHandlerTimeout, "how long one task may run")
-	f.DurationVar(&o.skew, "max-clock-skew", envelope.DefaultMaxClockSkew, "dead-letter envelopes whose timestamp is further than this from the server's receive time")
-	f.StringVar(&o.handler, "handler", "echo", "built-in handler: echo (answers with the payload) or chaos (echo with the failures below)")
-	f.Float64Var(&o.chaos.FailRate, "fail-rate", 0, "chaos: fraction of attempts that fail transiently")
-	f.Float64Var(&o.chaos.PermanentRate, "permanent-rate", 0, "chaos: fraction of tasks that fail permanently")
-	f.DurationVar(&o.chaos.Latency, "latency", 0, "chaos: random delay up to this much per attempt")
-	f.Float64Var(&o.chaos.CrashRate, "crash-rate", 0, "chaos: fraction of attempts that make the process exit (code 3)")
-	o.logs.register(cmd)
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML file declaring the agents to run (env "+envConfig+"); see docs/configuration.md")
+	var logs logFlags // read back through the settings, like every flag
+	logs.register(cmd)
+	registerSettingFlags(cmd.Flags())
+	security.Register(cmd.Flags())
 	return cmd
 }
 
-func (o *runOptions) run(ctx context.Context, stderr io.Writer) error {
-	log, err := o.logs.logger(stderr)
+// registerSettingFlags defines a flag for every setting that has one (a
+// flag defined already, like the shared log flags, only gets its variable
+// named in its usage).
+func registerSettingFlags(f *pflag.FlagSet) {
+	for _, s := range settings {
+		if s.flag == "" {
+			continue
+		}
+		if fl := f.Lookup(s.flag); fl != nil {
+			fl.Usage += " [$" + s.env + "]"
+			continue
+		}
+		usage := s.usage
+		if s.defDoc != "" {
+			usage += " (default: " + s.defDoc + ")"
+		}
+		usage += " [$" + s.env + "]"
+		switch s.kind {
+		case kindInt:
+			f.Int(s.flag, s.def.(int), usage)
+		case kindFloat:
+			f.Float64(s.flag, s.def.(float64), usage)
+		case kindBool:
+			f.Bool(s.flag, s.def.(bool), usage)
+		case kindDuration:
+			f.Duration(s.flag, s.def.(time.Duration), usage)
+		case kindList:
+			f.StringSlice(s.flag, s.def.([]string), usage)
+		case kindMap:
+			f.StringToString(s.flag, nil, usage)
+			f.Lookup(s.flag).DefValue = "" // not "[]": the usage says it
+		default: // string, bytes, command
+			def := ""
+			if s.defDoc == "" {
+				def = formatValue(s.kind, s.def)
+			}
+			f.String(s.flag, def, usage)
+		}
+	}
+}
+
+// problemsError reports configuration problems: flag and environment
+// problems alone are a usage error (one line, exit 2); with file problems,
+// each is printed on a line of its own and the command fails (exit 1).
+func problemsError(stderr io.Writer, file string, probs []problem) error {
+	inFile := 0
+	for _, p := range probs {
+		if p.at.file != "" {
+			inFile++
+		}
+	}
+	if inFile == 0 {
+		msgs := make([]string, len(probs))
+		for i, p := range probs {
+			msgs[i] = p.String()
+		}
+		return usageError{errors.New(strings.Join(msgs, "; "))}
+	}
+	for _, p := range probs {
+		fmt.Fprintln(stderr, p.String())
+	}
+	if len(probs) == 1 {
+		return fmt.Errorf("%s: 1 problem", file)
+	}
+	return fmt.Errorf("%s: %d problems", file, len(probs))
+}
+
+// logger builds the logger the configuration asks for.
+func (c *runConfig) logger(w io.Writer) (*slog.Logger, error) {
+	f := logFlags{level: c.logLevel, format: c.logFormat}
+	return f.logger(w)
+}
+
+// runAgents runs the configured agents until ctx ends, then stops them all
+// gracefully (within shutdown_timeout). Traces follow the OTEL_* variables;
+// metrics and health are served when ops.listen is set.
+func runAgents(ctx context.Context, src configSources, security *natsflags.Flags, stderr io.Writer) (err error) {
+	cfg, probs := loadConfig(src)
+	if len(probs) > 0 {
+		return problemsError(stderr, src.file, probs)
+	}
+	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if o.replicas < 1 || o.replicas > 5 {
-		return usageError{fmt.Errorf("--replicas must be 1..5, got %d", o.replicas)}
+	built := make([]agentHandler, len(cfg.agents))
+	for i, a := range cfg.agents {
+		h, err := a.handler(log, stderr)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", a.name, err)
+		}
+		built[i] = agentHandler{agentConfig: a, h: h}
 	}
-	if o.concurrency < 1 {
-		return usageError{fmt.Errorf("--concurrency must be at least 1, got %d", o.concurrency)}
+	tr, err := tracing.Setup(ctx, tracing.Options{})
+	if err != nil {
+		return err
 	}
-	if o.ackWait < time.Second {
-		return usageError{fmt.Errorf("--ack-wait must be at least 1s, got %v", o.ackWait)}
+	var reg *prometheus.Registry
+	var m *metrics.Metrics
+	if cfg.opsListen != "" {
+		reg = metrics.NewRegistry()
+		if m, err = metrics.New(reg, metrics.Options{}); err != nil {
+			return err
+		}
 	}
-	if o.maxDeliver < 1 {
-		return usageError{fmt.Errorf("--max-deliver must be at least 1, got %d", o.maxDeliver)}
+
+	conn, closeConn, err := cfg.connect(ctx, security, log)
+	if err != nil {
+		return err
 	}
-	if o.timeout <= 0 || o.skew <= 0 {
-		return usageError{fmt.Errorf("--handler-timeout and --max-clock-skew must be positive")}
+	// In this order, on every path: stop the agents, then the endpoint
+	// (readyz says stopped while they drain), flush the spans, close.
+	var rts []*runtime.Runtime
+	var ops *ophttp.Server
+	defer func() {
+		if serr := stopAll(rts, cfg.shutdownTimeout, log); err == nil {
+			err = serr
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if ops != nil {
+			_ = ops.Shutdown(sctx)
+		}
+		_ = tr.Shutdown(sctx)
+		closeConn()
+	}()
+	if err := bus.Provision(ctx, conn.JetStream(), cfg.topology); err != nil {
+		return err
 	}
-	var handler runtime.Handler
-	switch o.handler {
-	case "echo":
-		handler = runtime.Echo
-	case "chaos":
-		for name, v := range map[string]float64{"--fail-rate": o.chaos.FailRate, "--permanent-rate": o.chaos.PermanentRate, "--crash-rate": o.chaos.CrashRate} {
-			if v < 0 || v > 1 {
-				return usageError{fmt.Errorf("%s must be between 0 and 1, got %v", name, v)}
+	checks := []ophttp.Check{ophttp.Connection(conn)}
+	for _, a := range built {
+		rc := a.runtime
+		rc.Logger = log
+		rc.TracerProvider = tr.Provider()
+		var obs *metrics.Agent
+		if m != nil {
+			obs = m.Agent(a.name)
+			rc.Observer = obs
+		}
+		rt, err := runtime.New(conn, rc)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", a.name, err)
+		}
+		for _, typ := range a.types {
+			rt.Handle(typ, a.h)
+		}
+		if err := rt.Start(ctx); err != nil {
+			return err
+		}
+		rts = append(rts, rt)
+		checks = append(checks, ophttp.Runtime(rt))
+		if obs != nil {
+			if err := obs.Watch(rt); err != nil {
+				return err
 			}
 		}
-		o.chaos.Crash = func() {
+	}
+	if reg != nil {
+		if ops, err = ophttp.New(ophttp.Config{Addr: cfg.opsListen, Gatherer: reg, Checks: checks, Logger: log}); err != nil {
+			return err
+		}
+		if err := ops.Start(ctx); err != nil {
+			return err
+		}
+		log.Info("serving /metrics, /healthz, /readyz", "addr", ops.Addr().String())
+	}
+	names := make([]string, len(built))
+	for i, a := range built {
+		names[i] = a.name
+	}
+	log.Info("ready; try: agent send --to "+names[0]+` --payload '{"hello":"world"}'`, "agents", strings.Join(names, ","))
+	<-ctx.Done()
+	log.Info("stopping: finishing tasks in hand (interrupt again to quit at once)")
+	return nil // the deferred stop reports its error
+}
+
+type agentHandler struct {
+	agentConfig
+	h runtime.Handler
+}
+
+// stopAll stops the runtimes at once, in parallel, within timeout, and
+// logs what each did. It returns the first error.
+func stopAll(rts []*runtime.Runtime, timeout time.Duration, log *slog.Logger) error {
+	if len(rts) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	errs := make([]error, len(rts))
+	var wg sync.WaitGroup
+	for i, rt := range rts {
+		wg.Go(func() { errs[i] = rt.Stop(ctx) })
+	}
+	wg.Wait()
+	for _, rt := range rts {
+		st := rt.Stats()
+		log.Info("stopped", "agent", rt.Agent(), "succeeded", st.Succeeded, "retried", st.Retried, "dead_lettered", st.DeadLettered, "returned", st.Returned)
+	}
+	return errors.Join(errs...)
+}
+
+// handler builds the agent's handler, checking first that an exec
+// program can be found.
+func (a agentConfig) handler(log *slog.Logger, stderr io.Writer) (runtime.Handler, error) {
+	switch a.kind {
+	case handlerChaos:
+		c := a.chaos
+		c.Crash = func() {
 			fmt.Fprintln(stderr, "agent: chaos: crashing on purpose")
 			os.Exit(3)
 		}
-		handler = runtime.Chaos(o.chaos)
+		return runtime.Chaos(c), nil
+	case handlerExec:
+		if err := findProgram(a.exec.Command[0], a.exec.Dir); err != nil {
+			return nil, err
+		}
+		c := a.exec
+		c.Logger = log
+		return handlers.Exec(c)
+	case handlerHTTP:
+		return handlers.HTTP(a.http)
 	default:
-		return usageError{fmt.Errorf("--handler %q: want echo or chaos", o.handler)}
+		return runtime.Echo, nil
 	}
-	topo := bus.Topology{Prefix: o.prefix, Replicas: o.replicas}
-	if err := topo.Validate(); err != nil {
-		return usageError{fmt.Errorf("--prefix: %w", err)}
-	}
-	if err := bus.ValidateName(o.name); err != nil {
-		return usageError{fmt.Errorf("--name: %w", err)}
-	}
+}
 
-	var conn *bus.Conn
-	if o.natsURL == "" {
-		srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: o.dataDir, Listen: o.listen})
-		if errors.Is(err, bus.ErrDataDirLocked) {
-			return fmt.Errorf("%w (another 'agent run' owns it: join that one with --nats %s, or pass another --data-dir)", err, bus.DefaultURL)
+// findProgram checks that an exec program exists: looked up in PATH
+// without a slash, relative to dir with one.
+func findProgram(prog, dir string) error {
+	if !strings.Contains(prog, "/") {
+		if _, err := exec.LookPath(prog); err != nil {
+			return fmt.Errorf("handler command: program %q not found in PATH", prog)
 		}
-		if err != nil {
-			return err
-		}
-		defer shutdownServer(srv)
-		conn, err = srv.Connect(ctx)
-		if err != nil {
-			return err
-		}
-		log.Info("embedded NATS server ready", "url", srv.ClientURL(), "data_dir", srv.DataDir())
-	} else {
-		conn, err = bus.Connect(ctx, o.natsURL)
-		if err != nil {
-			return fmt.Errorf("cannot reach NATS (check --nats): %w", err)
-		}
-		log.Info("connected to NATS", "url", o.natsURL)
+		return nil
 	}
-	defer drain(conn)
-
-	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
-		return err
+	path := prog
+	if !filepath.IsAbs(path) && dir != "" {
+		path = filepath.Join(dir, path)
 	}
-	rt, err := runtime.New(conn, runtime.Config{
-		Agent:          o.name,
-		Topology:       topo,
-		Concurrency:    o.concurrency,
-		Consumer:       bus.ConsumerConfig{AckWait: o.ackWait, MaxDeliver: o.maxDeliver},
-		HandlerTimeout: o.timeout,
-		Limits:         envelope.Limits{MaxClockSkew: o.skew},
-		Logger:         log,
-	})
+	st, err := os.Stat(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("handler command: %w", err)
 	}
-	rt.Handle(envelope.TaskRequest, handler)
-	if err := rt.Start(ctx); err != nil {
-		return err
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("handler command: %s is not an executable file", path)
 	}
-	log.Info("ready; try: agent send --to " + o.name + ` --payload '{"hello":"world"}'`)
-	<-ctx.Done()
-	log.Info("stopping: finishing tasks in hand (interrupt again to quit at once)")
-	sctx, cancel := context.WithTimeout(context.Background(), runtime.DefaultShutdownTimeout)
-	defer cancel()
-	if err := rt.Stop(sctx); err != nil {
-		return err
-	}
-	st := rt.Stats()
-	log.Info("stopped", "succeeded", st.Succeeded, "retried", st.Retried, "dead_lettered", st.DeadLettered, "returned", st.Returned)
 	return nil
+}
+
+// connect starts the embedded server or joins nats.url, and returns the
+// connection and the function that closes it (and stops the server).
+func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log *slog.Logger) (*bus.Conn, func(), error) {
+	if c.natsURL != "" {
+		opts, err := security.Options()
+		if errors.Is(err, natsflags.ErrConflict) {
+			return nil, nil, usageError{err}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		conn, err := bus.Connect(ctx, c.natsURL, append(opts, natsflags.LogAsyncErrors(log))...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot reach NATS at %s (check --nats): %w", bus.RedactURL(c.natsURL), err)
+		}
+		log.Info("connected to NATS", "url", bus.RedactURL(c.natsURL))
+		return conn, func() { drain(conn) }, nil
+	}
+	if security.Configured() {
+		log.Warn("credentials and TLS settings are ignored: they apply when joining a server (--nats), not to the embedded one")
+	}
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: c.dataDir, Listen: c.listen})
+	if errors.Is(err, bus.ErrDataDirLocked) {
+		return nil, nil, fmt.Errorf("%w (another 'agent run' owns it: join that one with --nats %s, or pass another --data-dir)", err, bus.DefaultURL)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := srv.Connect(ctx)
+	if err != nil {
+		shutdownServer(srv)
+		return nil, nil, err
+	}
+	log.Info("embedded NATS server ready", "url", srv.ClientURL(), "data_dir", srv.DataDir())
+	return conn, func() { drain(conn); shutdownServer(srv) }, nil
 }
 
 func shutdownServer(srv *bus.EmbeddedServer) {
