@@ -278,10 +278,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 	return r.Stop(sctx)
 }
 
-// Stop shuts the runtime down gracefully: it stops pulling, lets the
-// workers finish the deliveries already taken (in-flight handlers and the
-// buffer), hands deliveries held by open breakers back for immediate
-// redelivery, and returns when all are settled. When ctx ends first,
+// Stop shuts the runtime down gracefully: it stops pulling, hands the
+// deliveries it has not started (queued, or held by open breakers) back
+// for immediate redelivery to another replica, lets the running handlers
+// finish and settle (replies published), and returns when they have. When ctx ends first,
 // handlers' contexts are cancelled and every delivery not yet settled is
 // handed back; Stop then returns ctx's error (after at most a second more
 // for handlers that ignore their ctx; their deliveries are redelivered
@@ -306,6 +306,11 @@ func (r *Runtime) stop(ctx context.Context) error {
 	}
 	<-sub.Done()   // the subscriber's callback has returned for good
 	r.hold.close() // no more releases; held deliveries are handed back below
+	// Deliveries not started yet go back at once, for another replica to
+	// take now rather than after this one has worked through its queue.
+	for _, j := range r.queue.drain() {
+		r.returnUnrun(j.d)
+	}
 	r.queue.close()
 	done := make(chan struct{})
 	go func() { r.workers.Wait(); close(done) }()

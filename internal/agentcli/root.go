@@ -65,7 +65,7 @@ machine, like "agent send", can join it.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout), newConfigCmd(stdout, stderr))
+	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
 	return root
 }
 

@@ -35,6 +35,7 @@ func main() {
 	maxDeliver := flag.Int("max-deliver", 10, "MaxDeliver")
 	skew := flag.Duration("max-clock-skew", envelope.DefaultMaxClockSkew, "clock-skew window")
 	concurrency := flag.Int("concurrency", 8, "workers")
+	latency := flag.Duration("latency", 0, "time each task takes")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -47,7 +48,11 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	defer conn.Close()
+	defer func() { // flush the last naks and acks, as agent run does
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Drain(dctx)
+	}()
 	rt, err := runtime.New(conn, runtime.Config{
 		Agent:       *name,
 		Concurrency: *concurrency,
@@ -63,6 +68,13 @@ func main() {
 		replay := t.Header.Get(dlq.HeaderReplayOf) != ""
 		if *permRate > 0 && unit(t.Envelope.ID) < *permRate && !(replay && *permUnlessReplay) {
 			return nil, resilience.Permanent(fmt.Errorf("task %s fails permanently", t.Envelope.ID))
+		}
+		if *latency > 0 {
+			select {
+			case <-time.After(*latency):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		if *failRate > 0 && rand.Float64() < *failRate {
 			return nil, fmt.Errorf("attempt %d of %s fails", t.Attempt, t.Envelope.ID)
