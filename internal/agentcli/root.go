@@ -95,3 +95,7 @@ func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", f.format)}
 	}
 }
+
+// NewCommand returns the agent command tree, for tools that check command
+// lines against it (the docs' examples are). Main is how to run it.
+func NewCommand(stdout, stderr io.Writer) *cobra.Command { return newRoot(stdout, stderr) }

@@ -238,3 +238,7 @@ func (g *globals) run(cmd *cobra.Command, fn func(ctx context.Context, s *sessio
 	}
 	return err
 }
+
+// NewCommand returns the replay command tree, for tools that check command
+// lines against it (the docs' examples are). Main is how to run it.
+func NewCommand(stdio IO) *cobra.Command { return newRoot(stdio) }
