@@ -60,3 +60,20 @@ func ExampleClassify() {
 	// permanent false
 	// true
 }
+
+// One breaker per subject, created on first use; a rule gives some
+// subjects their own settings.
+func ExampleBreakerRegistry() {
+	reg := resilience.NewBreakerRegistry(resilience.BreakerSettings{Threshold: 5},
+		resilience.BreakerRule{Pattern: "jetagent.tasks.payments.>", Settings: resilience.BreakerSettings{Threshold: 1}})
+	fail := func(subject string) {
+		done, err := reg.Get(subject).Allow()
+		if err == nil {
+			done(errors.New("503"))
+		}
+	}
+	fail("jetagent.tasks.payments.task.request")
+	fail("jetagent.tasks.search.task.request")
+	fmt.Println(reg.Get("jetagent.tasks.payments.task.request").State(), reg.Get("jetagent.tasks.search.task.request").State())
+	// Output: open closed
+}

@@ -2,12 +2,15 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 )
 
@@ -72,4 +75,49 @@ func Example() {
 	_ = reply.DecodePayload(&text)
 	fmt.Println(reply.PayloadType, text, reply.CorrelationID == req.ID)
 	// Output: task.response HELLO, AGENT true
+}
+
+// A long task checkpoints each step: a redelivery (after a crash, on any
+// replica) skips the steps already done.
+func ExampleTask_Step() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "jetagent-example-")
+	defer os.RemoveAll(dir)
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Shutdown(ctx)
+	conn, _ := srv.Connect(ctx)
+	defer conn.Close()
+	_ = bus.Provision(ctx, conn.JetStream(), bus.Topology{})
+
+	rt, _ := runtime.New(conn, runtime.Config{Agent: "report", Backoff: resilience.Backoff{Base: time.Millisecond}})
+	rt.Handle(envelope.TaskRequest, func(ctx context.Context, t *runtime.Task) (any, error) {
+		for i := 1; i <= 3; i++ {
+			if err := t.Step(ctx, i, func(context.Context) (any, error) {
+				fmt.Printf("attempt %d runs step %d\n", t.Attempt, i)
+				return nil, nil
+			}); err != nil {
+				return nil, err
+			}
+			if i == 2 && t.Attempt == 1 {
+				return nil, errors.New("worker lost") // redelivered: steps 1-2 are done
+			}
+		}
+		return "done", nil
+	})
+	_ = rt.Start(ctx)
+	defer rt.Stop(ctx)
+	client, _ := runtime.NewClient(conn, runtime.ClientConfig{})
+	defer client.Close()
+	req, _ := envelope.New(client.Name(), "report", envelope.TaskRequest, nil)
+	if _, err := client.Send(ctx, req); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// attempt 1 runs step 1
+	// attempt 1 runs step 2
+	// attempt 2 runs step 3
 }
