@@ -143,7 +143,7 @@ func (o *sendOptions) run(ctx context.Context, stdout io.Writer) error {
 		return v
 	}
 	if errors.Is(err, resilience.ErrTimeout) {
-		return fmt.Errorf("no reply from agent %q within %v (is it running? the task waits in the stream until it is)", o.to, o.timeout)
+		return fmt.Errorf("no reply from agent %q within %v: it may not be running (the task waits in the stream until it is), be slower than that, or have dead-lettered the task (see: replay list --agent %s)", o.to, o.timeout, o.to)
 	}
 	if err != nil {
 		return err
