@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
@@ -120,5 +121,53 @@ func TestPublishBatchAcksEveryMessage(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("%d acks, want %d", len(seen), n)
+	}
+}
+
+func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
+	topo := bus.Topology{Memory: true}
+	_, conn := natstest.Provisioned(t, topo)
+	pub := bus.NewPublisher(conn.JetStream())
+	const n = 3000 // more than the in-flight window
+	envs := make([]*envelope.Envelope, n)
+	for i := range envs {
+		envs[i] = newEnvelope(t, i)
+	}
+	envs[n/2].Timestamp = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // cannot be encoded
+	subject := topo.TaskSubject("echo", envelope.TaskRequest)
+	acks, err := pub.PublishEnvelopes(ctxT(t), subject, envs)
+	if !errors.Is(err, envelope.ErrInvalidField) || !strings.Contains(err.Error(), fmt.Sprintf("envelope %d to %s", n/2, subject)) {
+		t.Fatalf("err = %v, want envelope %d's encoding error", err, n/2)
+	}
+	stream, err := conn.JetStream().Stream(ctxT(t), topo.TasksStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range acks {
+		if i == n/2 {
+			if a.Sequence != 0 {
+				t.Errorf("envelope that did not encode has ack %+v", a)
+			}
+			continue
+		}
+		if i%500 != 0 { // spot-check that ack i holds envelope i
+			continue
+		}
+		raw, err := stream.GetMsg(ctxT(t), a.Sequence)
+		if err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+		var got envelope.Envelope
+		err = envelope.Unmarshal(raw.Data, &got)
+		if err != nil || got.ID != envs[i].ID || raw.Header.Get(bus.HeaderMsgID) != envs[i].ID {
+			t.Fatalf("ack %d holds envelope %q (err %v), want %s", i, got.ID, err, envs[i].ID)
+		}
+	}
+	info, err := stream.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n-1 {
+		t.Fatalf("stream holds %d messages, want %d", info.State.Msgs, n-1)
 	}
 }

@@ -111,7 +111,7 @@ const (
 // NATS header values are single lines: CR and LF become spaces and
 // surrounding blanks are trimmed, so only such values round-trip exactly.
 //
-// All messages are sent asynchronously (at most 1024 in flight) in order,
+// All messages are sent asynchronously (at most 2048 in flight) in order,
 // and Publish waits for every acknowledgement, up to 30s, or until a
 // message's Context is done for that message. Publishing is not atomic: the
 // error joins one error per failed or unacknowledged message, each naming
@@ -140,9 +140,11 @@ func (p *Publisher) Publish(topic string, messages ...*message.Message) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), watermillPublishTimeout)
 	defer cancel()
-	p.publishAll(ctx, msgs, func(i int) context.Context { return messages[i].Context() }, func(i int, err error) {
-		errs = append(errs, fmt.Errorf("bus: publish message %s to %s: %w", messages[i].UUID, topic, err))
-	})
+	p.publishAll(ctx, len(msgs), func(i int) (*nats.Msg, error) { return msgs[i], nil },
+		func(i int) context.Context { return messages[i].Context() },
+		func(i int, err error) {
+			errs = append(errs, fmt.Errorf("bus: publish message %s to %s: %w", messages[i].UUID, topic, err))
+		})
 	return errors.Join(errs...)
 }
 

@@ -23,6 +23,7 @@ func main() {
 	flag.IntVar(&o.Messages, "messages", 20000, "messages per round of the throughput measurements")
 	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
 	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none)")
+	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -25,6 +25,8 @@ type Options struct {
 	Sizes []int
 	// Progress, when set, receives one line per finished measurement.
 	Progress io.Writer
+	// Only, when set, runs the measurements whose name contains it.
+	Only string
 }
 
 func (o Options) withDefaults() Options {
@@ -114,6 +116,9 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	env := &env{ctx: ctx, srv: srv, conn: conn, o: o}
 	var out []Result
 	for _, m := range measurements {
+		if o.Only != "" && !strings.Contains(m.name, o.Only) {
+			continue
+		}
 		for _, size := range o.Sizes {
 			if m.oneSize && size != o.Sizes[0] {
 				continue
