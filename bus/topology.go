@@ -122,6 +122,17 @@ func (t Topology) DLQSubject(agent string, typ envelope.PayloadType) string {
 	return t.prefix() + ".dlq." + agent + "." + string(typ)
 }
 
+// DLQAgent returns the agent token of a dead-letter subject (see
+// DLQSubject), and false when subject is not one.
+func (t Topology) DLQAgent(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, t.prefix()+".dlq.")
+	if !ok {
+		return "", false
+	}
+	agent, _, _ := strings.Cut(rest, ".")
+	return agent, agent != ""
+}
+
 // AgentDLQ returns the filter matching every dead letter of agent; agent
 // "*" matches every agent's.
 func (t Topology) AgentDLQ(agent string) string {
@@ -271,7 +282,7 @@ func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
 		Replicas:       t.replicas(),
 	}, {
 		Bucket:      t.ReplaysBucket(),
-		Description: "jetagent: dead letters replayed, key <DLQ sequence>",
+		Description: "jetagent: dead letters replayed, key <agent>.<DLQ sequence>",
 		History:     1,
 		Storage:     t.storage(),
 		Replicas:    t.replicas(),

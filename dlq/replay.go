@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
@@ -22,7 +23,33 @@ type replayMark struct {
 	MsgID string    `json:"msg_id"`
 }
 
-func markKey(seq uint64) string { return strconv.FormatUint(seq, 10) }
+// markKey is the replays bucket key of e: <agent>.<DLQ sequence>, so that
+// listing one agent's dead letters reads that agent's marks only.
+func (s *Store) markKey(e *Entry) string {
+	agent, ok := s.topo.DLQAgent(e.DLQSubject)
+	if !ok {
+		agent = "_"
+	}
+	return agent + "." + strconv.FormatUint(e.Seq, 10)
+}
+
+// mark reads the replay mark of e, the zero mark when there is none.
+func (s *Store) mark(ctx context.Context, e *Entry) (replayMark, error) {
+	var m replayMark
+	kv, err := s.replaysBucket(ctx, false)
+	if err != nil || kv == nil {
+		return m, err
+	}
+	v, err := kv.Get(ctx, s.markKey(e))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return m, nil
+	case err != nil:
+		return m, fmt.Errorf("dlq: replays bucket: %w", err)
+	}
+	_ = json.Unmarshal(v.Value(), &m) // a mark that does not parse counts as none
+	return m, nil
+}
 
 // replaysBucket returns the replays bucket; a missing bucket (a server
 // provisioned by an older version) is created when create is set, and
@@ -43,13 +70,18 @@ func (s *Store) replaysBucket(ctx context.Context, create bool) (jetstream.KeyVa
 	return kv, nil
 }
 
-// replayMarks reads every replay mark, by entry sequence.
-func (s *Store) replayMarks(ctx context.Context) (map[uint64]replayMark, error) {
+// replayMarks reads the replay marks of agent's entries (of every entry
+// when agent is ""), by entry sequence.
+func (s *Store) replayMarks(ctx context.Context, agent string) (map[uint64]replayMark, error) {
 	kv, err := s.replaysBucket(ctx, false)
 	if err != nil || kv == nil {
 		return map[uint64]replayMark{}, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	keys := ">"
+	if agent != "" {
+		keys = agent + ".>"
+	}
+	w, err := kv.Watch(ctx, keys, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("dlq: replays bucket: %w", err)
 	}
@@ -61,7 +93,8 @@ func (s *Store) replayMarks(ctx context.Context) (map[uint64]replayMark, error) 
 			if e == nil { // initial values done
 				return marks, nil
 			}
-			seq, err := strconv.ParseUint(e.Key(), 10, 64)
+			key := e.Key()
+			seq, err := strconv.ParseUint(key[strings.LastIndexByte(key, '.')+1:], 10, 64)
 			if err != nil {
 				continue
 			}
@@ -207,7 +240,7 @@ func (p *pipeline) publishTask(e *Entry, to string) error {
 	}
 	// The same id for the same replay count: if two operators replay at
 	// once, or a replay is retried, the server stores the task once.
-	f.msgID = "replay-" + e.Stream + "-" + strconv.FormatUint(e.Sequence, 10) + "-dlq" + markKey(e.Seq) + "-" + strconv.Itoa(f.count)
+	f.msgID = "replay-" + e.Stream + "-" + strconv.FormatUint(e.Sequence, 10) + "-dlq" + strconv.FormatUint(e.Seq, 10) + "-" + strconv.Itoa(f.count)
 	var err error
 	if f.fut, err = p.s.js.PublishMsgAsync(replayMsg(e, f)); err != nil {
 		p.report(e, Failed, fmt.Errorf("dlq: replay %d to %s: %w", e.Seq, f.subject, err))
@@ -237,7 +270,7 @@ func (p *pipeline) taskDone() error {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0)) // create: one replay wins
 	}
 	var err error
-	if f.fut, err = p.s.js.PublishMsgAsync(&nats.Msg{Subject: p.markSubject + markKey(f.e.Seq), Data: mark}, opts...); err != nil {
+	if f.fut, err = p.s.js.PublishMsgAsync(&nats.Msg{Subject: p.markSubject + p.s.markKey(f.e), Data: mark}, opts...); err != nil {
 		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", f.e.Seq, err))
 		return nil
 	}
@@ -293,7 +326,7 @@ func replayMsg(e *Entry, f *inFlight) *nats.Msg {
 		h.Del(k)
 	}
 	h.Set(bus.HeaderMsgID, f.msgID)
-	h.Set(HeaderReplayOf, markKey(e.Seq))
+	h.Set(HeaderReplayOf, strconv.FormatUint(e.Seq, 10))
 	h.Set(HeaderReplayCount, strconv.Itoa(f.count))
 	return &nats.Msg{Subject: f.subject, Data: e.Data, Header: h}
 }

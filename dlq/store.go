@@ -84,11 +84,11 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	marks, err := s.replayMarks(ctx)
+	mark, err := s.mark(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	e.Replays = marks[seq].Count
+	e.Replays = mark.Count
 	return e, nil
 }
 
@@ -104,12 +104,12 @@ func newEntry(seq uint64, stored time.Time, subject string, data []byte, h nats.
 // returns an error (returned as is) or the entries present when Each began
 // are exhausted. f.Limit bounds the calls.
 func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error {
-	marks, err := s.replayMarks(ctx)
+	if len(f.IDs) > 0 {
+		return s.eachID(ctx, f, fn)
+	}
+	marks, err := s.replayMarks(ctx, f.Agent)
 	if err != nil {
 		return err
-	}
-	if len(f.IDs) > 0 {
-		return s.eachID(ctx, f, marks, fn)
 	}
 	filter := s.topo.AgentDLQ("*")
 	if f.Agent != "" {
@@ -173,7 +173,7 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error
 	return nil
 }
 
-func (s *Store) eachID(ctx context.Context, f Filter, marks map[uint64]replayMark, fn func(*Entry) error) error {
+func (s *Store) eachID(ctx context.Context, f Filter, fn func(*Entry) error) error {
 	ids := f.IDs
 	f.IDs = nil
 	for i, id := range ids {
@@ -184,7 +184,6 @@ func (s *Store) eachID(ctx context.Context, f Filter, marks map[uint64]replayMar
 		if err != nil {
 			return err
 		}
-		e.Replays = marks[id].Count
 		if !f.Match(e) {
 			continue
 		}
@@ -232,7 +231,7 @@ func (s *Store) Delete(ctx context.Context, entries []*Entry) (int, error) {
 		}
 		n++
 		if e.Replays > 0 && kv != nil {
-			_ = kv.Purge(ctx, markKey(e.Seq))
+			_ = kv.Purge(ctx, s.markKey(e))
 		}
 	}
 	return n, nil

@@ -322,3 +322,57 @@ func list(t *testing.T, store *dlq.Store, f dlq.Filter) []*dlq.Entry {
 	}
 	return es
 }
+
+// Replay marks are kept per agent: listing one agent's entries, showing one
+// entry and selecting by id all see the mark of the entry they return, and
+// never another agent's; purging an entry removes its mark.
+func TestReplayMarksFollowTheirEntry(t *testing.T) {
+	conn, store := newStore(t)
+	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
+	deadLetter(t, store, "beta", 2, dlq.ReasonPermanent)
+	alpha := list(t, store, dlq.Filter{Agent: "alpha"})
+	if len(alpha) != 1 {
+		t.Fatalf("alpha has %d entries", len(alpha))
+	}
+	if res, err := store.Replay(ctxT(t), alpha, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+		t.Fatalf("replay = %+v, %v", res, err)
+	}
+	kv, err := conn.JetStream().KeyValue(ctxT(t), topo.ReplaysBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for k := range keys.Keys() {
+		got = append(got, k)
+	}
+	if want := fmt.Sprintf("alpha.%d", alpha[0].Seq); len(got) != 1 || got[0] != want {
+		t.Fatalf("marks %q, want [%s]", got, want)
+	}
+	replays := func(f dlq.Filter) map[string]int {
+		out := map[string]int{}
+		for _, e := range list(t, store, f) {
+			out[e.Agent] = e.Replays
+		}
+		return out
+	}
+	for _, f := range []dlq.Filter{{}, {Agent: "alpha"}, {Agent: "beta"}, {IDs: []uint64{1, 2}}} {
+		r := replays(f)
+		if (f.Agent != "beta" && r["alpha"] != 1) || r["beta"] != 0 {
+			t.Errorf("filter %+v: replays by agent %v", f, r)
+		}
+	}
+	e, err := store.Get(ctxT(t), alpha[0].Seq)
+	if err != nil || e.Replays != 1 {
+		t.Fatalf("Get = %+v, %v; want 1 replay", e, err)
+	}
+	if n, err := store.Purge(ctxT(t), dlq.Filter{Agent: "alpha"}); err != nil || n != 1 {
+		t.Fatalf("purge = %d, %v", n, err)
+	}
+	if _, err := kv.Get(ctxT(t), got[0]); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("mark after purge: %v, want it gone", err)
+	}
+}

@@ -101,6 +101,7 @@ func replayPermissions(topo bus.Topology) *server.Permissions {
 			// flow control), written and purged as keys.
 			jsAPI + "CONSUMER.CREATE.KV_" + replays + ".*.$KV." + replays + ".>",
 			jsAPI + "CONSUMER.DELETE.KV_" + replays + ".*",
+			jsAPI + "DIRECT.GET.KV_" + replays + ".$KV." + replays + ".>",
 			"$JS.FC.KV_" + replays + ".>",
 			"$KV." + replays + ".>",
 			// Replayed tasks, to any agent.
