@@ -104,8 +104,8 @@ func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handl
 	if dl := t.Envelope.Deadline; !dl.IsZero() && dl.Before(deadline) {
 		deadline = dl
 	}
-	ctx, cancel := context.WithDeadline(parent, deadline)
-	defer cancel()
+	ctx := newDeadlineCtx(parent, deadline)
+	defer ctx.release()
 	s.set(d, start, deadline)
 	defer s.clear()
 	defer func() {
