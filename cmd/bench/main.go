@@ -1,8 +1,9 @@
 // Command bench measures jetagent against hand-written nats.go code in
-// one run on one embedded server, prints the table and writes it to
-// docs/benchmarks.md. The logic lives in internal/benchsuite.
+// one run on one embedded server, then runs one agent process under a
+// sustained load of a million tasks, prints both tables and writes them
+// to docs/benchmarks.md. The logic lives in internal/benchsuite.
 //
-//	go run ./cmd/bench [--rounds 5] [--messages 20000] [--out docs/benchmarks.md]
+//	go run ./cmd/bench [--rounds 5] [--messages 20000] [--load 1000000] [--out docs/benchmarks.md]
 package main
 
 import (
@@ -10,31 +11,72 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jetagent/jetagent/internal/agentcli"
 	"github.com/jetagent/jetagent/internal/benchsuite"
 )
 
+// agentChild, set in the environment, makes this binary the agent under
+// load: the same code as cmd/agent, without a separate build.
+const agentChild = "JETAGENT_BENCH_AGENT_CHILD"
+
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if os.Getenv(agentChild) == "1" {
+		code := agentcli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	var o benchsuite.Options
+	var lo benchsuite.LoadOptions
 	flag.IntVar(&o.Rounds, "rounds", 5, "rounds of each measurement (medians and spreads are over rounds)")
 	flag.IntVar(&o.Messages, "messages", 20000, "messages per round of the throughput measurements")
 	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
+	flag.IntVar(&lo.Messages, "load", 1_000_000, "tasks handled by one agent process in the sustained-load run (0: skip it)")
 	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none)")
-	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay)")
+	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay, load)")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	o.Progress = os.Stderr
+	if flag.NArg() > 0 || o.Rounds < 1 || o.Messages < 1 || o.Requests < 1 || lo.Messages < 0 {
+		fmt.Fprintln(os.Stderr, "bench: takes no arguments; --rounds, --messages and --requests must be positive, --load not negative")
+		flag.Usage()
+		os.Exit(2)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	lo.Agent = func(ctx context.Context, args []string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, self, args...)
+		cmd.Env = append(os.Environ(), agentChild+"=1")
+		return cmd
+	}
+	o.Progress, lo.Progress = os.Stderr, os.Stderr
 	start := time.Now()
 	results, err := benchsuite.Run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	var load *benchsuite.LoadResult
+	if lo.Messages > 0 && (o.Only == "" || strings.Contains("sustained load", o.Only)) {
+		r, err := benchsuite.RunLoad(ctx, lo)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		load = &r
+	}
 	md := benchsuite.Markdown(results, o, time.Since(start))
+	if load != nil {
+		md += benchsuite.LoadMarkdown(*load)
+	}
 	fmt.Print(md)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {

@@ -146,6 +146,9 @@ func Markdown(results []Result, o Options, took time.Duration) string {
 	fmt.Fprintf(&b, "storage; figures are medians (min-max in brackets). Compare the ratios, not the\n")
 	fmt.Fprintf(&b, "absolute figures: those drift between machines and runs.\n\n")
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s %s/%s. Run took %v.\n\n", cpuModel(), goruntime.NumCPU(), goruntime.Version(), goruntime.GOOS, goruntime.GOARCH, took.Round(time.Second))
+	if len(results) == 0 {
+		return b.String()
+	}
 	fmt.Fprintf(&b, "| measurement | payload | raw | jetagent | unit | ratio | target | compared with |\n")
 	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
