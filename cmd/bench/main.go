@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ func main() {
 	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
 	flag.IntVar(&lo.Messages, "load", 1_000_000, "tasks handled by one agent process in the sustained-load run (0: skip it)")
 	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file, for go tool pprof")
 	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay, load)")
 	flag.Parse()
 	if flag.NArg() > 0 || o.Rounds < 1 || o.Messages < 1 || o.Requests < 1 || lo.Messages < 0 {
@@ -58,6 +60,20 @@ func main() {
 		return cmd
 	}
 	o.Progress, lo.Progress = os.Stderr, os.Stderr
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	start := time.Now()
 	results, err := benchsuite.Run(ctx, o)
 	if err != nil {

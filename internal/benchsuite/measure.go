@@ -40,10 +40,13 @@ type measurement struct {
 
 var measurements = []measurement{
 	{name: "publish (encode + publish + ack)", unit: "msg/s", higherWins: true, target: 0.85, peer: "raw nats.go async publish (with Nats-Msg-Id)",
-		raw:  func(e *env, size int) (float64, error) { return e.rawPublish(size, true) },
+		raw:  func(e *env, size int) (float64, error) { return e.rawPublish(size, headersMsgID) },
+		ours: (*env).jetagentPublish},
+	{name: "publish, raw with jetagent's headers", unit: "msg/s", higherWins: true, peer: "raw nats.go async publish of the same bytes and headers jetagent sends (informational)",
+		raw:  func(e *env, size int) (float64, error) { return e.rawPublish(size, headersAll) },
 		ours: (*env).jetagentPublish},
 	{name: "publish, raw without dedup", unit: "msg/s", higherWins: true, peer: "raw nats.go async publish, no Nats-Msg-Id (informational)",
-		raw:  func(e *env, size int) (float64, error) { return e.rawPublish(size, false) },
+		raw:  func(e *env, size int) (float64, error) { return e.rawPublish(size, headersNone) },
 		ours: (*env).jetagentPublish},
 	{name: "consume (decode, breaker, dispositions, ack)", unit: "msg/s", higherWins: true, target: 0.85, peer: "raw nats.go pull consume, plain ack",
 		raw: (*env).rawConsume, ours: (*env).jetagentConsume},
@@ -126,16 +129,25 @@ func rate(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
 // ack. With dedup it sends the same Nats-Msg-Id header jetagent does, so
 // both pay for the server's duplicate window, which makes re-sends safe;
 // without, it shows what that guarantee costs.
-func (e *env) rawPublish(size int, dedup bool) (float64, error) {
+// Headers of the raw publish: none, only the Nats-Msg-Id deduplication
+// needs, or all jetagent sends (Nats-Msg-Id, Content-Type, traceparent).
+const (
+	headersNone = iota
+	headersMsgID
+	headersAll
+)
+
+func (e *env) rawPublish(size int, headers int) (float64, error) {
 	msgs, err := e.envelopes("rawpub", e.o.Messages, size, "")
 	if err != nil {
 		return 0, err
 	}
 	for _, m := range msgs {
-		if dedup {
-			m.Header = nats.Header{jetstream.MsgIDHeader: m.Header[jetstream.MsgIDHeader]}
-		} else {
+		switch headers {
+		case headersNone:
 			m.Header = nil
+		case headersMsgID:
+			m.Header = nats.Header{jetstream.MsgIDHeader: m.Header[jetstream.MsgIDHeader]}
 		}
 	}
 	js := e.conn.JetStream()

@@ -144,7 +144,10 @@ func Markdown(results []Result, o Options, took time.Duration) string {
 	fmt.Fprintf(&b, "Written by `go run ./cmd/bench` (`make bench`) on %s. Each line is a pair of\n", time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "measurements run alternately, %d rounds each, on one embedded nats-server with file\n", o.Rounds)
 	fmt.Fprintf(&b, "storage; figures are medians (min-max in brackets). Compare the ratios, not the\n")
-	fmt.Fprintf(&b, "absolute figures: those drift between machines and runs.\n\n")
+	fmt.Fprintf(&b, "absolute figures: those drift between machines and runs. Rows marked informational\n")
+	fmt.Fprintf(&b, "compare with a variant of the raw loop to show where a gap comes from. To see where\n")
+	fmt.Fprintf(&b, "the time goes: `go run ./cmd/bench --only consume --load 0 --out \"\" --cpuprofile cpu.out`,\n")
+	fmt.Fprintf(&b, "then `go tool pprof -top cpu.out`.\n\n")
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s %s/%s. Run took %v.\n\n", cpuModel(), goruntime.NumCPU(), goruntime.Version(), goruntime.GOOS, goruntime.GOARCH, took.Round(time.Second))
 	if len(results) == 0 {
 		return b.String()
