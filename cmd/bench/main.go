@@ -3,7 +3,7 @@
 // sustained load of a million tasks, prints both tables and writes them
 // to docs/benchmarks.md. The logic lives in internal/benchsuite.
 //
-//	go run ./cmd/bench [--rounds 5] [--messages 20000] [--load 1000000] [--out docs/benchmarks.md]
+//	go run ./cmd/bench [--rounds 7] [--messages 20000] [--load 1000000] [--out docs/benchmarks.md]
 package main
 
 import (
@@ -36,7 +36,7 @@ func main() {
 	}
 	var o benchsuite.Options
 	var lo benchsuite.LoadOptions
-	flag.IntVar(&o.Rounds, "rounds", 5, "rounds of each measurement (medians and spreads are over rounds)")
+	flag.IntVar(&o.Rounds, "rounds", 7, "rounds of each measurement (medians and spreads are over rounds)")
 	flag.IntVar(&o.Messages, "messages", 20000, "messages per round of the throughput measurements")
 	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
 	flag.IntVar(&lo.Messages, "load", 1_000_000, "tasks handled by one agent process in the sustained-load run (0: skip it)")
