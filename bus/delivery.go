@@ -3,6 +3,9 @@ package bus
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,23 +55,81 @@ func (d *Delivery) markSettled() {
 
 // newDelivery wraps m, reading its metadata from the ack subject.
 func newDelivery(m jetstream.Msg) (*Delivery, error) {
-	md, err := m.Metadata()
+	d := &Delivery{msg: m, Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}
+	if a, ok := parseAckSubject(m.Reply()); ok {
+		d.NumDelivered, d.StreamSeq, d.ConsumerSeq, d.Pending = a.delivered, a.streamSeq, a.consumerSeq, a.pending
+		d.Published = time.Unix(0, a.timestamp)
+		d.Stream, d.Consumer = a.stream, a.consumer
+		return d, nil
+	}
+	md, err := m.Metadata() // its error says what is wrong with the subject
 	if err != nil {
 		return nil, fmt.Errorf("bus: delivery metadata: %w", err)
 	}
-	return &Delivery{
-		msg:          m,
-		Subject:      m.Subject(),
-		Data:         m.Data(),
-		Header:       m.Headers(),
-		NumDelivered: md.NumDelivered,
-		StreamSeq:    md.Sequence.Stream,
-		ConsumerSeq:  md.Sequence.Consumer,
-		Published:    md.Timestamp,
-		Pending:      md.NumPending,
-		Stream:       md.Stream,
-		Consumer:     md.Consumer,
-	}, nil
+	d.NumDelivered, d.StreamSeq, d.ConsumerSeq, d.Pending = md.NumDelivered, md.Sequence.Stream, md.Sequence.Consumer, md.NumPending
+	d.Published = md.Timestamp
+	d.Stream, d.Consumer = md.Stream, md.Consumer
+	return d, nil
+}
+
+// ackMeta is what a JetStream ack subject says about a delivery.
+type ackMeta struct {
+	stream, consumer                           string
+	delivered, streamSeq, consumerSeq, pending uint64
+	timestamp                                  int64 // Unix nanoseconds
+}
+
+// parseAckSubject reads the metadata of a delivery from its ack subject
+// without allocating (Metadata allocates, and this runs once per
+// delivery). Two forms exist:
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...]
+//
+// ok is false for anything else; the caller then asks nats.go, whose
+// error explains the problem.
+func parseAckSubject(s string) (a ackMeta, ok bool) {
+	const prefix = "$JS.ACK."
+	if len(s) <= len(prefix) || s[:len(prefix)] != prefix {
+		return a, false
+	}
+	var tok [9]string // the first nine tokens after the prefix
+	n := 0
+	for rest := s[len(prefix):]; ; n++ {
+		t, more, found := strings.Cut(rest, ".")
+		if n < len(tok) {
+			tok[n] = t
+		}
+		if !found {
+			n++
+			break
+		}
+		rest = more
+	}
+	var f []string // stream, consumer, delivered, sseq, cseq, tm, pending
+	switch {
+	case n == 7:
+		f = tok[0:7]
+	case n >= 9:
+		f = tok[2:9]
+	default:
+		return a, false
+	}
+	var nums [5]uint64
+	for i, t := range f[2:] {
+		v, err := strconv.ParseUint(t, 10, 64)
+		if err != nil {
+			return a, false
+		}
+		nums[i] = v
+	}
+	if f[0] == "" || f[1] == "" || nums[3] > math.MaxInt64 {
+		return a, false
+	}
+	return ackMeta{
+		stream: f[0], consumer: f[1],
+		delivered: nums[0], streamSeq: nums[1], consumerSeq: nums[2], timestamp: int64(nums[3]), pending: nums[4],
+	}, true
 }
 
 // Ack acknowledges the delivery: the server removes a work-queue task. The
