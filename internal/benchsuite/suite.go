@@ -159,8 +159,8 @@ func Markdown(results []Result, o Options, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `go run ./cmd/bench` (`make bench`) on %s. Each line is a pair of\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&b, "measurements run alternately, %d rounds each, on one embedded nats-server with file\n", o.Rounds)
-	fmt.Fprintf(&b, "storage; figures are medians (min-max in brackets). The ratio is jetagent/raw per\n")
+	fmt.Fprintf(&b, "measurements run alternately, %d rounds each, on an embedded nats-server of its own\n", o.Rounds)
+	fmt.Fprintf(&b, "(file storage); figures are medians (min-max in brackets). The ratio is jetagent/raw per\n")
 	fmt.Fprintf(&b, "round, median over rounds (each round's pair runs back to back, so its ratio cancels\n")
 	fmt.Fprintf(&b, "the drift of a shared machine). Compare the ratios, not the absolute figures: those\n")
 	fmt.Fprintf(&b, "drift between machines and runs. Rows marked informational\n")
