@@ -182,7 +182,7 @@ func Markdown(results []Result, o Options, took time.Duration) string {
 			}
 			mark := "met"
 			if !r.Met() {
-				mark = "not met"
+				mark = fmt.Sprintf("not met: %.3f", r.Ratio()) // 0.848 shows as 0.85
 			}
 			target = fmt.Sprintf("%s %.2f (%s)", op, r.Target, mark)
 		}
