@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,10 +44,27 @@ func main() {
 	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file, for go tool pprof")
 	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay, load)")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `bench measures jetagent against hand-written nats.go code (and the
+watermill-nats subscriber) with the same payloads and settings, each pair
+run alternately on an embedded server of its own, then runs one agent
+process through --load tasks and records its memory and goroutines. It
+prints one table and writes it to --out. About two minutes on 2 cores.
+
+Usage: go run ./cmd/bench [flags]    (or: make bench)
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	if flag.NArg() > 0 || o.Rounds < 1 || o.Messages < 1 || o.Requests < 1 || lo.Messages < 0 {
 		fmt.Fprintln(os.Stderr, "bench: takes no arguments; --rounds, --messages and --requests must be positive, --load not negative")
 		flag.Usage()
+		os.Exit(2)
+	}
+	if o.Only != "" && !slices.ContainsFunc(benchsuite.Names(), func(n string) bool { return strings.Contains(n, o.Only) }) {
+		fmt.Fprintf(os.Stderr, "bench: --only %q matches no measurement; they are:\n  %s\n", o.Only, strings.Join(benchsuite.Names(), "\n  "))
 		os.Exit(2)
 	}
 	self, err := os.Executable()
@@ -81,7 +99,7 @@ func main() {
 		os.Exit(1)
 	}
 	var load *benchsuite.LoadResult
-	if lo.Messages > 0 && (o.Only == "" || strings.Contains("sustained load", o.Only)) {
+	if lo.Messages > 0 && (o.Only == "" || strings.Contains(benchsuite.LoadName, o.Only)) {
 		r, err := benchsuite.RunLoad(ctx, lo)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

@@ -100,6 +100,18 @@ func (r Result) Met() bool {
 	return r.Ratio() <= r.Target
 }
 
+// LoadName names the sustained-load run for Options.Only-style selection.
+const LoadName = "sustained load"
+
+// Names returns the measurement names in table order, then LoadName.
+func Names() []string {
+	var out []string
+	for _, m := range measurements {
+		out = append(out, m.name)
+	}
+	return append(out, LoadName)
+}
+
 // Run starts an embedded server in a temporary directory (file storage)
 // and runs every measurement. It returns the results in table order.
 func Run(ctx context.Context, o Options) ([]Result, error) {
