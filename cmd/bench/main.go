@@ -41,7 +41,7 @@ func main() {
 	flag.IntVar(&o.Messages, "messages", 20000, "messages per round of the throughput measurements")
 	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
 	flag.IntVar(&lo.Messages, "load", 1_000_000, "tasks handled by one agent process in the sustained-load run (0: skip it)")
-	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none)")
+	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none; a run with --only writes only when --out is given)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file, for go tool pprof")
 	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay, load)")
 	flag.Usage = func() {
@@ -62,6 +62,11 @@ Flags:
 		fmt.Fprintln(os.Stderr, "bench: takes no arguments; --rounds, --messages and --requests must be positive, --load not negative")
 		flag.Usage()
 		os.Exit(2)
+	}
+	outGiven := false
+	flag.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "out" })
+	if o.Only != "" && !outGiven {
+		*out = "" // a partial table must not replace the full one
 	}
 	if o.Only != "" && !slices.ContainsFunc(benchsuite.Names(), func(n string) bool { return strings.Contains(n, o.Only) }) {
 		fmt.Fprintf(os.Stderr, "bench: --only %q matches no measurement; they are:\n  %s\n", o.Only, strings.Join(benchsuite.Names(), "\n  "))
