@@ -212,22 +212,37 @@ func (b *Breaker) Allow() (done func(err error), err error) {
 	if gerr != nil {
 		return nil, fmt.Errorf("breaker %s: %w", b.name, ErrCircuitOpen)
 	}
-	report := func(err error) {
-		err = b.outcome(err)
-		if grant != nil {
-			b.mu.Lock()
-			if b.probe == grant {
-				b.probe = nil
-			}
-			b.mu.Unlock()
-			grant.finish(err)
-		} else {
-			gdone(err)
-		}
-		b.flush()
+	c := &call{b: b, grant: grant, gdone: gdone}
+	return c.done, nil
+}
+
+// call is one call Allow let through: one allocation for its done func
+// (with gobreaker's own closure, two per call).
+type call struct {
+	b     *Breaker
+	grant *probeGrant // the half-open probe's lease, when this call is it
+	gdone func(error) // gobreaker's done
+	used  atomic.Bool
+}
+
+// done records the call's outcome once; later calls are ignored.
+func (c *call) done(err error) {
+	if c.used.Swap(true) {
+		return
 	}
-	var once sync.Once
-	return func(err error) { once.Do(func() { report(err) }) }, nil
+	b := c.b
+	err = b.outcome(err)
+	if c.grant != nil {
+		b.mu.Lock()
+		if b.probe == c.grant {
+			b.probe = nil
+		}
+		b.mu.Unlock()
+		c.grant.finish(err)
+	} else {
+		c.gdone(err)
+	}
+	b.flush()
 }
 
 // outcome maps a call's error to what gobreaker records: nil (success),

@@ -47,6 +47,29 @@ func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 	})
 }
 
+// done counts once: a caller that reports twice (or from two goroutines)
+// must not count two failures.
+func TestBreakerDoneCountsOnce(t *testing.T) {
+	b := resilience.NewBreaker("s", resilience.BreakerSettings{Threshold: 2, OpenTimeout: time.Minute})
+	done, err := b.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { done(errBoom) })
+	}
+	wg.Wait()
+	done(errBoom)
+	if b.State() != resilience.StateClosed {
+		t.Fatal("one call reported four times opened a breaker whose threshold is 2")
+	}
+	fail(t, b, errBoom)
+	if b.State() != resilience.StateOpen {
+		t.Fatalf("state %v after 2 failed calls, want open", b.State())
+	}
+}
+
 func TestBreakerIgnoresPermanentAndCancelled(t *testing.T) {
 	b := resilience.NewBreaker("s", resilience.BreakerSettings{Threshold: 1})
 	fail(t, b, resilience.Permanent(errBoom))

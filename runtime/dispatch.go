@@ -118,6 +118,18 @@ func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handl
 	return h(ctx, t)
 }
 
+// asTaken is errors.As for *takenError, writing the match to *dst. Only
+// its own variable escapes to the heap, and only when called: settle's
+// success path, which never gets here, allocates nothing for it.
+func asTaken(err error, dst **takenError) bool {
+	var t *takenError
+	if !errors.As(err, &t) {
+		return false
+	}
+	*dst = t
+	return true
+}
+
 // breakerOutcome is what the subject's breaker records for a handler
 // error: shutdown interruptions say nothing about the subject, and a
 // cancelled or taken task is not a failure of it.
@@ -174,7 +186,7 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		log().Info("task cancelled", "task_id", t.taskID)
 		r.dropSnapshot(t)
 		return Outcome{Disposition: Cancelled}
-	case errors.As(err, &taken) && taken.same:
+	case asTaken(err, &taken) && taken.same:
 		r.stats.abandoned.Add(1)
 		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
 		return Outcome{Disposition: Abandoned}
