@@ -147,10 +147,13 @@ func RunLoad(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	}
 
 	var processed atomic.Int64
-	pubErr := make(chan error, 1)
+	pubErr, pubDone := make(chan error, 1), make(chan struct{})
 	pubCtx, stopPub := context.WithCancel(ctx)
-	defer stopPub()
-	go func() { pubErr <- publishSteadily(pubCtx, conn, agent, o, &processed) }()
+	go func() {
+		defer close(pubDone)
+		pubErr <- publishSteadily(pubCtx, conn, agent, o, &processed)
+	}()
+	defer func() { stopPub(); <-pubDone }() // before the connection closes
 
 	start := time.Now()
 	tick := time.NewTicker(100 * time.Millisecond)
