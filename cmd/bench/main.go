@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -71,6 +72,13 @@ Flags:
 	if o.Only != "" && !slices.ContainsFunc(benchsuite.Names(), func(n string) bool { return strings.Contains(n, o.Only) }) {
 		fmt.Fprintf(os.Stderr, "bench: --only %q matches no measurement; they are:\n  %s\n", o.Only, strings.Join(benchsuite.Names(), "\n  "))
 		os.Exit(2)
+	}
+	if *out != "" {
+		// Fail now, not after two minutes of measuring.
+		if st, err := os.Stat(filepath.Dir(*out)); err != nil || !st.IsDir() {
+			fmt.Fprintf(os.Stderr, "bench: cannot write %s: its directory is missing (run from the repository root, or pass --out)\n", *out)
+			os.Exit(2)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
