@@ -77,7 +77,7 @@ type LoadSample struct {
 type LoadResult struct {
 	Messages, Size int
 	Rows           []LoadSample
-	MaxRSS         int64
+	MaxRSS         int64 // -1 where the OS does not report RSS
 	MinGoroutines  int
 	MaxGoroutines  int
 	Took           time.Duration
@@ -95,7 +95,7 @@ const MaxRSSTarget = 64 << 20
 // processed. It fails if any task is dead-lettered or the agent exits.
 func RunLoad(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	o = o.withDefaults()
-	res := LoadResult{Messages: o.Messages, Size: o.Size, MinGoroutines: -1}
+	res := LoadResult{Messages: o.Messages, Size: o.Size, MinGoroutines: -1, MaxRSS: -1}
 	if o.Agent == nil {
 		return res, errors.New("benchsuite: LoadOptions.Agent is required")
 	}
