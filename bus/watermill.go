@@ -10,12 +10,12 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jetagent/jetagent/internal/natsheader"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,7 +155,7 @@ func natsMsg(topic string, wm *message.Message) (*nats.Msg, error) {
 		if k == HeaderMsgID || k == HeaderWatermillUUID || isDeliveryKey(k) {
 			continue
 		}
-		if !isHeaderName(k) {
+		if !natsheader.ValidName(k) {
 			return nil, fmt.Errorf("%w: message %s: %q", ErrInvalidMetadata, wm.UUID, k)
 		}
 		h[k] = []string{v}
@@ -165,19 +165,6 @@ func natsMsg(topic string, wm *message.Message) (*nats.Msg, error) {
 		h[HeaderMsgID] = []string{topic + ":" + wm.UUID}
 	}
 	return &nats.Msg{Subject: topic, Data: wm.Payload, Header: h}, nil
-}
-
-// isHeaderName reports whether nats.go accepts k as a header name.
-func isHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < '!' || c > '~' || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // WatermillConfig configures a [WatermillSubscriber]. Stream is required;

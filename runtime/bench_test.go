@@ -85,6 +85,12 @@ func consumeRuntime(b *testing.B, conn *bus.Conn, n int) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return runNoop(b, rt, n)
+}
+
+// runNoop starts rt with a no-op handler, returns how long it took to
+// handle n tasks, and stops it.
+func runNoop(b *testing.B, rt *runtime.Runtime, n int) time.Duration {
 	var count atomic.Int64
 	done := make(chan struct{})
 	rt.Handle(envelope.TaskRequest, func(context.Context, *runtime.Task) (any, error) {

@@ -2,12 +2,10 @@ package runtime_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
-	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/metrics"
 	"github.com/jetagent/jetagent/runtime"
@@ -65,24 +63,5 @@ func consumeObserved(b *testing.B, conn *bus.Conn, n int, m *metrics.Metrics) ti
 	if err := obs.Watch(rt); err != nil {
 		b.Fatal(err)
 	}
-	var count atomic.Int64
-	done := make(chan struct{})
-	rt.Handle(envelope.TaskRequest, func(context.Context, *runtime.Task) (any, error) {
-		if count.Add(1) == int64(n) {
-			close(done)
-		}
-		return nil, nil
-	})
-	start := time.Now()
-	if err := rt.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	<-done
-	elapsed := time.Since(start)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := rt.Stop(ctx); err != nil {
-		b.Fatal(err)
-	}
-	return elapsed
+	return runNoop(b, rt, n)
 }

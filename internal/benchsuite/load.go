@@ -1,7 +1,6 @@
 package benchsuite
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,8 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // LoadOptions configure RunLoad.
@@ -274,8 +274,8 @@ func waitReady(ctx context.Context, c *http.Client, url string, exited <-chan st
 	}
 }
 
-// scrape reads a Prometheus text exposition and sums each metric's
-// samples over their labels.
+// scrape reads the agent's /metrics and sums each metric's samples over
+// their labels (counters, gauges and untyped values).
 func scrape(ctx context.Context, c *http.Client, url string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -289,28 +289,18 @@ func scrape(ctx context.Context, c *http.Client, url string) (map[string]float64
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("load: scrape the agent: %s", resp.Status)
 	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		// name{labels} value [timestamp]; label values may hold spaces.
-		name, rest, _ := strings.Cut(line, " ")
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			name, rest = line[:i], line[strings.LastIndexByte(line, '}')+1:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
-			m[name] += v
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("load: scrape the agent: %w", err)
+	}
+	sums := make(map[string]float64, len(families))
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			sums[name] += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
 		}
 	}
-	return m, sc.Err()
+	return sums, nil
 }
 
 // freeAddr returns a loopback address with a port free right now.

@@ -11,6 +11,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/natsheader"
 	"github.com/nats-io/nats.go"
 )
 
@@ -85,7 +86,7 @@ func (m *Middleware) headers(msg *message.Message) nats.Header {
 			bus.MetadataPublished, bus.MetadataNakDelay, bus.HeaderMsgID, bus.HeaderWatermillUUID:
 			continue
 		}
-		if !isHeaderName(k) {
+		if !natsheader.ValidName(k) {
 			m.log.Warn("metadata key is not a NATS header name; left out of the dead letter", "key", k, "message_uuid", msg.UUID)
 			continue
 		}
@@ -131,19 +132,6 @@ func isPublishSubject(s string) bool {
 			if c := tok[i]; c <= ' ' || c == 0x7f {
 				return false
 			}
-		}
-	}
-	return true
-}
-
-// isHeaderName reports whether nats.go accepts k as a header name.
-func isHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < '!' || c > '~' || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
 		}
 	}
 	return true
