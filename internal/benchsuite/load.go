@@ -105,20 +105,11 @@ func RunLoad(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, Listen: "127.0.0.1:0"})
+	srv, conn, stop, err := startServer(ctx, bus.EmbeddedOptions{DataDir: dir, Listen: "127.0.0.1:0"})
 	if err != nil {
 		return res, err
 	}
-	defer srv.Shutdown(context.Background())
-	conn, err := srv.Connect(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer conn.Close()
-	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
-		return res, err
-	}
+	defer stop()
 	ops, err := freeAddr()
 	if err != nil {
 		return res, err

@@ -146,22 +146,41 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // so no line pays for what an earlier one left behind (message ids in the
 // deduplication window, replies, dead letters, a grown heap).
 func measureOnFreshServer(ctx context.Context, dir string, o Options, m measurement, size int) (Result, error) {
-	defer os.RemoveAll(dir)
-	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+	srv, conn, stop, err := startServer(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
 	if err != nil {
 		return Result{}, err
 	}
-	defer srv.Shutdown(context.Background())
-	conn, err := srv.Connect(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer conn.Close()
-	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
-		return Result{}, err
-	}
+	defer stop()
 	goruntime.GC() // start each line from a collected heap
 	return (&env{ctx: ctx, srv: srv, conn: conn, o: o}).measure(m, size)
+}
+
+// startServer starts an embedded server in opts.DataDir, connects and
+// provisions the default topology; stop undoes all of it and removes the
+// directory.
+func startServer(ctx context.Context, opts bus.EmbeddedOptions) (*bus.EmbeddedServer, *bus.Conn, func(), error) {
+	removeDir := func() { os.RemoveAll(opts.DataDir) }
+	srv, err := bus.StartEmbedded(ctx, opts)
+	if err != nil {
+		removeDir()
+		return nil, nil, nil, err
+	}
+	conn, err := srv.Connect(ctx)
+	if err == nil {
+		err = bus.Provision(ctx, conn.JetStream(), topo)
+	}
+	stop := func() {
+		if conn != nil {
+			conn.Close()
+		}
+		srv.Shutdown(context.Background())
+		removeDir()
+	}
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return srv, conn, stop, nil
 }
 
 // Markdown renders results as the docs/benchmarks.md table, with the
