@@ -34,6 +34,27 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	return nil
 }
 
+// ProvisionAgent creates the buckets that belong to agent alone (see
+// [Topology.RecordsBucket]) when they do not exist yet, and checks those
+// that exist, like [Provision]: idempotent, safe from many processes at
+// once, and an error wrapping [ErrConfigConflict] (never a change) when an
+// existing bucket is configured differently. It returns an error wrapping
+// [ErrInvalidName] for a bad agent name.
+func ProvisionAgent(ctx context.Context, js jetstream.JetStream, t Topology, agent string) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	if err := ValidateName(agent); err != nil {
+		return fmt.Errorf("bus: provision agent: %w", err)
+	}
+	for _, want := range t.agentKVConfigs(agent) {
+		if err := ensureKV(ctx, js, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	for range 2 {
 		s, err := js.Stream(ctx, want.Name)

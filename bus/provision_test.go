@@ -118,3 +118,46 @@ func TestTopologyNames(t *testing.T) {
 		t.Errorf("Validate(prefix a.b) = %v", err)
 	}
 }
+
+func TestProvisionAgentGivesEachAgentItsOwnRecordsBucket(t *testing.T) {
+	topo := bus.Topology{Memory: true}
+	_, conn := natstest.Provisioned(t, topo)
+	js := conn.JetStream()
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for _, agent := range []string{"A", "B", "A", "B", "A", "B"} {
+		wg.Go(func() { errs <- bus.ProvisionAgent(ctx, js, topo, agent) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("ProvisionAgent: %v", err)
+		}
+	}
+	for _, agent := range []string{"A", "B"} {
+		kv, err := js.KeyValue(ctx, topo.RecordsBucket(agent))
+		if err != nil {
+			t.Fatalf("records bucket of %s: %v", agent, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Bucket() != "JETAGENT_RECORDS_"+agent || st.History() != 1 || st.LimitMarkerTTL() != bus.RecordMarkerTTL {
+			t.Errorf("bucket %s: history %d, marker ttl %v", st.Bucket(), st.History(), st.LimitMarkerTTL())
+		}
+		// Records carry their own TTL.
+		if _, err := kv.Create(ctx, "x", []byte("1"), jetstream.KeyTTL(time.Second)); err != nil {
+			t.Errorf("create with a TTL in %s: %v", st.Bucket(), err)
+		}
+	}
+	if err := bus.ProvisionAgent(ctx, js, topo, "a.b"); !errors.Is(err, bus.ErrInvalidName) {
+		t.Errorf("ProvisionAgent(a.b) = %v, want ErrInvalidName", err)
+	}
+	err := bus.ProvisionAgent(ctx, js, bus.Topology{Memory: false}, "A")
+	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "JETAGENT_RECORDS_A") {
+		t.Errorf("ProvisionAgent with other storage = %v, want ErrConfigConflict naming the bucket", err)
+	}
+}

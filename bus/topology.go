@@ -18,6 +18,10 @@ const (
 	// SnapshotMarkerTTL is how long the snapshot bucket keeps the marker
 	// of a deleted snapshot before it disappears for good.
 	SnapshotMarkerTTL = time.Hour
+	// RecordMarkerTTL is how long a records bucket keeps the marker of a
+	// record removed by its own TTL. Setting it is also what lets records
+	// carry a TTL of their own (jetstream.KeyTTL).
+	RecordMarkerTTL = time.Minute
 )
 
 // Topology names and configures everything jetagent keeps on the server:
@@ -105,6 +109,15 @@ func (t Topology) ReplaysBucket() string { return t.streamName("DLQ_REPLAYS") }
 
 // SnapshotBucket returns the name of the snapshot KV bucket.
 func (t Topology) SnapshotBucket() string { return t.streamName("SNAPSHOTS") }
+
+// RecordsBucket returns the name of agent's records bucket, e.g.
+// "JETAGENT_RECORDS_echo": the runtime's own bookkeeping of agent's tasks.
+// Every agent has a bucket of its own, never one shared with other agents:
+// NATS permissions filter subjects, not headers, so an agent allowed to
+// write one key of a shared bucket could roll the whole bucket up.
+func (t Topology) RecordsBucket(agent string) string {
+	return t.streamName("RECORDS") + "_" + agent
+}
 
 // TaskSubject returns the subject tasks of the given type for agent are
 // published on: "<prefix>.tasks.<agent>.<payload_type>".
@@ -286,5 +299,17 @@ func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     t.storage(),
 		Replicas:    t.replicas(),
+	}}
+}
+
+// agentKVConfigs returns the configuration of agent's own buckets.
+func (t Topology) agentKVConfigs(agent string) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{{
+		Bucket:         t.RecordsBucket(agent),
+		Description:    "jetagent: " + agent + "'s task records; each record carries its own TTL",
+		History:        1,
+		LimitMarkerTTL: RecordMarkerTTL,
+		Storage:        t.storage(),
+		Replicas:       t.replicas(),
 	}}
 }
