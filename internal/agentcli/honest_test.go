@@ -152,6 +152,14 @@ func TestYAMLSyntaxErrorsPointAtTheirLine(t *testing.T) {
 	if code != 1 || !strings.HasPrefix(stderr, path+":5") {
 		t.Fatalf("exit %d, stderr %q; want the problem on line 5", code, stderr)
 	}
+	// a parser error: the flow sequence opened on line 3 is never closed
+	if err := os.WriteFile(path, []byte("agents:\n  - name: a\n    types: [task.request, x\n  - name: b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = validateMain(t, path)
+	if code != 1 || !strings.HasPrefix(stderr, path+":3: invalid YAML") {
+		t.Fatalf("exit %d, stderr %q; want the problem on line 3", code, stderr)
+	}
 }
 
 func TestSendInterruptedSaysTheTaskWasPublished(t *testing.T) {

@@ -2,6 +2,7 @@ package agentcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +13,8 @@ import (
 
 // Main runs the agent command line with args (without the program name)
 // and returns the process exit code: 0 on success, 1 on failure (after one
-// line "agent: <error>" on stderr), 2 on a usage error.
+// line "agent: <error>" on stderr), 2 on a usage error, 130 when a command
+// that waits was interrupted (ctx ended: Ctrl-C, SIGTERM).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
@@ -21,12 +23,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "agent: %s\n", oneLine(err.Error()))
-	if isUsageError(cmd, err) {
+	var intr interrupted
+	switch {
+	case errors.As(err, &intr):
+		return 130
+	case isUsageError(cmd, err):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return 2
 	}
 	return 1
 }
+
+// interrupted marks the error of a command stopped by an interrupt; Main
+// exits 130 (128 + SIGINT), as shells do.
+type interrupted struct{ error }
+
+func (e interrupted) Unwrap() error { return e.error }
 
 // usageError marks errors in how the command was called.
 type usageError struct{ error }
@@ -65,7 +77,7 @@ machine, like "agent send", can join it.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
+	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
 	return root
 }
 

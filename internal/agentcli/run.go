@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/logsample"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/internal/ophttp"
 	"github.com/jetagent/jetagent/metrics"
@@ -143,10 +144,22 @@ func problemsError(stderr io.Writer, file string, probs []problem) error {
 	return fmt.Errorf("%s: %d problems", file, len(probs))
 }
 
-// logger builds the logger the configuration asks for.
-func (c *runConfig) logger(w io.Writer) (*slog.Logger, error) {
+// logger builds the logger the configuration asks for, sampled: records
+// alike (level, message, agent) beyond a burst of 5 in 10 s are counted
+// (in suppressed, when not nil) and summarised instead of written; flush
+// writes the summaries still due.
+func (c *runConfig) logger(w io.Writer, suppressed *prometheus.CounterVec) (log *slog.Logger, flush func(), err error) {
 	f := logFlags{level: c.logLevel, format: c.logFormat}
-	return f.logger(w)
+	plain, err := f.logger(w)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := logsample.Options{}
+	if suppressed != nil {
+		opts.Suppressed = func(l slog.Level) { suppressed.WithLabelValues(strings.ToLower(l.String())).Inc() }
+	}
+	h := logsample.New(plain.Handler(), opts)
+	return slog.New(h), func() { h.Flush(context.Background()) }, nil
 }
 
 // runAgents runs the configured agents until ctx ends, then stops them all
@@ -157,10 +170,25 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	if len(probs) > 0 {
 		return problemsError(stderr, src.file, probs)
 	}
-	log, err := cfg.logger(stderr)
+	var reg *prometheus.Registry
+	var m *metrics.Metrics
+	var suppressed *prometheus.CounterVec
+	if cfg.opsListen != "" {
+		reg = metrics.NewRegistry()
+		if m, err = metrics.New(reg, metrics.Options{}); err != nil {
+			return err
+		}
+		suppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "jetagent", Name: "log_lines_suppressed_total",
+			Help: "Log lines not written because too many alike came at once (a summary line counts them)."}, []string{"level"})
+		if err := reg.Register(suppressed); err != nil {
+			return err
+		}
+	}
+	log, flushLog, err := cfg.logger(stderr, suppressed)
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	built := make([]agentHandler, len(cfg.agents))
 	for i, a := range cfg.agents {
 		h, err := a.handler(log, stderr)
@@ -173,16 +201,8 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	if err != nil {
 		return err
 	}
-	var reg *prometheus.Registry
-	var m *metrics.Metrics
-	if cfg.opsListen != "" {
-		reg = metrics.NewRegistry()
-		if m, err = metrics.New(reg, metrics.Options{}); err != nil {
-			return err
-		}
-	}
 
-	conn, closeConn, err := cfg.connect(ctx, security, log)
+	conn, closeConn, url, err := cfg.connect(ctx, security, log)
 	if err != nil {
 		return err
 	}
@@ -203,6 +223,11 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		closeConn()
 	}()
 	if err := bus.Provision(ctx, conn.JetStream(), cfg.topology); err != nil {
+		if natsflags.NoResponders(err) {
+			if jerr := natsflags.CheckJetStream(ctx, conn.JetStream()); jerr != nil {
+				return fmt.Errorf("%s: %w", url, jerr)
+			}
+		}
 		return err
 	}
 	checks := []ophttp.Check{ophttp.Connection(conn)}
@@ -246,10 +271,23 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	for i, a := range built {
 		names[i] = a.name
 	}
-	log.Info("ready; try: agent send --to "+names[0]+` --payload '{"hello":"world"}'`, "agents", strings.Join(names, ","))
+	log.Info("ready; try: "+sendHint(url, cfg.topology.Prefix, names[0]), "agents", strings.Join(names, ","))
 	<-ctx.Done()
 	log.Info("stopping: finishing tasks in hand (interrupt again to quit at once)")
 	return nil // the deferred stop reports its error
+}
+
+// sendHint is the command that sends agent a task on this server: --nats
+// and --prefix only when they differ from send's defaults.
+func sendHint(url, prefix, agent string) string {
+	hint := "agent send"
+	if url != "" && url != bus.DefaultURL {
+		hint += " --nats " + url
+	}
+	if prefix != "" && prefix != bus.DefaultPrefix {
+		hint += " --prefix " + prefix
+	}
+	return hint + " --to " + agent + ` --payload '{"hello":"world"}'`
 }
 
 type agentHandler struct {
@@ -327,40 +365,45 @@ func findProgram(prog, dir string) error {
 }
 
 // connect starts the embedded server or joins nats.url, and returns the
-// connection and the function that closes it (and stops the server).
-func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log *slog.Logger) (*bus.Conn, func(), error) {
+// connection, the function that closes it (and stops the server), and
+// the URL other processes join it with (secrets redacted).
+func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log *slog.Logger) (*bus.Conn, func(), string, error) {
 	if c.natsURL != "" {
 		opts, err := security.Options()
 		if errors.Is(err, natsflags.ErrConflict) {
-			return nil, nil, usageError{err}
+			return nil, nil, "", usageError{err}
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		conn, err := bus.Connect(ctx, c.natsURL, append(opts, natsflags.LogAsyncErrors(log))...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cannot reach NATS at %s (check --nats): %w", bus.RedactURL(c.natsURL), err)
+			return nil, nil, "", fmt.Errorf("cannot reach NATS at %s (check --nats): %w", bus.RedactURL(c.natsURL), err)
 		}
 		log.Info("connected to NATS", "url", bus.RedactURL(c.natsURL))
-		return conn, func() { drain(conn) }, nil
+		return conn, func() { drain(conn) }, bus.RedactURL(c.natsURL), nil
 	}
 	if security.Configured() {
 		log.Warn("credentials and TLS settings are ignored: they apply when joining a server (--nats), not to the embedded one")
 	}
-	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: c.dataDir, Listen: c.listen})
-	if errors.Is(err, bus.ErrDataDirLocked) {
-		return nil, nil, fmt.Errorf("%w (another 'agent run' owns it: join that one with --nats %s, or pass another --data-dir)", err, bus.DefaultURL)
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: c.dataDir, Listen: c.listen, InsecureListenWithoutAuth: c.insecureListen})
+	var locked *bus.DataDirLockedError
+	if errors.As(err, &locked) {
+		if locked.Owner.URL == "" {
+			return nil, nil, "", fmt.Errorf("%w: pass another --data-dir, or stop that process", err)
+		}
+		return nil, nil, "", fmt.Errorf("%w: join that one with --nats %s, or pass another --data-dir", err, locked.Owner.URL)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	conn, err := srv.Connect(ctx)
 	if err != nil {
 		shutdownServer(srv)
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	log.Info("embedded NATS server ready", "url", srv.ClientURL(), "data_dir", srv.DataDir())
-	return conn, func() { drain(conn); shutdownServer(srv) }, nil
+	return conn, func() { drain(conn); shutdownServer(srv) }, srv.ClientURL(), nil
 }
 
 func shutdownServer(srv *bus.EmbeddedServer) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 )
@@ -57,12 +58,24 @@ func newPermissionError(err error) *PermissionError {
 // meant for one-shot commands, for which any refusal is fatal; opt sets
 // the connection's error handler, so it replaces LogAsyncErrors (or any
 // other handler). cancel releases the context.
-func FailFast(parent context.Context) (ctx context.Context, opt nats.Option, cancel context.CancelFunc) {
+//
+// Refusals of the subjects optional lists do not end ctx: the requests a
+// command makes only to say more (is JetStream on? does this agent
+// exist?), which a least-privilege user may not make. A subject ending in
+// ">" stands for every subject it prefixes.
+func FailFast(parent context.Context, optional ...string) (ctx context.Context, opt nats.Option, cancel context.CancelFunc) {
 	ctx, cancelCause := context.WithCancelCause(parent)
 	opt = nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			cancelCause(newPermissionError(err))
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			return
 		}
+		pe := newPermissionError(err)
+		for _, o := range optional {
+			if pe.Subject == o || strings.HasSuffix(o, ">") && strings.HasPrefix(pe.Subject, strings.TrimSuffix(o, ">")) {
+				return
+			}
+		}
+		cancelCause(pe)
 	})
 	return ctx, opt, func() { cancelCause(nil) }
 }

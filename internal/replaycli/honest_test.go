@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // Tests of what replay says and refuses when something is off.
@@ -120,5 +121,21 @@ func TestTyposGetSuggestions(t *testing.T) {
 	r = run(t, "", false, "list", "--reason", "permanant", "--nats", "nats://127.0.0.1:1")
 	if r.code != ExitUsage || !strings.Contains(r.stderr, `did you mean "permanent"`) {
 		t.Errorf("--reason permanant: %+v", r)
+	}
+}
+
+func TestAServerWithoutJetStreamIsNamed(t *testing.T) {
+	srv, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	r := run(t, "", false, "stats", "--nats", srv.ClientURL())
+	if r.code != ExitError || !strings.Contains(r.stderr, "JetStream is not enabled") {
+		t.Fatalf("%+v", r)
 	}
 }
