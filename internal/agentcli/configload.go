@@ -115,6 +115,9 @@ type configSources struct {
 	file  string                      // YAML file; "": one agent from defaults
 	env   func(string) (string, bool) // nil: no environment
 	flags *pflag.FlagSet              // nil: no flags
+	// natsContext names a nats CLI context (--context): its URL applies
+	// when nothing else sets nats.url.
+	natsContext string
 }
 
 // loadConfig reads the file, applies the environment and the flags over

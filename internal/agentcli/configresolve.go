@@ -11,6 +11,7 @@ import (
 	"github.com/jetagent/jetagent/handlers"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/spf13/pflag"
 )
 
@@ -64,9 +65,15 @@ func (d *configDoc) override(env func(string) (string, bool), flags *pflag.FlagS
 		}
 	}
 	for _, s := range ordered {
-		if env != nil && s.env != "" {
-			if text, ok := env(s.env); ok && text != "" {
-				at := origin{env: s.env}
+		envName := s.env
+		if s.key == "nats.url" && env != nil {
+			if text, ok := env(envName); !ok || text == "" {
+				envName = natsflags.EnvNATSURL // the nats CLI's, after ours
+			}
+		}
+		if env != nil && envName != "" {
+			if text, ok := env(envName); ok && text != "" {
+				at := origin{env: envName}
 				v, err := parseText(s.kind, text)
 				if err != nil {
 					probs = append(probs, problem{at: at, msg: err.Error()})

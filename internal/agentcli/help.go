@@ -38,6 +38,7 @@ func writeGroups(w io.Writer, c *cobra.Command, groups []flagGroup) {
 	placed := map[string]bool{}
 	for _, g := range append(groups, flagGroup{title: "Other"}) {
 		set := pflag.NewFlagSet(g.title, pflag.ContinueOnError)
+		set.SortFlags = false
 		names := g.flags
 		if g.title == "Other" {
 			names = nil

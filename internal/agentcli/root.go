@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/jetagent/jetagent/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -77,7 +78,9 @@ machine, like "agent send", can join it.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
+	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout),
+		newLsCmd(stdout), newStatusCmd(stdout), newTaskCmd(stdout, stderr))
+	version.SetOn(root)
 	return root
 }
 

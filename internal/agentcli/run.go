@@ -30,7 +30,7 @@ import (
 const envConfig = "JETAGENT_CONFIG"
 
 func newRunCmd(stderr io.Writer) *cobra.Command {
-	var configFile string
+	var configFile, natsContext string
 	var security natsflags.Flags // credentials and TLS: flags and variables only, never the file
 	cmd := &cobra.Command{
 		Use:   "run [--config FILE]",
@@ -45,8 +45,9 @@ slows down or crashes as often as --fail-rate, --permanent-rate, --latency and
 --crash-rate say; exec runs a program per task (envelope JSON on stdin, answer
 on stdout; exit 75 retries); http POSTs each task to a URL.
 
-Every setting is also a JETAGENT_* environment variable (named after its
-flag: --ack-wait is JETAGENT_ACK_WAIT; --nats is JETAGENT_NATS_URL).
+Every setting is also a JETAGENT_* environment variable, shown as [$NAME] after
+its flag (--ack-wait is JETAGENT_ACK_WAIT; --nats is JETAGENT_NATS_URL, and the
+nats CLI's NATS_URL is read after it).
 Precedence: flag, then environment, then the file, then the default. With
 --config, agent flags apply to every agent in the file (handler flags to the
 agents of their kind).
@@ -66,15 +67,30 @@ SIGTERM), finishing the tasks in hand first.`,
 			if !cmd.Flags().Changed("config") {
 				file = os.Getenv(envConfig)
 			}
-			return runAgents(cmd.Context(), configSources{file: file, env: os.LookupEnv, flags: cmd.Flags()}, &security, stderr)
+			return runAgents(cmd.Context(), configSources{file: file, env: os.LookupEnv, flags: cmd.Flags(), natsContext: natsContext}, &security, stderr)
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", "", "YAML file declaring the agents to run (env "+envConfig+"); see docs/configuration.md")
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML `FILE` declaring the agents to run; see docs/configuration.md [$"+envConfig+"]")
 	var logs logFlags // read back through the settings, like every flag
 	logs.register(cmd)
 	registerSettingFlags(cmd.Flags())
+	cmd.Flags().StringVar(&natsContext, "context", "", "nats CLI context `NAME` (or .json file): join its server with its credentials (below --nats and $JETAGENT_NATS_URL, $NATS_URL) [$NATS_CONTEXT]")
 	security.Register(cmd.Flags())
+	groupFlags(cmd, runGroups)
 	return cmd
+}
+
+// runGroups orders run's help by what the flags are about.
+var runGroups = []flagGroup{
+	{"Configuration", []string{"config"}},
+	{"Connection", append([]string{"nats", "context", "data-dir", "listen", "insecure-listen-without-auth", "prefix", "replicas"}, natsflags.FlagNames()...)},
+	{"Delivery", []string{"name", "types", "concurrency", "ack-wait", "max-deliver", "handler-timeout", "max-clock-skew",
+		"backoff-base", "backoff-max", "backoff-jitter", "shutdown-timeout", "duplicate-window", "reply-max-age", "tasks-max-bytes"}},
+	{"Breaker", []string{"breaker-threshold", "breaker-open-timeout"}},
+	{"DLQ and snapshot", []string{"dlq-max-age", "dlq-max-bytes", "dlq-max-msgs", "snapshot-ttl", "snapshot-history", "keep-snapshots"}},
+	{"Handler kind", []string{"handler", "fail-rate", "permanent-rate", "latency", "crash-rate", "exec-command", "exec-env", "exec-dir",
+		"exec-max-output", "exec-max-stderr", "http-url", "http-header", "http-max-response", "http-max-retry-after"}},
+	{"Observability", []string{"log-level", "log-format", "ops-listen"}},
 }
 
 // registerSettingFlags defines a flag for every setting that has one (a
@@ -112,6 +128,10 @@ func registerSettingFlags(f *pflag.FlagSet) {
 			def := ""
 			if s.defDoc == "" {
 				def = formatValue(s.kind, s.def)
+			}
+			if s.key == "nats.url" {
+				f.StringP(s.flag, "s", def, usage) // -s, like the nats CLI
+				continue
 			}
 			f.String(s.flag, def, usage)
 		}
@@ -169,6 +189,17 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	cfg, probs := loadConfig(src)
 	if len(probs) > 0 {
 		return problemsError(stderr, src.file, probs)
+	}
+	if src.natsContext != "" || os.Getenv(natsflags.EnvNATSContext) != "" {
+		server := natsflags.Server{Context: src.natsContext}
+		url, err := server.URL("")
+		if err != nil {
+			return usageError{err}
+		}
+		if cfg.natsURL == "" {
+			cfg.natsURL = url
+		}
+		server.Apply(security)
 	}
 	var reg *prometheus.Registry
 	var m *metrics.Metrics

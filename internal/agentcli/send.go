@@ -295,6 +295,10 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 			return v
 		}
 		if parent.Err() != nil {
+			if seq := storedTask(js, topo, subject, env); seq > 0 {
+				return interrupted{fmt.Errorf("interrupted: task %s (envelope %s) was published to %s (stream %s, sequence %d) and will still run (see: agent task show %s --agent %s)",
+					env.TaskID, env.ID, subject, topo.TasksStream(), seq, env.TaskID, o.to)}
+			}
 			return interrupted{fmt.Errorf("interrupted while publishing task %s: it may or may not have been stored (agent task show %s --agent %s)", env.TaskID, env.TaskID, o.to)}
 		}
 		return publishFailure(ctx, js, subject, err)
@@ -343,6 +347,23 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 				o.to, o.timeout, published, env.TaskID, o.to)
 		}
 	}
+}
+
+// storedTask returns the stream sequence of env when it is the last task
+// stored on subject (0 when it is not there: never stored, or taken
+// already, or the user may not look).
+func storedTask(js jetstream.JetStream, topo bus.Topology, subject string, env *envelope.Envelope) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, topo.TasksStream())
+	if err != nil {
+		return 0
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil || m.Header.Get(bus.HeaderMsgID) != env.ID {
+		return 0
+	}
+	return m.Sequence
 }
 
 // storedReply looks the reply up in the replies stream (nil when it is

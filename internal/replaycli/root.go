@@ -16,6 +16,7 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/natsflags"
+	"github.com/jetagent/jetagent/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
@@ -148,6 +149,7 @@ Exit codes:
 	g.nats.Register(pf)
 	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
 		newPurgeCmd(&g, stdio), newStatsCmd(&g, stdio))
+	version.SetOn(root)
 	// cobra adds "completion" (bash, zsh, fish, powershell) by itself.
 	return root
 }
