@@ -9,9 +9,9 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
-	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/spf13/pflag"
 )
 

@@ -425,4 +425,3 @@ func notFound(what, name string, known []string) error {
 	}
 	return errors.New(msg)
 }
-

@@ -68,7 +68,9 @@ func TestLsWatchRedrawsUntilInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out testio.Buffer
 	done := make(chan int, 1)
-	go func() { done <- Main(ctx, []string{"ls", "-s", url, "--watch", "--interval", "100ms"}, &out, &bytes.Buffer{}) }()
+	go func() {
+		done <- Main(ctx, []string{"ls", "-s", url, "--watch", "--interval", "100ms"}, &out, &bytes.Buffer{})
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(out.String(), "AGENT ") < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // polling the command's output

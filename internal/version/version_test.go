@@ -8,7 +8,7 @@ import (
 
 func TestFromBuildInfo(t *testing.T) {
 	bi := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "github.com/jetagent/jetagent", Version: "v0.1.0"},
-		Deps: []*debug.Module{{Path: "github.com/nats-io/nats-server/v2", Version: "v2.15.2"}, {Path: "github.com/nats-io/nats.go", Version: "v1.55.0"}},
+		Deps:     []*debug.Module{{Path: "github.com/nats-io/nats-server/v2", Version: "v2.15.2"}, {Path: "github.com/nats-io/nats.go", Version: "v1.55.0"}},
 		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"}}}
 	got := fromBuildInfo(bi).String()
 	want := `v0.1.0
