@@ -251,7 +251,12 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 	// A refused permission ends ctx at once (the server drops what it
 	// refuses, and the request would only time out); the look-ups made
 	// only to say more are optional.
-	ctx, denied, stop := natsflags.FailFast(parent, "$JS.API.>", topo.AgentDLQ(o.to))
+	// The look-up of the agent's consumer ends as soon as it is refused.
+	lookup, endLookup := context.WithCancel(parent)
+	defer endLookup()
+	ctx, denied, stop := natsflags.FailFast(parent,
+		natsflags.Optional{Subject: "$JS.API.>", Refused: func(*natsflags.PermissionError) { endLookup() }},
+		natsflags.Optional{Subject: topo.AgentDLQ(o.to)})
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -265,7 +270,9 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 	}
 	defer drain(conn)
 	js := conn.JetStream()
-	warnUnknownAgent(ctx, js, topo, o.to, stderr)
+	lookupCtx, cancelLookup := context.WithTimeout(lookup, 5*time.Second)
+	defer cancelLookup()
+	warnUnknownAgent(lookupCtx, js, topo, o.to, stderr)
 
 	client := o.client
 	if client == "" {

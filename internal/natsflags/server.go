@@ -73,9 +73,10 @@ func (s *Server) Given() bool {
 
 // Apply fills the security settings of f that neither a flag nor a
 // JETAGENT_NATS_* variable gives from the context's (creds, nkey, token,
-// user and password, TLS files, inbox prefix). Call it after URL.
+// user and password, TLS files, inbox prefix). A context that cannot be
+// loaded applies nothing (URL reports why).
 func (s *Server) Apply(f *Flags) {
-	if s.ctx == nil {
+	if s.load() != nil || s.ctx == nil {
 		return
 	}
 	c := s.ctx

@@ -83,7 +83,7 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 
 // globals are the flags every command shares.
 type globals struct {
-	natsURL string
+	server  natsflags.Server
 	dataDir string
 	prefix  string
 	timeout time.Duration
@@ -99,7 +99,8 @@ func newRoot(stdio IO) *cobra.Command {
 could not process, kept with its original bytes and headers and where and why
 it failed.
 
-It works on a running server (--nats URL, or JETAGENT_NATS_URL), or, without
+It works on a running server (--nats or -s URL, JETAGENT_NATS_URL, NATS_URL, or
+a nats CLI --context), or, without
 one, on the data directory of the embedded server of "agent run" (--data-dir;
 if an agent is running on it, replay joins the server that agent recorded in
 the directory's lock file, and refuses when it accepts no network clients).
@@ -142,9 +143,9 @@ Exit codes:
 	root.SetErr(stdio.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{ExitUsage, err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.natsURL, "nats", os.Getenv("JETAGENT_NATS_URL"), "URL of the NATS server (env JETAGENT_NATS_URL); empty uses --data-dir")
-	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (env JETAGENT_DATA_DIR; default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent)")
-	pf.StringVar(&g.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem of the agents")
+	g.server.Register(pf, "none given: --data-dir")
+	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent) [$JETAGENT_DATA_DIR]")
+	pf.StringVar(&g.prefix, "prefix", envOr("JETAGENT_PREFIX", bus.DefaultPrefix), "subject prefix and stream name stem of the agents [$JETAGENT_PREFIX]")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "give up after this long")
 	g.nats.Register(pf)
 	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
@@ -170,6 +171,11 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 	if err := topo.Validate(); err != nil {
 		return nil, usage("--prefix: %v", err)
 	}
+	natsURL, err := g.server.URL("")
+	if err != nil {
+		return nil, &exitError{ExitUsage, err}
+	}
+	g.server.Apply(&g.nats)
 	natsOpts, err := g.nats.Options()
 	if errors.Is(err, natsflags.ErrConflict) {
 		return nil, &exitError{ExitUsage, err}
@@ -181,10 +187,10 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 	var conn *bus.Conn
 	var stop func()
 	switch {
-	case g.natsURL != "":
-		c, err := bus.Connect(ctx, g.natsURL, natsOpts...)
+	case natsURL != "":
+		c, err := bus.Connect(ctx, natsURL, natsOpts...)
 		if err != nil {
-			return nil, fmt.Errorf("cannot reach NATS at %s: %w", bus.RedactURL(g.natsURL), err)
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", bus.RedactURL(natsURL), err)
 		}
 		conn, stop = c, func() {}
 	default:
@@ -241,6 +247,13 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 		_ = conn.Drain(dctx)
 		stop()
 	}}, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 // checkDataDir reports a data directory that holds no jetagent data, or
