@@ -279,10 +279,13 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 		client = "cli-" + strings.ToLower(env.ID)
 	}
 	env.ReplyTo = topo.ReplySubject(client) + "." + env.ID
-	replies := make(chan *nats.Msg, 4)
-	sub, err := conn.NATS().ChanSubscribe(env.ReplyTo, replies)
+	// The client's reply subjects, as runtime.Client subscribes (and as
+	// docs/security.md grants a client): replies to this envelope only are
+	// taken.
+	replies := make(chan *nats.Msg, 16)
+	sub, err := conn.NATS().ChanSubscribe(topo.ReplySubject(client)+".>", replies)
 	if err != nil {
-		return fmt.Errorf("subscribe to the reply subject %s: %w", env.ReplyTo, err)
+		return fmt.Errorf("subscribe to the reply subjects %s.>: %w", topo.ReplySubject(client), err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	// Dead letters of this agent: a task refused at once fails fast.
@@ -323,7 +326,7 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 		select {
 		case m := <-replies:
 			var reply envelope.Envelope
-			if err := envelope.Unmarshal(m.Data, &reply); err != nil || reply.CorrelationID != env.ID {
+			if m.Subject != env.ReplyTo || envelope.Unmarshal(m.Data, &reply) != nil || reply.CorrelationID != env.ID {
 				continue // not this task's answer: never returned as one
 			}
 			return printEnvelope(stdout, &reply)

@@ -199,3 +199,34 @@ func TestRunHelpGroupsItsFlags(t *testing.T) {
 		t.Errorf("run --help mixes variable notations or loses --help:\n%s", out)
 	}
 }
+
+// TestRunJoinsWhatTheNATSCLIWouldJoin: -s, $NATS_URL and --context name the
+// server (one without JetStream here, so that joining it shows).
+func TestRunJoinsWhatTheNATSCLIWouldJoin(t *testing.T) {
+	url := startPlainServer(t)
+	if code, _, stderr := runMain(t, "run", "-s", url); code != 1 || !strings.Contains(stderr, url+": natsflags: JetStream is not enabled") {
+		t.Errorf("run -s: exit %d, %q", code, stderr)
+	}
+	t.Setenv("NATS_URL", url)
+	if code, _, stderr := runMain(t, "run"); code != 1 || !strings.Contains(stderr, "JetStream is not enabled") {
+		t.Errorf("run with $NATS_URL: exit %d, %q", code, stderr)
+	}
+	t.Setenv("NATS_URL", "")
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	dir := filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "nats", "context")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain.json"), []byte(`{"url":"`+url+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runMain(t, "run", "--context", "plain"); code != 1 || !strings.Contains(stderr, "JetStream is not enabled") {
+		t.Errorf("run --context: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runMain(t, "ls", "--context", "plain"); code != 1 || !strings.Contains(stderr, "JetStream is not enabled") {
+		t.Errorf("ls --context: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runMain(t, "run", "--context", "nope"); code != 2 || !strings.Contains(stderr, "known: plain") {
+		t.Errorf("run --context nope: exit %d, %q", code, stderr)
+	}
+}
