@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/version"
 	"github.com/spf13/cobra"
 )
@@ -74,6 +75,20 @@ under --data-dir, listening on 127.0.0.1:4222), so other commands on this
 machine, like "agent send", can join it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			var names []string
+			for _, c := range cmd.Commands() {
+				names = append(names, c.Name())
+			}
+			if near := didyoumean.Closest(args[0], names); near != "" {
+				return usageError{fmt.Errorf("unknown command %q (did you mean %q?)", args[0], near)}
+			}
+			return usageError{fmt.Errorf("unknown command %q", args[0])}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -272,7 +272,11 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 	js := conn.JetStream()
 	lookupCtx, cancelLookup := context.WithTimeout(lookup, 5*time.Second)
 	defer cancelLookup()
-	warnUnknownAgent(lookupCtx, js, topo, o.to, stderr)
+	unknown := warnUnknownAgent(lookupCtx, js, topo, o.to, stderr)
+	willRun := "will still run"
+	if unknown {
+		willRun = "waits in the stream until an agent named " + o.to + " starts"
+	}
 
 	client := o.client
 	if client == "" {
@@ -306,8 +310,8 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 		}
 		if parent.Err() != nil {
 			if seq := storedTask(js, topo, subject, env); seq > 0 {
-				return interrupted{fmt.Errorf("interrupted: task %s (envelope %s) was published to %s (stream %s, sequence %d) and will still run (see: agent task show %s --agent %s)",
-					env.TaskID, env.ID, subject, topo.TasksStream(), seq, env.TaskID, o.to)}
+				return interrupted{fmt.Errorf("interrupted: task %s (envelope %s) was published to %s (stream %s, sequence %d) and %s (see: agent task show %s --agent %s)",
+					env.TaskID, env.ID, subject, topo.TasksStream(), seq, willRun, env.TaskID, o.to)}
 			}
 			return interrupted{fmt.Errorf("interrupted while publishing task %s: it may or may not have been stored (agent task show %s --agent %s)", env.TaskID, env.TaskID, o.to)}
 		}
@@ -345,8 +349,8 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 				return v
 			}
 			if parent.Err() != nil {
-				return interrupted{fmt.Errorf("interrupted: %s and will still run; its reply is kept on %s (see: agent task show %s --agent %s)",
-					published, env.ReplyTo, env.TaskID, o.to)}
+				return interrupted{fmt.Errorf("interrupted: %s and %s; its reply will be kept on %s (see: agent task show %s --agent %s)",
+					published, willRun, env.ReplyTo, env.TaskID, o.to)}
 			}
 			// A reply published while the connection was down reached no
 			// subscriber; the replies stream keeps it.
@@ -408,13 +412,13 @@ func publishFailure(ctx context.Context, js jetstream.JetStream, subject string,
 	return fmt.Errorf("no stream stores %s on this server: has an agent run here (it provisions the streams), and is --prefix the agents'? (%w)", subject, err)
 }
 
-// warnUnknownAgent warns when no agent of that name has a consumer on this
-// server: its task would wait for ever, unseen. Look-ups the user may not
-// make are skipped.
-func warnUnknownAgent(ctx context.Context, js jetstream.JetStream, topo bus.Topology, agent string, stderr io.Writer) {
+// warnUnknownAgent warns, and reports, when no agent of that name has a
+// consumer on this server: its task would wait for ever, unseen. Look-ups
+// the user may not make are skipped (false).
+func warnUnknownAgent(ctx context.Context, js jetstream.JetStream, topo bus.Topology, agent string, stderr io.Writer) bool {
 	_, err := js.Consumer(ctx, topo.TasksStream(), agent)
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return
+		return false
 	}
 	known := agentNames(ctx, js, topo)
 	hint := "none yet"
@@ -425,6 +429,7 @@ func warnUnknownAgent(ctx context.Context, js jetstream.JetStream, topo bus.Topo
 		}
 	}
 	fmt.Fprintf(stderr, "agent: warning: no agent named %s has consumed here (known: %s); the task waits in the stream until one named %s starts\n", agent, hint, agent)
+	return true
 }
 
 // agentNames lists the agents with a consumer on the tasks stream.

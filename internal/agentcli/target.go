@@ -52,6 +52,9 @@ func (t *target) open(ctx context.Context, extra ...nats.Option) (*session, func
 	if err := topo.Validate(); err != nil {
 		return nil, nil, usageError{fmt.Errorf("--prefix: %w", err)}
 	}
+	if t.timeout <= 0 {
+		return nil, nil, usageError{fmt.Errorf("--timeout must be positive, got %v", t.timeout)}
+	}
 	url, err := t.server.URL("")
 	if err != nil {
 		return nil, nil, usageError{err}

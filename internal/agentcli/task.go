@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/didyoumean"
@@ -274,6 +275,9 @@ var errStop = errors.New("stop")
 // candidateAgents is agent, or every agent of the server.
 func candidateAgents(ctx context.Context, s *session, agent string) ([]string, error) {
 	if agent != "" {
+		if err := bus.ValidateName(agent); err != nil {
+			return nil, usageError{fmt.Errorf("--agent: %w", err)}
+		}
 		return []string{agent}, nil
 	}
 	views, err := agentsOf(ctx, s)

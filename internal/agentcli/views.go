@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -266,6 +267,11 @@ server).`,
   agent status --json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ops != "" {
+				if u, err := url.Parse(ops); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return usageError{fmt.Errorf("--ops %q: want the agent's --ops-listen as a URL, http://HOST:PORT", ops)}
+				}
+			}
 			return wf.loop(cmd.Context(), stdout, func(ctx context.Context, w io.Writer) error {
 				return t.withSession(cmd, func(ctx context.Context, s *session) error {
 					views, err := agentsOf(ctx, s)

@@ -230,3 +230,24 @@ func TestRunJoinsWhatTheNATSCLIWouldJoin(t *testing.T) {
 		t.Errorf("run --context nope: exit %d, %q", code, stderr)
 	}
 }
+
+func TestConfigValidateJSON(t *testing.T) {
+	bad := writeConfig(t, "agents:\n\t- name: a\n\t\tack_wiat: 30s\n")
+	code, out, _ := validateMain(t, "--json", bad)
+	var got struct {
+		Valid    bool
+		Agents   []string
+		Problems []jsonProblem
+	}
+	if err := json.Unmarshal([]byte(out), &got); code != 1 || err != nil || got.Valid || len(got.Problems) != 1 {
+		t.Fatalf("exit %d, %v:\n%s", code, err, out)
+	}
+	if p := got.Problems[0]; p.File != bad || p.Line != 3 || p.Column != 5 || p.Path != "agents[0].ack_wiat" || !strings.Contains(p.Message, `did you mean "ack_wait"`) {
+		t.Errorf("problem = %+v", p)
+	}
+	good := writeConfig(t, twoAgents)
+	code, out, _ = validateMain(t, "--json", good)
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.Valid || len(got.Agents) != 2 || len(got.Problems) != 0 {
+		t.Fatalf("valid file: exit %d, %v:\n%s", code, err, out)
+	}
+}
