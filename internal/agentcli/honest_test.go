@@ -242,3 +242,24 @@ func TestRepeatedWarningsAreAggregated(t *testing.T) {
 		t.Fatalf("%d malformed messages wrote %d \"dead-lettered\" lines (want at most 20, and a count of the rest):\n%.2000s", n, lines, log.String())
 	}
 }
+
+// TestDataDirHeldByAProcessThatListensNowhere: replay (in process, no
+// listener) holds the directory; agent run must not send the user to
+// 127.0.0.1:4222.
+func TestDataDirHeldByAProcessThatListensNowhere(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	code, _, stderr := runMain(t, "run", "--data-dir", dir, "--listen", "127.0.0.1:0")
+	if code != 1 || strings.Contains(stderr, "4222") || !strings.Contains(stderr, "accepts no network clients") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr = runMain(t, "ls", "--data-dir", dir); code != 1 || strings.Contains(stderr, "4222") || !strings.Contains(stderr, "accepts no network clients") {
+		t.Fatalf("ls: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -55,7 +55,7 @@ func isUsageError(cmd *cobra.Command, err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "unknown flag") || strings.Contains(msg, "unknown command") ||
 		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "invalid argument") ||
-		strings.Contains(msg, "required flag") || strings.Contains(msg, "accepts ") || strings.Contains(msg, "unknown shorthand")
+		strings.Contains(msg, "required flag") || strings.Contains(msg, " arg(s)") || strings.Contains(msg, "unknown shorthand")
 }
 
 func oneLine(s string) string {
