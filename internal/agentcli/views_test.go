@@ -148,9 +148,8 @@ func TestTaskCancelAndSendOptions(t *testing.T) {
 	if code != 0 || !strings.Contains(out, strings.Repeat("x", 1000)) {
 		t.Fatalf("send --payload-file: exit %d, %.300s %s", code, out, stderr)
 	}
-	root := newRoot(&bytes.Buffer{}, &bytes.Buffer{})
 	var sout, serr testio.Buffer
-	root = newRoot(&sout, &serr)
+	root := newRoot(&sout, &serr)
 	root.SetIn(strings.NewReader(`[1,2,3]`))
 	root.SetArgs([]string{"send", "-s", url, "--to", "echo", "--payload-file", "-"})
 	if err := root.ExecuteContext(context.Background()); err != nil || !strings.Contains(sout.String(), "\"payload\": [\n    1,") {
