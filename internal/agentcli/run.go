@@ -164,17 +164,19 @@ func problemsError(stderr io.Writer, file string, probs []problem) error {
 	return fmt.Errorf("%s: %d problems", file, len(probs))
 }
 
-// logger builds the logger the configuration asks for, sampled: records
-// alike (level, message, agent) beyond a burst of 5 in 10 s are counted
-// (in suppressed, when not nil) and summarised instead of written; flush
-// writes the summaries still due.
+// logger builds the logger the configuration asks for, sampled: warnings
+// and errors alike (level, message, agent) beyond a burst of 5 in 10 s are
+// counted (in suppressed, when not nil) and summarised instead of written;
+// flush writes the summaries still due. Info lines are never sampled: their
+// message is often generic and their content in attributes (an exec
+// program's stderr, capped per task by the handler).
 func (c *runConfig) logger(w io.Writer, suppressed *prometheus.CounterVec) (log *slog.Logger, flush func(), err error) {
 	f := logFlags{level: c.logLevel, format: c.logFormat}
 	plain, err := f.logger(w)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := logsample.Options{}
+	opts := logsample.Options{MinLevel: slog.LevelWarn}
 	if suppressed != nil {
 		opts.Suppressed = func(l slog.Level) { suppressed.WithLabelValues(strings.ToLower(l.String())).Inc() }
 	}
