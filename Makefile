@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 20s
 
-.PHONY: test fmt-check vet lint race fuzz bench run
+.PHONY: test fmt-check vet lint race fuzz bench run clean-images
 
 test: fmt-check vet lint race fuzz
 
@@ -34,6 +34,13 @@ bench:
 
 run:
 	$(GO) run ./cmd/agent run
+
+# Remove the images make test leaves in the Docker engine (the integration harness's
+# FROM scratch images, labelled org.jetagent.integration, and the compose stack's
+# jetagent/*:dev). The next make test builds them again.
+clean-images:
+	@ids=$$( { docker image ls -q --filter label=org.jetagent.integration; docker image ls -q --filter 'reference=jetagent/*'; } | sort -u); \
+	if [ -n "$$ids" ]; then docker image rm -f $$ids; else echo "no jetagent images to remove"; fi
 
 # docker-compose.yml: NATS, the echo agent (two replicas), the flaky chaos agent, and the
 # replay one-off, all FROM scratch images of static binaries built here (deploy/build.sh).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,14 @@ type EmbeddedOptions struct {
 	// connections from [EmbeddedServer.Connect] reach the server.
 	DontListen bool
 
+	// InsecureListenWithoutAuth lets Listen be an address other than a
+	// loopback one ("localhost", 127.0.0.0/8, ::1). The embedded server
+	// has no authentication: whoever reaches the address can read, send
+	// and delete every task and dead letter. Without it, StartEmbedded
+	// refuses such an address with [ErrListenNotLoopback]. To serve other
+	// machines, run a nats-server that authenticates and join it instead.
+	InsecureListenWithoutAuth bool
+
 	// MaxMemory and MaxStore cap JetStream memory and file storage in bytes.
 	// Zero: 256 MiB and 8 GiB (the server's own defaults are 75% of RAM
 	// and disk, too much for a library to take silently).
@@ -55,7 +64,7 @@ type EmbeddedOptions struct {
 // EmbeddedServer is a nats-server running inside this process.
 type EmbeddedServer struct {
 	srv      *server.Server
-	unlock   func()
+	lock     *dirLock
 	dataDir  string
 	stopOnce sync.Once
 	stopErr  error
@@ -78,8 +87,13 @@ func DefaultDataDir() (string, error) {
 // returns once it accepts connections, or when ctx ends (10s when ctx has
 // no deadline). Call Shutdown on every path to release the data directory.
 //
-// It returns [ErrDataDirLocked] when another process serves the same data
-// directory, and a wrapped net error when the listen address is taken.
+// It returns a [*DataDirLockedError] (wrapping [ErrDataDirLocked]) when
+// another process serves the same data directory, an error wrapping
+// [ErrListenNotLoopback] for a listen address other than loopback without
+// InsecureListenWithoutAuth, and a wrapped net error when the listen
+// address is taken. Once ready, the server records its process id and
+// client URL in the directory's lock file, for the tools that find the
+// directory in use.
 func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedServer, error) {
 	dir := opts.DataDir
 	if dir == "" {
@@ -92,15 +106,15 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedServer, 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("bus: embedded server data dir: %w", err)
 	}
-	unlock, err := lockDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	sopts, err := opts.serverOptions(dir)
 	if err != nil {
-		unlock()
 		return nil, err
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	unlock := lock.unlock
 	if !sopts.DontListen && sopts.Port != server.RANDOM_PORT {
 		// Fail fast with a clear message: nats-server itself only logs a
 		// listen failure and never becomes ready.
@@ -120,7 +134,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedServer, 
 	if opts.Logger != nil {
 		srv.SetLogger(slogAdapter{opts.Logger}, false, false)
 	}
-	e := &EmbeddedServer{srv: srv, unlock: unlock, dataDir: dir}
+	e := &EmbeddedServer{srv: srv, lock: lock, dataDir: dir}
 	srv.Start() // returns at once; readiness is awaited below
 	ready := defaultReadyTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -132,6 +146,10 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*EmbeddedServer, 
 			return nil, fmt.Errorf("bus: embedded server not ready: %w", err)
 		}
 		return nil, fmt.Errorf("bus: embedded server not ready after %s", ready)
+	}
+	if err := lock.record(DataDirOwner{PID: os.Getpid(), URL: e.ClientURL(), Started: time.Now().UTC()}); err != nil {
+		_ = e.Shutdown(context.Background())
+		return nil, err
 	}
 	return e, nil
 }
@@ -166,11 +184,25 @@ func (o EmbeddedOptions) serverOptions(dir string) (*server.Options, error) {
 	if err != nil || port < 0 || port > 65535 {
 		return nil, fmt.Errorf("bus: embedded server listen address %q: port must be 0..65535", listen)
 	}
+	if !o.InsecureListenWithoutAuth && !IsLoopback(host) {
+		return nil, fmt.Errorf("%w: %q (the embedded server has no authentication)", ErrListenNotLoopback, listen)
+	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
 	so.Host, so.Port = host, port
 	return so, nil
+}
+
+// IsLoopback reports whether host (of a host:port) names a loopback
+// address only: "localhost", or an IP address in 127.0.0.0/8 or ::1. An
+// empty host, 0.0.0.0 and :: mean every interface, and are not.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 func orDefault(v, def int64) int64 {
@@ -214,11 +246,11 @@ func (e *EmbeddedServer) Shutdown(ctx context.Context) error {
 		}()
 		select {
 		case <-done:
-			e.unlock()
+			e.lock.unlock()
 		case <-ctx.Done():
 			e.stopErr = fmt.Errorf("bus: embedded server shutdown: %w", ctx.Err())
 			// The lock is released when the shutdown finishes.
-			go func() { <-done; e.unlock() }()
+			go func() { <-done; e.lock.unlock() }()
 		}
 	})
 	return e.stopErr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +84,39 @@ func TestConnectReportsUnreachableServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("err = %v, want a connect error naming %s", err, addr)
 	}
+}
+
+func TestEmbeddedServerRecordsItsOwnerInTheLock(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{Listen: true})
+	_, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: srv.DataDir(), DontListen: true})
+	var locked *bus.DataDirLockedError
+	if !errors.As(err, &locked) || !errors.Is(err, bus.ErrDataDirLocked) {
+		t.Fatalf("err = %v, want a *DataDirLockedError", err)
+	}
+	if locked.Owner.URL != srv.ClientURL() || locked.Owner.PID != os.Getpid() || locked.Owner.Started.IsZero() {
+		t.Fatalf("owner = %+v, want this process with URL %s", locked.Owner, srv.ClientURL())
+	}
+	if !strings.Contains(err.Error(), srv.ClientURL()) {
+		t.Errorf("error %q does not name the owner's URL", err)
+	}
+}
+
+func TestEmbeddedServerListensOnLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0"} {
+		_, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
+		if !errors.Is(err, bus.ErrListenNotLoopback) {
+			t.Errorf("Listen %q: err = %v, want ErrListenNotLoopback", addr, err)
+		}
+	}
+	for host, want := range map[string]bool{"localhost": true, "127.0.0.2": true, "::1": true, "[::1]": true,
+		"": false, "0.0.0.0": false, "::": false, "10.0.0.1": false, "nats.internal": false} {
+		if got := bus.IsLoopback(host); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", host, got, want)
+		}
+	}
+	srv, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: "0.0.0.0:0", InsecureListenWithoutAuth: true})
+	if err != nil {
+		t.Fatalf("with InsecureListenWithoutAuth: %v", err)
+	}
+	_ = srv.Shutdown(ctxT(t))
 }

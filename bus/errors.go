@@ -17,7 +17,14 @@ var (
 	// or subscriber.
 	ErrClosed = errors.New("bus: closed")
 
-	// ErrDataDirLocked is returned by [StartEmbedded] when another process
+	// ErrDataDirLocked is wrapped by the error of [StartEmbedded] (a
+	// [*DataDirLockedError], naming the owner) when another process
 	// already runs an embedded server on the same data directory.
 	ErrDataDirLocked = errors.New("bus: data directory in use by another process")
+
+	// ErrListenNotLoopback is wrapped by the error of [StartEmbedded] for a
+	// listen address other than a loopback one, unless
+	// EmbeddedOptions.InsecureListenWithoutAuth: the embedded server has no
+	// authentication.
+	ErrListenNotLoopback = errors.New("bus: the embedded server listens on loopback addresses only")
 )

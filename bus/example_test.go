@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -67,4 +68,25 @@ func Example() {
 	// Output:
 	// stored at 1 re-send is a duplicate: true
 	// jetagent.tasks.echo.task.request delivery 1 seq 1
+}
+
+// A second embedded server on a data directory in use is refused, with
+// the owner's URL to join instead.
+func ExampleDataDirLockedError() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "jetagent-example-")
+	defer os.RemoveAll(dir)
+	owner, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer owner.Shutdown(ctx)
+
+	_, err = bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+	var locked *bus.DataDirLockedError
+	if errors.As(err, &locked) {
+		fmt.Println(errors.Is(err, bus.ErrDataDirLocked), locked.Owner.URL == owner.ClientURL())
+	}
+	// Output: true true
 }

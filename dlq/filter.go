@@ -27,10 +27,14 @@ type Filter struct {
 	NotReplayed bool
 	// Limit bounds the number of entries returned (zero: no limit).
 	Limit int
+	// After selects entries whose sequence is above it, for paging: pass
+	// the last Seq of one page to get the next. Each starts reading the
+	// stream there rather than skipping. Zero: from the first entry.
+	After uint64
 }
 
 // Match reports whether e passes every set field of f (IDs and Limit
-// are applied by the Store).
+// are applied by the Store; After by both).
 func (f Filter) Match(e *Entry) bool {
 	switch {
 	case f.Agent != "" && e.Agent != f.Agent,
@@ -40,7 +44,8 @@ func (f Filter) Match(e *Entry) bool {
 		f.Error != "" && !strings.Contains(e.Error, f.Error),
 		!f.Since.IsZero() && e.Stored.Before(f.Since),
 		!f.Until.IsZero() && e.Stored.After(f.Until),
-		f.NotReplayed && e.Replays > 0:
+		f.NotReplayed && e.Replays > 0,
+		f.After > 0 && e.Seq <= f.After:
 		return false
 	}
 	return true

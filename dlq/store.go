@@ -102,7 +102,8 @@ func newEntry(seq uint64, stored time.Time, subject string, data []byte, h nats.
 
 // Each calls fn for every entry matching f, oldest first, until fn
 // returns an error (returned as is) or the entries present when Each began
-// are exhausted. f.Limit bounds the calls.
+// are exhausted. f.Limit bounds the calls; f.After starts the read past
+// that sequence.
 func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error {
 	if len(f.IDs) > 0 {
 		return s.eachID(ctx, f, fn)
@@ -116,14 +117,18 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error
 		filter = s.topo.AgentDLQ(f.Agent)
 	}
 	// An ephemeral consumer (not an ordered one) so that its NumPending
-	// is known before the first fetch.
-	cons, err := s.js.CreateConsumer(ctx, s.topo.DLQStream(), jetstream.ConsumerConfig{
+	// is known before the first fetch; a page (After) starts past it.
+	cc := jetstream.ConsumerConfig{
 		FilterSubjects:    []string{filter},
 		AckPolicy:         jetstream.AckNonePolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
-	})
+	}
+	if f.After > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.After+1
+	}
+	cons, err := s.js.CreateConsumer(ctx, s.topo.DLQStream(), cc)
 	if err != nil {
 		return fmt.Errorf("dlq: read: %w", err)
 	}

@@ -108,6 +108,11 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 		"ids":      {dlq.Filter{IDs: []uint64{2, 4}}, 2},
 		"ids+filt": {dlq.Filter{IDs: []uint64{2, 4}, Agent: "billing"}, 1},
 		"none":     {dlq.Filter{Agent: "nobody"}, 0},
+		"after":    {dlq.Filter{After: 2}, 2},
+		"after+ag": {dlq.Filter{After: 1, Agent: "echo"}, 1},
+		"after+id": {dlq.Filter{After: 3, IDs: []uint64{2, 4}}, 1},
+		"page":     {dlq.Filter{After: 1, Limit: 2}, 2},
+		"past end": {dlq.Filter{After: 4}, 0},
 	}
 	for name, c := range cases {
 		if got := count(c.f); got != c.want {
@@ -176,6 +181,33 @@ func waitLen(t *testing.T, what string, f func() []jetstream.Msg, n int) []jetst
 			t.Fatalf("%s: %d of %d", what, len(got), n)
 		}
 		time.Sleep(5 * time.Millisecond) // polling another goroutine's result
+	}
+}
+
+// TestPagesStartWhereTheLastEnded: After reads from the next sequence on,
+// so that pages of a large DLQ cost their own size, not what precedes them.
+func TestPagesStartWhereTheLastEnded(t *testing.T) {
+	_, store := newStore(t)
+	for i := uint64(1); i <= 7; i++ {
+		deadLetter(t, store, "echo", i, dlq.ReasonPermanent)
+	}
+	var seen []uint64
+	after := uint64(0)
+	for pages := 0; pages < 10; pages++ {
+		es, err := store.List(ctxT(t), dlq.Filter{After: after, Limit: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			seen = append(seen, e.Seq)
+		}
+		after = es[len(es)-1].Seq
+	}
+	if fmt.Sprint(seen) != "[1 2 3 4 5 6 7]" {
+		t.Fatalf("pages gave %v, want every entry once, in order", seen)
 	}
 }
 

@@ -130,6 +130,12 @@ func shellCommands(text string) [][]string {
 		line = pending + line
 		pending = ""
 		words := splitWords(line)
+		for i, w := range words {
+			if w == "|" { // a pipe: the command is what comes before it
+				words = words[:i]
+				break
+			}
+		}
 		for len(words) > 0 && strings.Contains(words[0], "=") && !strings.HasPrefix(words[0], "-") {
 			words = words[1:]
 		}

@@ -202,6 +202,9 @@ func jsonNumber(n json.Number) (any, error) {
 		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
 			return u, nil
 		}
+		// A float would keep only its first 17 digits: refuse rather
+		// than change the number.
+		return nil, &FieldError{Field: "payload", Err: ErrMalformed, Detail: fmt.Sprintf("integer %.40s does not fit in 64 bits (send it as a string)", s)}
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil {

@@ -184,3 +184,18 @@ func TestPayloadJSON(t *testing.T) {
 		t.Error("MarshalJSON of a payload without JSON form succeeded")
 	}
 }
+
+// TestIntegersBeyond64BitsAreRefused: as a float64 such an integer would
+// keep only its first 17 digits, silently.
+func TestIntegersBeyond64BitsAreRefused(t *testing.T) {
+	for _, in := range []string{`18446744073709551616`, `{"id":123456789012345678901234567890}`, `[-9223372036854775809]`} {
+		if _, err := PayloadFromJSON([]byte(in)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "64 bits") {
+			t.Errorf("%s: err = %v, want ErrMalformed naming the 64-bit limit", in, err)
+		}
+	}
+	for _, in := range []string{`18446744073709551615`, `-9223372036854775808`, `1e30`, `1.5`} {
+		if _, err := PayloadFromJSON([]byte(in)); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+}

@@ -388,7 +388,7 @@ func TestLeastPrivilegeRolesDoTheirJobs(t *testing.T) {
 		t.Errorf("replay replay: %s", out)
 	}
 	pollUntil(ctx, t, "the replayed task to succeed", func() bool { return rt.Stats().Succeeded > before })
-	if out := replay("purge", "--replayed", "--yes"); !strings.Contains(out, "purged 1 entries") {
+	if out := replay("purge", "--replayed", "--yes"); !strings.Contains(out, "purged 1 entry") {
 		t.Errorf("replay purge: %s", out)
 	}
 	if err := json.Unmarshal([]byte(replay("list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0]["reason"] != string(dlq.ReasonMalformed) {

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,7 +41,10 @@ func main() {
 	if os.Getenv(workerEnv) != "" {
 		err = worker(*url, *steps, *killAfter)
 	} else {
-		err = run(context.Background(), os.Stdout, *steps, *killAfter)
+		// Ctrl-C or SIGTERM stops the example and the workers it started.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = run(ctx, os.Stdout, *steps, *killAfter)
+		stop()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "staterecovery:", err)
@@ -79,7 +83,8 @@ func worker(url string, steps, pauseAfter int) error {
 			}
 			if i == pauseAfter {
 				fmt.Printf("checkpointed %d\n", i)
-				select {} // wait to be killed
+				<-ctx.Done() // wait to be killed (or stopped: then the task is handed back)
+				return nil, ctx.Err()
 			}
 		}
 		return fmt.Sprintf("report of %d steps", steps), nil
@@ -89,9 +94,27 @@ func worker(url string, steps, pauseAfter int) error {
 	return rt.Run(sig)
 }
 
+// checkFlags refuses what the example cannot show: the first worker is
+// killed after step killAfter of steps, so 1 <= killAfter <= steps.
+func checkFlags(steps, killAfter int) error {
+	if steps < 1 {
+		return fmt.Errorf("--steps %d: the task needs at least one step", steps)
+	}
+	if killAfter < 1 || killAfter > steps {
+		return fmt.Errorf("--kill-after %d: must be a step of the task, 1..%d (--steps)", killAfter, steps)
+	}
+	return nil
+}
+
 // run starts a server, the first worker (killed after killAfter), sends
 // the task, then starts the second worker and prints the outcome.
+//
+// Every worker it starts is gone when it returns, on every path: killed
+// when ctx ends, and (on Linux) by the kernel if this process dies first.
 func run(ctx context.Context, w io.Writer, steps, killAfter int) error {
+	if err := checkFlags(steps, killAfter); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "jetagent-example-")
 	if err != nil {
 		return err
@@ -115,6 +138,7 @@ func run(ctx context.Context, w io.Writer, steps, killAfter int) error {
 	if err != nil {
 		return err
 	}
+	defer first.kill()
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{AttemptTimeout: time.Minute}})
 	if err != nil {
 		return err
@@ -135,7 +159,7 @@ func run(ctx context.Context, w io.Writer, steps, killAfter int) error {
 		done <- result{rep, err}
 	}()
 
-	if err := first.waitFor(fmt.Sprintf("checkpointed %d", killAfter)); err != nil {
+	if err := first.waitFor(ctx, fmt.Sprintf("checkpointed %d", killAfter)); err != nil {
 		return err
 	}
 	_ = first.cmd.Process.Signal(syscall.SIGKILL)
@@ -146,7 +170,13 @@ func run(ctx context.Context, w io.Writer, steps, killAfter int) error {
 	if err != nil {
 		return err
 	}
-	res := <-done
+	defer second.kill()
+	var res result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	_ = second.cmd.Process.Signal(syscall.SIGTERM)
 	second.wait() // its output is all written before ours
 	if res.err != nil {
@@ -163,13 +193,25 @@ func run(ctx context.Context, w io.Writer, steps, killAfter int) error {
 // workerProcess is a running worker whose output lines are copied to w
 // (by one goroutine; run writes to w only once that goroutine is done).
 type workerProcess struct {
-	cmd    *exec.Cmd
-	lines  chan string   // its lines, for waitFor
-	copied chan struct{} // closed when all its output is copied
+	waitOnce sync.Once
+	cmd      *exec.Cmd
+	lines    chan string   // its lines, for waitFor
+	copied   chan struct{} // closed when all its output is copied
 }
 
-// wait waits for the process to exit and its output to be copied.
+// kill ends the process if it still runs, and waits for it.
+func (p *workerProcess) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	p.wait()
+}
+
+// wait waits for the process to exit and its output to be copied. It is
+// safe to call more than once.
 func (p *workerProcess) wait() {
+	p.waitOnce.Do(p.waitExit)
+}
+
+func (p *workerProcess) waitExit() {
 	for range p.lines { // nobody else reads them now
 	}
 	<-p.copied
@@ -183,6 +225,7 @@ func startWorker(url string, steps, pauseAfter int, w io.Writer, name string) (*
 	}
 	cmd := exec.Command(self, "--nats", url, "--steps", fmt.Sprint(steps), "--kill-after", fmt.Sprint(pauseAfter))
 	cmd.Env = append(os.Environ(), workerEnv+"=1")
+	cmd.SysProcAttr = dieWithParent()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -206,12 +249,19 @@ func startWorker(url string, steps, pauseAfter int, w io.Writer, name string) (*
 	return p, nil
 }
 
-// waitFor reads the worker's output until line.
-func (p *workerProcess) waitFor(line string) error {
-	for l := range p.lines {
-		if strings.TrimSpace(l) == line {
-			return nil
+// waitFor reads the worker's output until line, or until ctx ends.
+func (p *workerProcess) waitFor(ctx context.Context, line string) error {
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				return errors.New("worker exited before printing " + line)
+			}
+			if strings.TrimSpace(l) == line {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return errors.New("worker exited before printing " + line)
 }

@@ -11,12 +11,15 @@ import (
 // TestMain lets the test binary act as the worker process the example
 // starts (it starts itself).
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) != "" {
+	if os.Getenv(workerEnv) != "" || os.Getenv(parentEnvForTest) != "" {
 		main()
 		return
 	}
 	os.Exit(m.Run())
 }
+
+// parentEnvForTest makes the test binary run the example itself.
+const parentEnvForTest = "JETAGENT_EXAMPLE_PARENT"
 
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,6 +115,9 @@ type configSources struct {
 	file  string                      // YAML file; "": one agent from defaults
 	env   func(string) (string, bool) // nil: no environment
 	flags *pflag.FlagSet              // nil: no flags
+	// natsContext names a nats CLI context (--context): its URL applies
+	// when nothing else sets nats.url.
+	natsContext string
 }
 
 // loadConfig reads the file, applies the environment and the flags over
@@ -130,7 +134,7 @@ func loadConfig(src configSources) (*runConfig, []problem) {
 		return nil, probs
 	}
 	probs = append(probs, doc.override(src.env, src.flags)...)
-	cfg, more := doc.resolve()
+	cfg, more := doc.resolve(src.env != nil || src.flags != nil)
 	probs = append(probs, more...)
 	sortProblems(probs)
 	if len(probs) > 0 {
@@ -163,13 +167,8 @@ func parseConfig(file string, data []byte) (*configDoc, []problem) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		at := origin{file: file}
-		msg := err.Error()
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			at.line, _ = strconv.Atoi(m[1])
-			msg = msg[len(m[0]):]
-		}
-		return nil, []problem{{at: at, msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}}
+		at, msg := yamlErrorAt(file, data, err)
+		return nil, []problem{{at: at, msg: "invalid YAML: " + msg}}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -198,6 +197,45 @@ func parseConfig(file string, data []byte) (*configDoc, []problem) {
 		w.errorf(top, "", "no agents: list: declare at least one agent")
 	}
 	return doc, w.probs
+}
+
+// parserProblems are the YAML parser's (not scanner's) messages: go.yaml.in
+// reports their line counted from 0, one line early.
+var parserProblems = []string{
+	"did not find expected <stream-start>", "did not find expected <document start>", "did not find expected node content",
+	"did not find expected '-' indicator", "did not find expected key", "did not find expected ',' or ']'",
+	"did not find expected ',' or '}'", "found undefined tag handle", "found duplicate %YAML directive",
+	"found incompatible YAML document", "found duplicate %TAG directive",
+}
+
+// yamlErrorAt locates a YAML syntax error: the line go.yaml.in reports,
+// corrected where it is known to be off (parser errors count from 0;
+// scanner errors name the line where the token began, so a tab that
+// breaks the indentation of a later line is found and pointed at).
+func yamlErrorAt(file string, data []byte, err error) (origin, string) {
+	at := origin{file: file}
+	msg := err.Error()
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return at, strings.TrimPrefix(msg, "yaml: ")
+	}
+	at.line, _ = strconv.Atoi(m[1])
+	msg = msg[len(m[0]):]
+	switch {
+	case slices.Contains(parserProblems, msg):
+		at.line++
+	case strings.Contains(msg, "tab character"):
+		lines := strings.Split(string(data), "\n")
+		for i := at.line - 1; i >= 0 && i < len(lines); i++ {
+			indent := lines[i][:len(lines[i])-len(strings.TrimLeft(lines[i], " \t"))]
+			if col := strings.IndexByte(indent, '\t'); col >= 0 {
+				at.line, at.col = i+1, col+1
+				msg += " (indent with spaces)"
+				break
+			}
+		}
+	}
+	return at, msg
 }
 
 // walker walks a YAML tree, collecting problems.

@@ -2,12 +2,14 @@ package agentcli
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/spf13/pflag"
@@ -16,6 +18,7 @@ import (
 // runConfig is the resolved configuration of `agent run`.
 type runConfig struct {
 	natsURL, dataDir, listen string
+	insecureListen           bool
 	logLevel, logFormat      string
 	opsListen                string
 	shutdownTimeout          time.Duration
@@ -62,9 +65,15 @@ func (d *configDoc) override(env func(string) (string, bool), flags *pflag.FlagS
 		}
 	}
 	for _, s := range ordered {
-		if env != nil && s.env != "" {
-			if text, ok := env(s.env); ok && text != "" {
-				at := origin{env: s.env}
+		envName := s.env
+		if s.key == "nats.url" && env != nil {
+			if text, ok := env(envName); !ok || text == "" {
+				envName = natsflags.EnvNATSURL // the nats CLI's, after ours
+			}
+		}
+		if env != nil && envName != "" {
+			if text, ok := env(envName); ok && text != "" {
+				at := origin{env: envName}
 				v, err := parseText(s.kind, text)
 				if err != nil {
 					probs = append(probs, problem{at: at, msg: err.Error()})
@@ -130,13 +139,15 @@ func (d *configDoc) apply(s *setting, v any, at origin) []problem {
 
 // resolve turns the declarations into a runConfig, reporting what only
 // shows across settings: missing names, duplicates, a handler kind
-// without its command or URL, a backoff base above its max.
-func (d *configDoc) resolve() (*runConfig, []problem) {
+// without its command or URL, a backoff base above its max; and, for a
+// run, what the embedded server cannot do (checkEmbedded).
+func (d *configDoc) resolve(run bool) (*runConfig, []problem) {
 	g := func(key string) any { return d.global.get(scopeGlobal, key) }
 	cfg := &runConfig{
 		natsURL:         g("nats.url").(string),
 		dataDir:         g("nats.embedded.data_dir").(string),
 		listen:          g("nats.embedded.listen").(string),
+		insecureListen:  g("nats.embedded.insecure_listen_without_auth").(bool),
 		logLevel:        g("log.level").(string),
 		logFormat:       g("log.format").(string),
 		opsListen:       g("ops.listen").(string),
@@ -155,6 +166,9 @@ func (d *configDoc) resolve() (*runConfig, []problem) {
 		},
 	}
 	var probs []problem
+	if run { // a file validated alone may get its nats.url from the environment
+		probs = d.checkEmbedded(cfg)
+	}
 	names := map[string]origin{}
 	for _, a := range d.agents {
 		ac, ps := d.resolveAgent(a, cfg.topology)
@@ -171,6 +185,32 @@ func (d *configDoc) resolve() (*runConfig, []problem) {
 		cfg.agents = append(cfg.agents, ac)
 	}
 	return cfg, probs
+}
+
+// checkEmbedded reports, before anything starts, what the embedded server
+// (no nats.url) cannot do: replicas above 1 (it is one server, not a
+// cluster), and a listen address reachable from other machines while it
+// has no authentication.
+func (d *configDoc) checkEmbedded(cfg *runConfig) []problem {
+	if cfg.natsURL != "" {
+		return nil
+	}
+	var probs []problem
+	at := func(key string) origin {
+		if e, ok := d.global[key]; ok {
+			return e.at
+		}
+		return origin{file: d.file}
+	}
+	if r := cfg.topology.Replicas; r > 1 {
+		probs = append(probs, problem{at: at("topology.replicas"), path: "topology.replicas",
+			msg: fmt.Sprintf("%d replicas need a NATS cluster, and the embedded server is one server: join a cluster with --nats, or keep 1", r)})
+	}
+	if host, _, err := net.SplitHostPort(cfg.listen); err == nil && !bus.IsLoopback(host) && !cfg.insecureListen {
+		probs = append(probs, problem{at: at("nats.embedded.listen"), path: "nats.embedded.listen",
+			msg: fmt.Sprintf("%q is not a loopback address, and the embedded server has no authentication: whoever reaches it could read, send and delete every task. Listen on 127.0.0.1, join a server that authenticates (--nats), or pass --insecure-listen-without-auth", cfg.listen)})
+	}
+	return probs
 }
 
 func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, []problem) {

@@ -10,7 +10,7 @@ import (
 func newDemoCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "demo",
-		Short: "Watch jetagent handle retries, a slow task, a circuit breaker, the DLQ and a crash, in about ten seconds",
+		Short: "Watch jetagent handle retries, a slow task, a circuit breaker, the DLQ and a crash, in 5-10 seconds once built",
 		Long: `demo starts an embedded NATS server (in a temporary directory), an
 orchestrator and five workers that break in different ways, and narrates what
 happens: transient failures redelivered with backoff, a slow task kept alive by

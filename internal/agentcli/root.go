@@ -2,17 +2,21 @@ package agentcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 
+	"github.com/jetagent/jetagent/internal/didyoumean"
+	"github.com/jetagent/jetagent/internal/version"
 	"github.com/spf13/cobra"
 )
 
 // Main runs the agent command line with args (without the program name)
 // and returns the process exit code: 0 on success, 1 on failure (after one
-// line "agent: <error>" on stderr), 2 on a usage error.
+// line "agent: <error>" on stderr), 2 on a usage error, 130 when a command
+// that waits was interrupted (ctx ended: Ctrl-C, SIGTERM).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
@@ -21,12 +25,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "agent: %s\n", oneLine(err.Error()))
-	if isUsageError(cmd, err) {
+	var intr interrupted
+	switch {
+	case errors.As(err, &intr):
+		return 130
+	case isUsageError(cmd, err):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return 2
 	}
 	return 1
 }
+
+// interrupted marks the error of a command stopped by an interrupt; Main
+// exits 130 (128 + SIGINT), as shells do.
+type interrupted struct{ error }
+
+func (e interrupted) Unwrap() error { return e.error }
 
 // usageError marks errors in how the command was called.
 type usageError struct{ error }
@@ -41,7 +55,7 @@ func isUsageError(cmd *cobra.Command, err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "unknown flag") || strings.Contains(msg, "unknown command") ||
 		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "invalid argument") ||
-		strings.Contains(msg, "required flag") || strings.Contains(msg, "accepts ") || strings.Contains(msg, "unknown shorthand")
+		strings.Contains(msg, "required flag") || strings.Contains(msg, " arg(s)") || strings.Contains(msg, "unknown shorthand")
 }
 
 func oneLine(s string) string {
@@ -61,11 +75,27 @@ under --data-dir, listening on 127.0.0.1:4222), so other commands on this
 machine, like "agent send", can join it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			var names []string
+			for _, c := range cmd.Commands() {
+				names = append(names, c.Name())
+			}
+			if near := didyoumean.Closest(args[0], names); near != "" {
+				return usageError{fmt.Errorf("unknown command %q (did you mean %q?)", args[0], near)}
+			}
+			return usageError{fmt.Errorf("unknown command %q", args[0])}
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
+	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout),
+		newLsCmd(stdout), newStatusCmd(stdout), newTaskCmd(stdout, stderr))
+	version.SetOn(root)
 	return root
 }
 

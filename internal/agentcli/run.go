@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/logsample"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/internal/ophttp"
 	"github.com/jetagent/jetagent/metrics"
@@ -29,7 +30,7 @@ import (
 const envConfig = "JETAGENT_CONFIG"
 
 func newRunCmd(stderr io.Writer) *cobra.Command {
-	var configFile string
+	var configFile, natsContext string
 	var security natsflags.Flags // credentials and TLS: flags and variables only, never the file
 	cmd := &cobra.Command{
 		Use:   "run [--config FILE]",
@@ -44,8 +45,9 @@ slows down or crashes as often as --fail-rate, --permanent-rate, --latency and
 --crash-rate say; exec runs a program per task (envelope JSON on stdin, answer
 on stdout; exit 75 retries); http POSTs each task to a URL.
 
-Every setting is also a JETAGENT_* environment variable (named after its
-flag: --ack-wait is JETAGENT_ACK_WAIT; --nats is JETAGENT_NATS_URL).
+Every setting is also a JETAGENT_* environment variable, shown as [$NAME] after
+its flag (--ack-wait is JETAGENT_ACK_WAIT; --nats is JETAGENT_NATS_URL, and the
+nats CLI's NATS_URL is read after it).
 Precedence: flag, then environment, then the file, then the default. With
 --config, agent flags apply to every agent in the file (handler flags to the
 agents of their kind).
@@ -65,15 +67,30 @@ SIGTERM), finishing the tasks in hand first.`,
 			if !cmd.Flags().Changed("config") {
 				file = os.Getenv(envConfig)
 			}
-			return runAgents(cmd.Context(), configSources{file: file, env: os.LookupEnv, flags: cmd.Flags()}, &security, stderr)
+			return runAgents(cmd.Context(), configSources{file: file, env: os.LookupEnv, flags: cmd.Flags(), natsContext: natsContext}, &security, stderr)
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", "", "YAML file declaring the agents to run (env "+envConfig+"); see docs/configuration.md")
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML `FILE` declaring the agents to run; see docs/configuration.md [$"+envConfig+"]")
 	var logs logFlags // read back through the settings, like every flag
 	logs.register(cmd)
 	registerSettingFlags(cmd.Flags())
+	cmd.Flags().StringVar(&natsContext, "context", "", "nats CLI context `NAME` (or .json file): join its server with its credentials (below --nats and $JETAGENT_NATS_URL, $NATS_URL) [$NATS_CONTEXT]")
 	security.Register(cmd.Flags())
+	groupFlags(cmd, runGroups)
 	return cmd
+}
+
+// runGroups orders run's help by what the flags are about.
+var runGroups = []flagGroup{
+	{"Configuration", []string{"config"}},
+	{"Connection", append([]string{"nats", "context", "data-dir", "listen", "insecure-listen-without-auth", "prefix", "replicas"}, natsflags.FlagNames()...)},
+	{"Delivery", []string{"name", "types", "concurrency", "ack-wait", "max-deliver", "handler-timeout", "max-clock-skew",
+		"backoff-base", "backoff-max", "backoff-jitter", "shutdown-timeout", "duplicate-window", "reply-max-age", "tasks-max-bytes"}},
+	{"Breaker", []string{"breaker-threshold", "breaker-open-timeout"}},
+	{"DLQ and snapshot", []string{"dlq-max-age", "dlq-max-bytes", "dlq-max-msgs", "snapshot-ttl", "snapshot-history", "keep-snapshots"}},
+	{"Handler kind", []string{"handler", "fail-rate", "permanent-rate", "latency", "crash-rate", "exec-command", "exec-env", "exec-dir",
+		"exec-max-output", "exec-max-stderr", "http-url", "http-header", "http-max-response", "http-max-retry-after"}},
+	{"Observability", []string{"log-level", "log-format", "ops-listen"}},
 }
 
 // registerSettingFlags defines a flag for every setting that has one (a
@@ -112,6 +129,10 @@ func registerSettingFlags(f *pflag.FlagSet) {
 			if s.defDoc == "" {
 				def = formatValue(s.kind, s.def)
 			}
+			if s.key == "nats.url" {
+				f.StringP(s.flag, "s", def, usage) // -s, like the nats CLI
+				continue
+			}
 			f.String(s.flag, def, usage)
 		}
 	}
@@ -143,10 +164,24 @@ func problemsError(stderr io.Writer, file string, probs []problem) error {
 	return fmt.Errorf("%s: %d problems", file, len(probs))
 }
 
-// logger builds the logger the configuration asks for.
-func (c *runConfig) logger(w io.Writer) (*slog.Logger, error) {
+// logger builds the logger the configuration asks for, sampled: warnings
+// and errors alike (level, message, agent) beyond a burst of 5 in 10 s are
+// counted (in suppressed, when not nil) and summarised instead of written;
+// flush writes the summaries still due. Info lines are never sampled: their
+// message is often generic and their content in attributes (an exec
+// program's stderr, capped per task by the handler).
+func (c *runConfig) logger(w io.Writer, suppressed *prometheus.CounterVec) (log *slog.Logger, flush func(), err error) {
 	f := logFlags{level: c.logLevel, format: c.logFormat}
-	return f.logger(w)
+	plain, err := f.logger(w)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := logsample.Options{MinLevel: slog.LevelWarn}
+	if suppressed != nil {
+		opts.Suppressed = func(l slog.Level) { suppressed.WithLabelValues(strings.ToLower(l.String())).Inc() }
+	}
+	h := logsample.New(plain.Handler(), opts)
+	return slog.New(h), func() { h.Flush(context.Background()) }, nil
 }
 
 // runAgents runs the configured agents until ctx ends, then stops them all
@@ -157,10 +192,36 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	if len(probs) > 0 {
 		return problemsError(stderr, src.file, probs)
 	}
-	log, err := cfg.logger(stderr)
+	if src.natsContext != "" || os.Getenv(natsflags.EnvNATSContext) != "" {
+		server := natsflags.Server{Context: src.natsContext}
+		url, err := server.URL("")
+		if err != nil {
+			return usageError{err}
+		}
+		if cfg.natsURL == "" {
+			cfg.natsURL = url
+		}
+		server.Apply(security)
+	}
+	var reg *prometheus.Registry
+	var m *metrics.Metrics
+	var suppressed *prometheus.CounterVec
+	if cfg.opsListen != "" {
+		reg = metrics.NewRegistry()
+		if m, err = metrics.New(reg, metrics.Options{}); err != nil {
+			return err
+		}
+		suppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "jetagent", Name: "log_lines_suppressed_total",
+			Help: "Log lines not written because too many alike came at once (a summary line counts them)."}, []string{"level"})
+		if err := reg.Register(suppressed); err != nil {
+			return err
+		}
+	}
+	log, flushLog, err := cfg.logger(stderr, suppressed)
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	built := make([]agentHandler, len(cfg.agents))
 	for i, a := range cfg.agents {
 		h, err := a.handler(log, stderr)
@@ -173,16 +234,8 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	if err != nil {
 		return err
 	}
-	var reg *prometheus.Registry
-	var m *metrics.Metrics
-	if cfg.opsListen != "" {
-		reg = metrics.NewRegistry()
-		if m, err = metrics.New(reg, metrics.Options{}); err != nil {
-			return err
-		}
-	}
 
-	conn, closeConn, err := cfg.connect(ctx, security, log)
+	conn, closeConn, url, err := cfg.connect(ctx, security, log)
 	if err != nil {
 		return err
 	}
@@ -203,6 +256,11 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		closeConn()
 	}()
 	if err := bus.Provision(ctx, conn.JetStream(), cfg.topology); err != nil {
+		if natsflags.NoResponders(err) {
+			if jerr := natsflags.CheckJetStream(ctx, conn.JetStream()); jerr != nil {
+				return fmt.Errorf("%s: %w", url, jerr)
+			}
+		}
 		return err
 	}
 	checks := []ophttp.Check{ophttp.Connection(conn)}
@@ -246,10 +304,23 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	for i, a := range built {
 		names[i] = a.name
 	}
-	log.Info("ready; try: agent send --to "+names[0]+` --payload '{"hello":"world"}'`, "agents", strings.Join(names, ","))
+	log.Info("ready; try: "+sendHint(url, cfg.topology.Prefix, names[0]), "agents", strings.Join(names, ","))
 	<-ctx.Done()
 	log.Info("stopping: finishing tasks in hand (interrupt again to quit at once)")
 	return nil // the deferred stop reports its error
+}
+
+// sendHint is the command that sends agent a task on this server: --nats
+// and --prefix only when they differ from send's defaults.
+func sendHint(url, prefix, agent string) string {
+	hint := "agent send"
+	if url != "" && url != bus.DefaultURL {
+		hint += " --nats " + url
+	}
+	if prefix != "" && prefix != bus.DefaultPrefix {
+		hint += " --prefix " + prefix
+	}
+	return hint + " --to " + agent + ` --payload '{"hello":"world"}'`
 }
 
 type agentHandler struct {
@@ -327,40 +398,45 @@ func findProgram(prog, dir string) error {
 }
 
 // connect starts the embedded server or joins nats.url, and returns the
-// connection and the function that closes it (and stops the server).
-func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log *slog.Logger) (*bus.Conn, func(), error) {
+// connection, the function that closes it (and stops the server), and
+// the URL other processes join it with (secrets redacted).
+func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log *slog.Logger) (*bus.Conn, func(), string, error) {
 	if c.natsURL != "" {
 		opts, err := security.Options()
 		if errors.Is(err, natsflags.ErrConflict) {
-			return nil, nil, usageError{err}
+			return nil, nil, "", usageError{err}
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		conn, err := bus.Connect(ctx, c.natsURL, append(opts, natsflags.LogAsyncErrors(log))...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cannot reach NATS at %s (check --nats): %w", bus.RedactURL(c.natsURL), err)
+			return nil, nil, "", fmt.Errorf("cannot reach NATS at %s (check --nats): %w", bus.RedactURL(c.natsURL), err)
 		}
 		log.Info("connected to NATS", "url", bus.RedactURL(c.natsURL))
-		return conn, func() { drain(conn) }, nil
+		return conn, func() { drain(conn) }, bus.RedactURL(c.natsURL), nil
 	}
 	if security.Configured() {
 		log.Warn("credentials and TLS settings are ignored: they apply when joining a server (--nats), not to the embedded one")
 	}
-	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: c.dataDir, Listen: c.listen})
-	if errors.Is(err, bus.ErrDataDirLocked) {
-		return nil, nil, fmt.Errorf("%w (another 'agent run' owns it: join that one with --nats %s, or pass another --data-dir)", err, bus.DefaultURL)
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: c.dataDir, Listen: c.listen, InsecureListenWithoutAuth: c.insecureListen})
+	var locked *bus.DataDirLockedError
+	if errors.As(err, &locked) {
+		if locked.Owner.URL == "" {
+			return nil, nil, "", fmt.Errorf("%w: pass another --data-dir, or stop that process", err)
+		}
+		return nil, nil, "", fmt.Errorf("%w: join that one with --nats %s, or pass another --data-dir", err, locked.Owner.URL)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	conn, err := srv.Connect(ctx)
 	if err != nil {
 		shutdownServer(srv)
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	log.Info("embedded NATS server ready", "url", srv.ClientURL(), "data_dir", srv.DataDir())
-	return conn, func() { drain(conn); shutdownServer(srv) }, nil
+	return conn, func() { drain(conn); shutdownServer(srv) }, srv.ClientURL(), nil
 }
 
 func shutdownServer(srv *bus.EmbeddedServer) {

@@ -108,7 +108,7 @@ var settings = []setting{
 // the environment.
 func (f *Flags) Register(fs *pflag.FlagSet) {
 	for _, s := range settings {
-		fs.StringVar(s.field(f), s.flag, "", s.usage+" (env "+s.env+")")
+		fs.StringVar(s.field(f), s.flag, "", s.usage+" [$"+s.env+"]")
 	}
 }
 
@@ -351,4 +351,13 @@ func (f *Flags) LogValue() slog.Value {
 	tlsOn := r["tls-ca"].set() || r["tls-cert"].set() || r["tls-server-name"].set()
 	attrs = append(attrs, slog.Bool("tls", tlsOn))
 	return slog.GroupValue(attrs...)
+}
+
+// FlagNames returns the names of the flags Register adds, in order.
+func FlagNames() []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.flag
+	}
+	return out
 }

@@ -33,7 +33,7 @@ func TestRegisterAddsEveryFlagWithItsVariable(t *testing.T) {
 			t.Errorf("unexpected flag --%s", fl.Name)
 			return
 		}
-		if !strings.Contains(fl.Usage, "(env "+env+")") {
+		if !strings.Contains(fl.Usage, "[$"+env+"]") {
 			t.Errorf("--%s usage %q does not name %s", fl.Name, fl.Usage, env)
 		}
 		if fl.DefValue != "" {

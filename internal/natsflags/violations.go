@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 )
@@ -57,14 +58,42 @@ func newPermissionError(err error) *PermissionError {
 // meant for one-shot commands, for which any refusal is fatal; opt sets
 // the connection's error handler, so it replaces LogAsyncErrors (or any
 // other handler). cancel releases the context.
-func FailFast(parent context.Context) (ctx context.Context, opt nats.Option, cancel context.CancelFunc) {
+//
+// Refusals that optional lists do not end ctx: the requests a command
+// makes only to say more (is JetStream on? does this agent exist?), which
+// a least-privilege user may not make.
+func FailFast(parent context.Context, optional ...Optional) (ctx context.Context, opt nats.Option, cancel context.CancelFunc) {
 	ctx, cancelCause := context.WithCancelCause(parent)
 	opt = nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			cancelCause(newPermissionError(err))
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			return
 		}
+		pe := newPermissionError(err)
+		for _, o := range optional {
+			if o.matches(pe.Subject) {
+				if o.Refused != nil {
+					o.Refused(pe)
+				}
+				return
+			}
+		}
+		cancelCause(pe)
 	})
 	return ctx, opt, func() { cancelCause(nil) }
+}
+
+// Optional is a permission FailFast lets the server refuse.
+type Optional struct {
+	// Subject is the subject refused; one ending in ">" stands for every
+	// subject it prefixes.
+	Subject string
+	// Refused, when set, is called on the refusal (e.g. to end the
+	// request waiting for an answer that will not come).
+	Refused func(*PermissionError)
+}
+
+func (o Optional) matches(subject string) bool {
+	return subject == o.Subject || strings.HasSuffix(o.Subject, ">") && strings.HasPrefix(subject, strings.TrimSuffix(o.Subject, ">"))
 }
 
 // Violation returns the *PermissionError that ended ctx (a context from

@@ -22,17 +22,28 @@ func newListCmd(g *globals, stdio IO) *cobra.Command {
 		Short: "List dead letters, oldest first",
 		Example: `  replay list
   replay list --agent billing --reason max_attempts --since 24h
-  replay list --json | jq '.[].id'`,
+  replay list --json | jq '.[].id'
+  replay list --limit 100 --after 4200`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := sel.filter(nil, time.Now())
 			if err != nil {
 				return err
 			}
+			limit := f.Limit
+			if limit > 0 {
+				f.Limit++ // one more tells whether there is a next page
+			}
 			return g.run(cmd, func(ctx context.Context, s *session) error {
 				entries, err := s.store.List(ctx, f)
 				if err != nil {
 					return err
+				}
+				if limit > 0 && len(entries) > limit {
+					entries = entries[:limit]
+					if !asJSON {
+						defer fmt.Fprintf(stdio.Err, "more entries: replay list --after %d --limit %d\n", entries[limit-1].Seq, limit)
+					}
 				}
 				if asJSON {
 					return writeJSON(stdio.Out, summaries(entries))
@@ -46,6 +57,7 @@ func newListCmd(g *globals, stdio IO) *cobra.Command {
 		},
 	}
 	sel.register(cmd)
+	registerCompletions(g, cmd, false)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
 	return cmd
 }

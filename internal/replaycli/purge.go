@@ -42,17 +42,18 @@ when none is given) after asking for confirmation, unless --yes.`,
 					return nil
 				}
 				if !yes {
-					if err := confirm(stdio, fmt.Sprintf("delete %d entries for good", len(entries))); err != nil {
+					if err := confirm(stdio, "delete "+entriesN(len(entries))+" for good"); err != nil {
 						return err
 					}
 				}
 				n, err := s.store.Delete(ctx, entries)
-				fmt.Fprintf(stdio.Out, "purged %d entries\n", n)
+				fmt.Fprintf(stdio.Out, "purged %s\n", entriesN(n))
 				return err
 			})
 		},
 	}
 	sel.register(cmd)
+	registerCompletions(g, cmd, true)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&replayedOnly, "replayed", false, "only entries that were replayed")
 	return cmd

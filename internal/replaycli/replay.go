@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -38,11 +40,11 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 			if err != nil {
 				return err
 			}
-			if o.Rate < 0 {
-				return usage("--rate must not be negative")
+			if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
+				return usage("--rate %v: want a number of entries per second, 0 or more", o.Rate)
 			}
-			if o.To != "" && (strings.ContainsAny(o.To, "*> \t") || strings.HasPrefix(o.To, ".") || strings.HasSuffix(o.To, ".")) {
-				return usage("--to %q is not a subject a task can be published to", o.To)
+			if err := checkDestination(o.To, bus.Topology{Prefix: g.prefix}); err != nil {
+				return err
 			}
 			return g.run(cmd, func(ctx context.Context, s *session) error {
 				entries, err := s.store.List(ctx, f)
@@ -53,17 +55,23 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 					fmt.Fprintln(stdio.Out, "no dead letters match: nothing to replay")
 					return nil
 				}
+				action := "replay " + entriesN(len(entries))
+				if o.To != "" {
+					action += " to " + o.To
+				}
 				if !o.DryRun && len(entries) > confirmAbove && !yes {
-					if err := confirm(stdio, fmt.Sprintf("replay %d entries", len(entries))); err != nil {
+					if err := confirm(stdio, action); err != nil {
 						return err
 					}
 				}
-				report := progress(stdio, len(entries), quiet, o.DryRun)
+				if o.To != "" && !quiet {
+					fmt.Fprintf(stdio.Err, "destination: %s (not the entries' original subjects)\n", o.To)
+				}
+				report := progress(stdio, len(entries), quiet, o.DryRun, o.To)
 				o.Progress = report.entry
 				res, err := s.store.Replay(ctx, entries, o)
 				report.done()
-				fmt.Fprintf(stdio.Out, "replayed %d, already replayed %d (use --force to replay again), would replay %d, failed %d\n",
-					res.Replayed, res.Skipped, res.WouldReplay, res.Failed)
+				fmt.Fprintln(stdio.Out, summaryLine(res, o.Force))
 				if err != nil && res.Failed > 0 && ctx.Err() == nil {
 					return &exitError{ExitPartial, err}
 				}
@@ -72,6 +80,7 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 		},
 	}
 	sel.register(cmd)
+	registerCompletions(g, cmd, true)
 	fl := cmd.Flags()
 	fl.StringVar(&o.To, "to", "", "publish to this subject instead of each entry's original one")
 	fl.BoolVar(&o.DryRun, "dry-run", false, "show what would be replayed; publish nothing")
@@ -81,6 +90,40 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 	fl.IntVar(&confirmAbove, "confirm-above", 10, "ask for confirmation when more entries than this are selected")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print only the summary")
 	return cmd
+}
+
+// summaryLine is the last line of a replay: what happened to each entry,
+// with the hint to --force only where it would change something.
+func summaryLine(res dlq.ReplayResult, forced bool) string {
+	skipped := fmt.Sprintf("already replayed %d", res.Skipped)
+	if res.Skipped > 0 && !forced {
+		skipped += " (use --force to replay again)"
+	}
+	return fmt.Sprintf("replayed %d, %s, would replay %d, failed %d", res.Replayed, skipped, res.WouldReplay, res.Failed)
+}
+
+// checkDestination refuses a --to subject that is not one a task can be
+// published to: wildcards and empty tokens, and the subjects of the
+// server and of jetagent itself that are not task subjects ($KV., $JS.,
+// $SYS. and any "$" subject, _INBOX., the DLQ and the replies), where a
+// replay would write what list and stats then never show.
+func checkDestination(to string, topo bus.Topology) error {
+	if to == "" {
+		return nil
+	}
+	if strings.ContainsAny(to, "*> \t\r\n") || strings.HasPrefix(to, ".") || strings.HasSuffix(to, ".") || strings.Contains(to, "..") {
+		return usage("--to %q is not a subject a task can be published to", to)
+	}
+	prefix := topo.Prefix
+	if prefix == "" {
+		prefix = bus.DefaultPrefix
+	}
+	for _, internal := range []string{"$", "_INBOX", prefix + ".dlq.", prefix + ".replies."} {
+		if strings.HasPrefix(to, internal) {
+			return usage("--to %q is an internal subject (%s...), not a task subject: give one like %s", to, internal, topo.TaskSubject("AGENT", "task.request"))
+		}
+	}
+	return nil
 }
 
 // confirm asks whether to go ahead with action on a terminal; without one
@@ -109,7 +152,7 @@ type reporter struct {
 	done  func()
 }
 
-func progress(stdio IO, total int, quiet, dryRun bool) reporter {
+func progress(stdio IO, total int, quiet, dryRun bool, to string) reporter {
 	switch {
 	case quiet:
 		return reporter{entry: func(*dlq.Entry, dlq.Outcome, error) {}, done: func() {}}
@@ -144,7 +187,11 @@ func progress(stdio IO, total int, quiet, dryRun bool) reporter {
 					fmt.Fprintf(stdio.Out, "%d %s: %v\n", e.Seq, o, err)
 					return
 				}
-				fmt.Fprintf(stdio.Out, "%d %s %s\n", e.Seq, o, e.Subject)
+				dest := e.Subject
+				if to != "" {
+					dest = to
+				}
+				fmt.Fprintf(stdio.Out, "%d %s %s\n", e.Seq, o, dest)
 			},
 			done: func() {},
 		}

@@ -204,7 +204,7 @@ func TestReplayTenThousandOnceWithRateLimit(t *testing.T) {
 	start := time.Now()
 	r = run(t, "", false, "replay", "--nats", url, "--rate", "4000", "--yes", "--quiet")
 	took := time.Since(start)
-	if r.code != ExitOK || r.out != fmt.Sprintf("replayed %d, already replayed 0 (use --force to replay again), would replay 0, failed 0\n", n) {
+	if r.code != ExitOK || r.out != fmt.Sprintf("replayed %d, already replayed 0, would replay 0, failed 0\n", n) {
 		t.Fatalf("replay: %+v", r)
 	}
 	t.Logf("replayed %d entries at --rate 4000 in %v (%.0f/s)", n, took, n/took.Seconds())

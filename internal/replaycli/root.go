@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/natsflags"
+	"github.com/jetagent/jetagent/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
@@ -79,7 +83,7 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 
 // globals are the flags every command shares.
 type globals struct {
-	natsURL string
+	server  natsflags.Server
 	dataDir string
 	prefix  string
 	timeout time.Duration
@@ -95,10 +99,11 @@ func newRoot(stdio IO) *cobra.Command {
 could not process, kept with its original bytes and headers and where and why
 it failed.
 
-It works on a running server (--nats URL, or JETAGENT_NATS_URL), or, without
+It works on a running server (--nats or -s URL, JETAGENT_NATS_URL, NATS_URL, or
+a nats CLI --context), or, without
 one, on the data directory of the embedded server of "agent run" (--data-dir;
-if an agent is running on it, replay joins that agent's server at
-` + bus.DefaultURL + `).
+if an agent is running on it, replay joins the server that agent recorded in
+the directory's lock file, and refuses when it accepts no network clients).
 
 Entries are identified by their sequence number in the DLQ stream (the ID
 column of "replay list").
@@ -118,8 +123,15 @@ Exit codes:
   4  some entries could not be replayed`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args: func(_ *cobra.Command, args []string) error {
+		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
+				var names []string
+				for _, c := range cmd.Commands() {
+					names = append(names, c.Name())
+				}
+				if near := didyoumean.Closest(args[0], names); near != "" {
+					return usage("unknown command %q (did you mean %q?)", args[0], near)
+				}
 				return usage("unknown command %q", args[0])
 			}
 			return nil
@@ -131,13 +143,14 @@ Exit codes:
 	root.SetErr(stdio.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{ExitUsage, err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.natsURL, "nats", os.Getenv("JETAGENT_NATS_URL"), "URL of the NATS server (env JETAGENT_NATS_URL); empty uses --data-dir")
-	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (env JETAGENT_DATA_DIR; default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent)")
-	pf.StringVar(&g.prefix, "prefix", bus.DefaultPrefix, "subject prefix and stream name stem of the agents")
+	g.server.Register(pf, "none given: --data-dir")
+	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent) [$JETAGENT_DATA_DIR]")
+	pf.StringVar(&g.prefix, "prefix", envOr("JETAGENT_PREFIX", bus.DefaultPrefix), "subject prefix and stream name stem of the agents [$JETAGENT_PREFIX]")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "give up after this long")
 	g.nats.Register(pf)
 	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
 		newPurgeCmd(&g, stdio), newStatsCmd(&g, stdio))
+	version.SetOn(root)
 	// cobra adds "completion" (bash, zsh, fish, powershell) by itself.
 	return root
 }
@@ -158,6 +171,11 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 	if err := topo.Validate(); err != nil {
 		return nil, usage("--prefix: %v", err)
 	}
+	natsURL, err := g.server.URL("")
+	if err != nil {
+		return nil, &exitError{ExitUsage, err}
+	}
+	g.server.Apply(&g.nats)
 	natsOpts, err := g.nats.Options()
 	if errors.Is(err, natsflags.ErrConflict) {
 		return nil, &exitError{ExitUsage, err}
@@ -169,10 +187,10 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 	var conn *bus.Conn
 	var stop func()
 	switch {
-	case g.natsURL != "":
-		c, err := bus.Connect(ctx, g.natsURL, natsOpts...)
+	case natsURL != "":
+		c, err := bus.Connect(ctx, natsURL, natsOpts...)
 		if err != nil {
-			return nil, fmt.Errorf("cannot reach NATS at %s: %w", bus.RedactURL(g.natsURL), err)
+			return nil, fmt.Errorf("cannot reach NATS at %s: %w", bus.RedactURL(natsURL), err)
 		}
 		conn, stop = c, func() {}
 	default:
@@ -184,16 +202,22 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 			}
 			dir = d
 		}
-		if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
-			return nil, fmt.Errorf("no jetagent data in %s (has 'agent run' ever run there? or pass --nats URL)", dir)
+		if err := checkDataDir(dir); err != nil {
+			return nil, err
 		}
 		srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+		var locked *bus.DataDirLockedError
 		switch {
-		case errors.Is(err, bus.ErrDataDirLocked):
-			// An agent serves this directory: join its server.
-			c, cerr := bus.Connect(ctx, bus.DefaultURL, natsOpts...)
+		case errors.As(err, &locked):
+			// An agent serves this directory: join its server, the one it
+			// recorded, or refuse: never another one.
+			url := locked.Owner.URL
+			if url == "" {
+				return nil, fmt.Errorf("%v: join its server with --nats URL, or stop it", locked)
+			}
+			c, cerr := bus.Connect(ctx, url, natsOpts...)
 			if cerr != nil {
-				return nil, fmt.Errorf("%s is in use by a running agent, but its server at %s cannot be reached (pass --nats): %w", dir, bus.DefaultURL, cerr)
+				return nil, fmt.Errorf("%s is in use by a running agent (pid %d), but its server at %s cannot be reached (pass --nats): %w", dir, locked.Owner.PID, url, cerr)
 			}
 			conn, stop = c, func() {}
 		case err != nil:
@@ -209,8 +233,12 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 		}
 	}
 	if _, err := conn.JetStream().Stream(ctx, topo.DLQStream()); err != nil {
+		jerr := natsflags.CheckJetStream(ctx, conn.JetStream())
 		conn.Close()
 		stop()
+		if jerr != nil {
+			return nil, jerr
+		}
 		return nil, fmt.Errorf("no DLQ stream %s on this server (wrong --prefix? has an agent run here?): %w", topo.DLQStream(), err)
 	}
 	return &session{store: dlq.NewStore(conn.JetStream(), topo), topo: topo, close: func() {
@@ -219,6 +247,32 @@ func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, err
 		_ = conn.Drain(dctx)
 		stop()
 	}}, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// checkDataDir reports a data directory that holds no jetagent data, or
+// that cannot be read (naming the real cause).
+func checkDataDir(dir string) error {
+	_, err := os.Stat(filepath.Join(dir, "jetstream"))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
+			return fmt.Errorf("--data-dir %s is not a directory", dir)
+		}
+		return fmt.Errorf("no jetagent data in %s (has 'agent run' ever run there? or pass --nats URL)", dir)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("--data-dir %s is not a directory", dir)
+	default:
+		return fmt.Errorf("cannot read the data directory %s: %w", dir, err)
+	}
 }
 
 // run opens a session bounded by --timeout and runs fn in it. A permission

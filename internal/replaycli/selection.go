@@ -2,10 +2,12 @@ package replaycli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/spf13/cobra"
 )
 
@@ -13,6 +15,7 @@ import (
 type selection struct {
 	agent, subject, typ, reason, errText, since, until string
 	limit                                              int
+	after                                              uint64
 	notReplayed                                        bool
 }
 
@@ -26,6 +29,14 @@ func (s *selection) register(cmd *cobra.Command) {
 	f.StringVar(&s.since, "since", "", "only entries stored at or after this: RFC 3339 time, or a duration ago like 90m or 24h")
 	f.StringVar(&s.until, "until", "", "only entries stored at or before this (same forms as --since)")
 	f.IntVar(&s.limit, "limit", 0, "at most this many entries (0: no limit)")
+	f.Uint64Var(&s.after, "after", 0, "only entries after this ID (the next page: the last ID seen)")
+	_ = cmd.RegisterFlagCompletionFunc("reason", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		out := make([]string, len(reasons))
+		for i, r := range reasons {
+			out[i] = string(r)
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
 }
 
 var reasons = []dlq.Reason{dlq.ReasonMalformed, dlq.ReasonTooLarge, dlq.ReasonInvalid, dlq.ReasonBadTimestamp,
@@ -45,13 +56,16 @@ var reasonList = func() string {
 // filter builds the dlq.Filter, with ids as explicit entry IDs; it returns
 // a usage error naming the bad flag.
 func (s *selection) filter(ids []string, now time.Time) (dlq.Filter, error) {
-	f := dlq.Filter{Agent: s.agent, Subject: s.subject, Type: s.typ, Error: s.errText, Limit: s.limit, NotReplayed: s.notReplayed}
+	f := dlq.Filter{Agent: s.agent, Subject: s.subject, Type: s.typ, Error: s.errText, Limit: s.limit, After: s.after, NotReplayed: s.notReplayed}
 	if s.reason != "" {
-		ok := false
+		var names []string
 		for _, r := range reasons {
-			ok = ok || string(r) == s.reason
+			names = append(names, string(r))
 		}
-		if !ok {
+		if !slices.Contains(names, s.reason) {
+			if near := didyoumean.Closest(s.reason, names); near != "" {
+				return f, usage("--reason %q: did you mean %q? (one of %s)", s.reason, near, reasonList)
+			}
 			return f, usage("--reason %q: want one of %s", s.reason, reasonList)
 		}
 		f.Reason = dlq.Reason(s.reason)
@@ -66,6 +80,10 @@ func (s *selection) filter(ids []string, now time.Time) (dlq.Filter, error) {
 	if f.Until, err = parseWhen(s.until, now); err != nil {
 		return f, usage("--until: %v", err)
 	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return f, usage("--until %s is before --since %s: nothing can match (a duration counts back from now: --since 2h --until 1h)",
+			f.Until.UTC().Format(time.RFC3339), f.Since.UTC().Format(time.RFC3339))
+	}
 	for _, id := range ids {
 		n, err := strconv.ParseUint(id, 10, 64)
 		if err != nil || n == 0 {
@@ -74,6 +92,14 @@ func (s *selection) filter(ids []string, now time.Time) (dlq.Filter, error) {
 		f.IDs = append(f.IDs, n)
 	}
 	return f, nil
+}
+
+// entriesN writes "1 entry" or "n entries".
+func entriesN(n int) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return strconv.Itoa(n) + " entries"
 }
 
 // parseWhen reads an RFC 3339 time or a duration before now; "" is zero.

@@ -55,6 +55,7 @@ func newStatsCmd(g *globals, stdio IO) *cobra.Command {
 		},
 	}
 	sel.register(cmd)
+	registerCompletions(g, cmd, false)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of text")
 	return cmd
 }
