@@ -27,13 +27,19 @@ type Filter struct {
 	NotReplayed bool
 	// Limit bounds the number of entries returned (zero: no limit).
 	Limit int
+	// After skips the entries with a sequence up to and including it: the
+	// DLQ is read from sequence After+1 on (the server starts there, so a
+	// page deep in a large DLQ costs what the first one does). Zero: from
+	// the first entry.
+	After uint64
 }
 
 // Match reports whether e passes every set field of f (IDs and Limit
 // are applied by the Store).
 func (f Filter) Match(e *Entry) bool {
 	switch {
-	case f.Agent != "" && e.Agent != f.Agent,
+	case f.After > 0 && e.Seq <= f.After,
+		f.Agent != "" && e.Agent != f.Agent,
 		f.Subject != "" && !resilience.MatchSubject(f.Subject, e.Subject),
 		f.Type != "" && !strings.HasSuffix(e.Subject, "."+f.Type),
 		f.Reason != "" && e.Reason != f.Reason,

@@ -117,13 +117,17 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error
 	}
 	// An ephemeral consumer (not an ordered one) so that its NumPending
 	// is known before the first fetch.
-	cons, err := s.js.CreateConsumer(ctx, s.topo.DLQStream(), jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		FilterSubjects:    []string{filter},
 		AckPolicy:         jetstream.AckNonePolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
-	})
+	}
+	if f.After > 0 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.After+1
+	}
+	cons, err := s.js.CreateConsumer(ctx, s.topo.DLQStream(), cc)
 	if err != nil {
 		return fmt.Errorf("dlq: read: %w", err)
 	}

@@ -108,6 +108,12 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 		"ids":      {dlq.Filter{IDs: []uint64{2, 4}}, 2},
 		"ids+filt": {dlq.Filter{IDs: []uint64{2, 4}, Agent: "billing"}, 1},
 		"none":     {dlq.Filter{Agent: "nobody"}, 0},
+		// Paging: the server starts after the given sequence.
+		"after":         {dlq.Filter{After: 1}, 3},
+		"after+agent":   {dlq.Filter{After: 3, Agent: "billing"}, 1},
+		"after+limit":   {dlq.Filter{After: 1, Limit: 2}, 2},
+		"after the end": {dlq.Filter{After: 4}, 0},
+		"after+ids":     {dlq.Filter{After: 2, IDs: []uint64{1, 2, 3}}, 1},
 	}
 	for name, c := range cases {
 		if got := count(c.f); got != c.want {
