@@ -18,6 +18,7 @@ type runConfig struct {
 	natsURL, dataDir, listen string
 	logLevel, logFormat      string
 	opsListen                string
+	statusInterval           time.Duration
 	shutdownTimeout          time.Duration
 	topology                 bus.Topology
 	agents                   []agentConfig
@@ -140,6 +141,7 @@ func (d *configDoc) resolve() (*runConfig, []problem) {
 		logLevel:        g("log.level").(string),
 		logFormat:       g("log.format").(string),
 		opsListen:       g("ops.listen").(string),
+		statusInterval:  g("ops.status_interval").(time.Duration),
 		shutdownTimeout: g("shutdown_timeout").(time.Duration),
 		topology: bus.Topology{
 			Prefix:          g("topology.prefix").(string),

@@ -66,6 +66,7 @@ machine, like "agent send", can join it.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout), newConfigCmd(stdout, stderr), newDemoCmd(stdout))
+	root.AddCommand(newConsoleCmd(stderr))
 	return root
 }
 
