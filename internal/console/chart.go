@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // chartView is the throughput chart, drawn as SVG by the overview's
@@ -35,6 +36,9 @@ var palette = []string{"#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#
 func buildChart(points []ratePoint, agents []string) chartView {
 	c := chartView{Width: 720, Height: 200, Left: 48, Bottom: 24}
 	plotW, plotH := c.Width-c.Left-8, c.Height-c.Bottom-8
+	for len(points) > 0 && len(points[0].Rates) == 0 {
+		points = points[1:] // the first sample has no rate yet
+	}
 	if len(points) < 2 {
 		c.Empty = true
 		return c
@@ -57,16 +61,19 @@ func buildChart(points []ratePoint, agents []string) chartView {
 	}
 	x := func(i int) float64 { return float64(c.Left) + float64(plotW)*points[i].At.Sub(t0).Seconds()/span }
 	for _, i := range []int{0, len(points) / 2, len(points) - 1} {
-		ago := t1.Sub(points[i].At).Round(1e9)
+		ago := t1.Sub(points[i].At).Round(time.Second)
+		if span < 10 {
+			ago = t1.Sub(points[i].At).Round(100 * time.Millisecond)
+		}
 		label := "now"
 		if ago > 0 {
 			label = "-" + ago.String()
 		}
 		c.XTicks = append(c.XTicks, chartTick{Pos: int(x(i)), Label: label})
 	}
-	for n, a := range agents {
+	for k, a := range agents {
 		var b strings.Builder
-		last := -1.0
+		last, n := -1.0, 0
 		for i, p := range points {
 			r, ok := p.Rates[a]
 			if !ok {
@@ -74,12 +81,12 @@ func buildChart(points []ratePoint, agents []string) chartView {
 			}
 			y := 8 + float64(plotH) - float64(plotH)*r/top
 			fmt.Fprintf(&b, "%.1f,%.1f ", x(i), y)
-			last = r
+			last, n = r, n+1
 		}
-		if b.Len() == 0 {
-			continue
+		if n < 2 {
+			continue // one point draws no line
 		}
-		c.Lines = append(c.Lines, chartLine{Name: a, Color: palette[n%len(palette)], Points: strings.TrimSpace(b.String()),
+		c.Lines = append(c.Lines, chartLine{Name: a, Color: palette[k%len(palette)], Points: strings.TrimSpace(b.String()),
 			Last: strconv.FormatFloat(last, 'f', 1, 64) + "/s"})
 	}
 	if len(c.Lines) == 0 {

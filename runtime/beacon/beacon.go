@@ -171,7 +171,7 @@ func (b *Beacon) Start(rt *runtime.Runtime) {
 		return
 	}
 	b.rt, b.stop, b.done = rt, make(chan struct{}), make(chan struct{})
-	go b.run()
+	go b.run(b.stop, b.done)
 }
 
 // Stop sends a last report (Stopping) and ends the reports. Safe to call
@@ -188,14 +188,14 @@ func (b *Beacon) Stop() {
 	<-done
 }
 
-func (b *Beacon) run() {
-	defer close(b.done)
+func (b *Beacon) run(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(b.interval)
 	defer t.Stop()
 	b.publish(nil, false)
 	for {
 		select {
-		case <-b.stop:
+		case <-stop:
 			b.publish(nil, true)
 			_ = b.conn.NATS().Flush()
 			return
