@@ -145,7 +145,7 @@ func (s *Server) readAgents(ctx context.Context) *snapshotOfAgents {
 			get(ci.Name).Consumer = ci
 		}
 		if err := lister.Err(); err != nil {
-			out.Errs = append(out.Errs, fmt.Sprintf("agents' consumers: %v", err))
+			out.Errs = append(out.Errs, "agents' consumers: "+errText(err))
 		}
 	}
 	if st, err := js.Stream(ctx, topo.DLQStream()); err != nil {
