@@ -27,6 +27,12 @@ type Filter struct {
 	NotReplayed bool
 	// Limit bounds the number of entries returned (zero: no limit).
 	Limit int
+	// WithoutReplays leaves Entry.Replays at zero instead of reading the
+	// replay marks, which Each otherwise reads all of (the agent's, or
+	// every one) before the first entry: a reader that shows a page of
+	// entries reads theirs with FillReplays instead. NotReplayed needs the
+	// marks and ignores it.
+	WithoutReplays bool
 	// After skips the entries with a sequence up to and including it: the
 	// DLQ is read from sequence After+1 on (the server starts there, so a
 	// page deep in a large DLQ costs what the first one does). Zero: from

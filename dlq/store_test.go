@@ -382,3 +382,28 @@ func TestReplayMarksFollowTheirEntry(t *testing.T) {
 		t.Fatalf("mark after purge: %v, want it gone", err)
 	}
 }
+
+// A page reader skips the full read of the marks and fills in its own
+// entries' counts; a filter on replays still reads them.
+func TestListWithoutReplaysThenFill(t *testing.T) {
+	_, store := newStore(t)
+	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
+	deadLetter(t, store, "alpha", 2, dlq.ReasonPermanent)
+	first := list(t, store, dlq.Filter{IDs: []uint64{1}})
+	if res, err := store.Replay(ctxT(t), first, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+		t.Fatalf("replay = %+v, %v", res, err)
+	}
+	page := list(t, store, dlq.Filter{WithoutReplays: true})
+	if len(page) != 2 || page[0].Replays != 0 {
+		t.Fatalf("without replays: %d entries, first has %d replays; want 2 and 0", len(page), page[0].Replays)
+	}
+	if err := store.FillReplays(ctxT(t), page); err != nil {
+		t.Fatal(err)
+	}
+	if page[0].Replays != 1 || page[1].Replays != 0 {
+		t.Fatalf("filled: %d and %d replays, want 1 and 0", page[0].Replays, page[1].Replays)
+	}
+	if left := list(t, store, dlq.Filter{WithoutReplays: true, NotReplayed: true}); len(left) != 1 || left[0].Sequence != 2 {
+		t.Fatalf("not replayed, without replays: %d entries", len(left))
+	}
+}

@@ -34,7 +34,7 @@ const (
 	// scanBudget bounds the entries one page reads to find its matches:
 	// a filter that matches rarely shows what it found so far and a link
 	// to go on, instead of reading the whole DLQ per page.
-	scanBudget = 20000
+	scanBudget = 10000
 )
 
 // parseDLQQuery reads a query from URL values; bad values are errors
@@ -212,7 +212,10 @@ func (s *Server) readDLQPage(ctx context.Context, q dlqQuery) (dlqPage, error) {
 	var page dlqPage
 	f := q.filter()
 	var last uint64
-	err := s.store.Each(ctx, dlq.Filter{Agent: q.Agent, After: q.After}, func(e *dlq.Entry) error {
+	// The page's own marks are read after (a direct read each) instead of
+	// every mark before, unless the filter is about replays.
+	server := dlq.Filter{Agent: q.Agent, After: q.After, WithoutReplays: !q.NotReplayed, NotReplayed: q.NotReplayed}
+	err := s.store.Each(ctx, server, func(e *dlq.Entry) error {
 		page.Scanned++
 		last = e.Seq
 		if f.Match(e) {
@@ -232,6 +235,11 @@ func (s *Server) readDLQPage(ctx context.Context, q dlqQuery) (dlqPage, error) {
 	}
 	if errors.Is(err, errStop) {
 		page.Next = last
+	}
+	if !q.NotReplayed {
+		if err := s.store.FillReplays(ctx, page.Entries); err != nil {
+			return page, err
+		}
 	}
 	page.Took = time.Since(start)
 	return page, nil

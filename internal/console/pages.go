@@ -211,7 +211,7 @@ func (s *Server) agentPage(w http.ResponseWriter, r *http.Request, u User) {
 		after = snap.DLQLast - 2000
 	}
 	if a.DLQ > 0 {
-		err := s.store.Each(r.Context(), dlq.Filter{Agent: name, After: after}, func(e *dlq.Entry) error {
+		err := s.store.Each(r.Context(), dlq.Filter{Agent: name, After: after, WithoutReplays: true}, func(e *dlq.Entry) error {
 			d.Recent = append(d.Recent, e)
 			if len(d.Recent) > 10 {
 				d.Recent = d.Recent[1:]
@@ -220,6 +220,9 @@ func (s *Server) agentPage(w http.ResponseWriter, r *http.Request, u User) {
 		})
 		if err != nil {
 			d.Err = errText(err)
+		}
+		if err == nil {
+			err = s.store.FillReplays(r.Context(), d.Recent)
 		}
 		for i, j := 0, len(d.Recent)-1; i < j; i, j = i+1, j-1 {
 			d.Recent[i], d.Recent[j] = d.Recent[j], d.Recent[i]

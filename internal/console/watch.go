@@ -73,7 +73,7 @@ func (s *Server) pollDeadLetters() {
 			s.hub.publish(Event{Kind: "dead_letter", Text: fmt.Sprintf("%d new dead letters (the latest 50 follow)", seq-from), Link: "/dlq?after=" + strconv.FormatUint(from, 10)})
 			from = seq - 50
 		}
-		_ = s.store.Each(ctx, dlq.Filter{After: from, Limit: 50}, func(e *dlq.Entry) error {
+		_ = s.store.Each(ctx, dlq.Filter{After: from, Limit: 50, WithoutReplays: true}, func(e *dlq.Entry) error {
 			s.hub.publish(Event{Kind: "dead_letter", At: e.Stored,
 				Text: fmt.Sprintf("dead letter %d: agent %s, %s, %s: %s", e.Seq, e.Agent, e.Subject, e.Reason, e.Error),
 				Link: "/dlq/" + strconv.FormatUint(e.Seq, 10)})
