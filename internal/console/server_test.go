@@ -345,3 +345,37 @@ func listAll(t testing.TB, f *fixture) []*dlq.Entry {
 	}
 	return es
 }
+
+// With many marks the console reads the marks of the entries in hand
+// instead of all of them: counts, the not-replayed filter and dry runs
+// agree either way.
+func TestReplayCountsWithFewAndManyMarks(t *testing.T) {
+	f := startConsole(t, Auth{})
+	for i := range 10 {
+		f.deadLetter(t, "echo", uint64(i+1), dlq.ReasonPermanent, i, "boom")
+	}
+	some, err := f.store.List(ctxT(t), dlq.Filter{IDs: []uint64{2, 5, 9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.store.Replay(ctxT(t), some, dlq.ReplayOptions{}); err != nil || res.Replayed != 3 {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	c := f.client(t, "", "")
+	for _, threshold := range []uint64{5000, 0} {
+		manyMarks = threshold
+		_, page := c.get("/dlq?not_replayed=1")
+		if n := strings.Count(page, `name="id" value=`); n != 7 {
+			t.Errorf("threshold %d: %d entries not replayed, want 7", threshold, n)
+		}
+		_, page = c.get("/dlq")
+		if n := strings.Count(page, `<td class="n">1</td>`+"\n"+`<td class="err">`); n != 3 {
+			t.Errorf("threshold %d: %d entries show 1 replay, want 3", threshold, n)
+		}
+		_, preview := c.get("/dlq/replay?scope=all")
+		if !strings.Contains(preview, `<b id="would">7</b>`) || !strings.Contains(preview, `<b id="already">3</b>`) {
+			t.Errorf("threshold %d: dry run %.1500s", threshold, preview)
+		}
+	}
+	manyMarks = 5000
+}
