@@ -27,7 +27,7 @@ const (
 
 // ErrNoAuth is returned by New for a listen address off loopback without
 // a token or credentials file.
-var ErrNoAuth = errors.New("console: a listen address other than loopback needs authentication (--token-file or --auth-file)")
+var ErrNoAuth = errors.New("console: a listen address other than loopback needs authentication (--console-token-file or --console-users)")
 
 // User is who made a request.
 type User struct {
