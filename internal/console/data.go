@@ -107,10 +107,28 @@ func (s *snapshotOfAgents) names() []string {
 	return out
 }
 
+// errNotConnected says the console's NATS connection is down: pages say
+// so at once instead of waiting for each request's timeout.
+var errNotConnected = errors.New("not connected to NATS")
+
+// connected returns nil while the NATS connection is up, else an error
+// saying its state and that the console waits for it.
+func (s *Server) connected() error {
+	nc := s.cfg.Conn.NATS()
+	if nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w (connection %s): the console shows what it reads once the server is back", errNotConnected, strings.ToLower(nc.Status().String()))
+}
+
 // readAgents reads every agent's consumer, queued tasks and dead-letter
 // count: a few requests, whatever the number of dead letters.
 func (s *Server) readAgents(ctx context.Context) *snapshotOfAgents {
 	out := &snapshotOfAgents{At: time.Now()}
+	if err := s.connected(); err != nil {
+		out.Errs = append(out.Errs, err.Error())
+		return out
+	}
 	byName := map[string]*agentView{}
 	get := func(name string) *agentView {
 		if a, ok := byName[name]; ok {

@@ -228,6 +228,9 @@ func (s *Server) fewMarks(ctx context.Context) bool {
 func (s *Server) readDLQPage(ctx context.Context, q dlqQuery) (dlqPage, error) {
 	start := time.Now()
 	var page dlqPage
+	if err := s.connected(); err != nil {
+		return page, err
+	}
 	f := q.filter()
 	bulkMarks := q.NotReplayed && s.fewMarks(ctx)
 	budget := scanBudget
@@ -278,6 +281,9 @@ func (s *Server) readDLQPage(ctx context.Context, q dlqQuery) (dlqPage, error) {
 // upTo (0: no bound), in chunks of up to n, oldest first. Selections by
 // id skip entries that no longer exist.
 func (s *Server) each(ctx context.Context, q dlqQuery, upTo uint64, n int, fn func([]*dlq.Entry) error) error {
+	if err := s.connected(); err != nil {
+		return err
+	}
 	f := q.filter()
 	if len(q.IDs) > 0 {
 		var chunk []*dlq.Entry

@@ -299,7 +299,11 @@ func (s *Server) entryPage(w http.ResponseWriter, r *http.Request, u User) {
 		s.renderError(w, r, u, http.StatusBadRequest, "Not an entry id: "+r.PathValue("seq"))
 		return
 	}
-	e, err := s.store.Get(r.Context(), seq)
+	err = s.connected()
+	var e *dlq.Entry
+	if err == nil {
+		e, err = s.store.Get(r.Context(), seq)
+	}
 	if err != nil {
 		code := http.StatusBadGateway
 		if strings.Contains(err.Error(), dlq.ErrNotFound.Error()) {

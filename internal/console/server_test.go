@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/nats-io/nats.go/jetstream"
@@ -378,4 +379,23 @@ func TestReplayCountsWithFewAndManyMarks(t *testing.T) {
 		}
 	}
 	manyMarks = 5000
+}
+
+// With the NATS connection gone, pages say so at once instead of waiting
+// for every request's timeout, and the console still stops cleanly.
+func TestPagesSayWhenNATSIsGone(t *testing.T) {
+	f := startConsole(t, Auth{})
+	f.deadLetter(t, "echo", 1, dlq.ReasonPermanent, "x", "boom")
+	f.conn.Close()
+	c := f.client(t, "", "")
+	for _, p := range []string{"/", "/dlq", "/dlq/1", "/tasks", "/dlq/replay?scope=all"} {
+		start := time.Now()
+		_, body := c.get(p)
+		if !strings.Contains(body, "not connected to NATS") {
+			t.Errorf("GET %s does not say the connection is down: %.300s", p, body)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("GET %s took %v", p, d)
+		}
+	}
 }

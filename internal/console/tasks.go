@@ -18,6 +18,9 @@ import (
 // snapshots opens the snapshot store on first use (a console whose user
 // may not read snapshots still serves every other page).
 func (s *Server) snapshots(ctx context.Context) (*snapshot.KV, error) {
+	if err := s.connected(); err != nil {
+		return nil, err
+	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	if s.snaps != nil {
