@@ -25,7 +25,7 @@ var templateFS embed.FS
 var staticRoot embed.FS
 
 // staticFS serves /static/... from the embedded static folder.
-var staticFS = func() fs.FS { return staticRoot }()
+var staticFS fs.FS = staticRoot
 
 // pages holds one parsed template set per page (each with the layout).
 type pages struct {
@@ -218,11 +218,11 @@ func (s *Server) agentPage(w http.ResponseWriter, r *http.Request, u User) {
 			}
 			return nil
 		})
-		if err != nil {
-			d.Err = errText(err)
-		}
 		if err == nil {
 			err = s.store.FillReplays(r.Context(), d.Recent)
+		}
+		if err != nil {
+			d.Err = errText(err)
 		}
 		for i, j := 0, len(d.Recent)-1; i < j; i, j = i+1, j-1 {
 			d.Recent[i], d.Recent[j] = d.Recent[j], d.Recent[i]
