@@ -7,7 +7,7 @@ FUZZTIME    ?= 20s
 
 .PHONY: test fmt-check vet lint race fuzz bench run clean-images
 
-test: fmt-check vet lint race fuzz
+test: fmt-check vet lint browser race fuzz
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -57,3 +57,22 @@ compose-up:
 
 compose-down:
 	$(DOCKER_COMPOSE) down -v --remove-orphans
+
+# The console's browser tests (internal/console) drive Debian's chromium:
+# installed here when missing (as root, e.g. in CI); elsewhere they skip,
+# saying why. `make test` runs this first.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the console's browser tests (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "no chromium and not root: the console's browser tests will skip (install it: apt-get install chromium)"; \
+	fi
+
+# Rewrites the screenshots of docs/console/ from the browser test.
+.PHONY: screenshots
+screenshots: browser
+	$(GO) test -count=1 -run TestConsoleInABrowser ./internal/console -screenshots

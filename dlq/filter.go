@@ -27,9 +27,16 @@ type Filter struct {
 	NotReplayed bool
 	// Limit bounds the number of entries returned (zero: no limit).
 	Limit int
-	// After selects entries whose sequence is above it, for paging: pass
-	// the last Seq of one page to get the next. Each starts reading the
-	// stream there rather than skipping. Zero: from the first entry.
+	// WithoutReplays leaves Entry.Replays at zero instead of reading the
+	// replay marks, which Each otherwise reads all of (the agent's, or
+	// every one) before the first entry: a reader that shows a page of
+	// entries reads theirs with FillReplays instead. NotReplayed needs the
+	// marks and ignores it.
+	WithoutReplays bool
+	// After skips the entries with a sequence up to and including it: the
+	// DLQ is read from sequence After+1 on (the server starts there, so a
+	// page deep in a large DLQ costs what the first one does). Zero: from
+	// the first entry.
 	After uint64
 }
 
@@ -37,7 +44,8 @@ type Filter struct {
 // are applied by the Store; After by both).
 func (f Filter) Match(e *Entry) bool {
 	switch {
-	case f.Agent != "" && e.Agent != f.Agent,
+	case f.After > 0 && e.Seq <= f.After,
+		f.Agent != "" && e.Agent != f.Agent,
 		f.Subject != "" && !resilience.MatchSubject(f.Subject, e.Subject),
 		f.Type != "" && !strings.HasSuffix(e.Subject, "."+f.Type),
 		f.Reason != "" && e.Reason != f.Reason,

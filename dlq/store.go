@@ -108,9 +108,12 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error
 	if len(f.IDs) > 0 {
 		return s.eachID(ctx, f, fn)
 	}
-	marks, err := s.replayMarks(ctx, f.Agent)
-	if err != nil {
-		return err
+	marks := map[uint64]replayMark{}
+	if !f.WithoutReplays || f.NotReplayed {
+		var err error
+		if marks, err = s.replayMarks(ctx, f.Agent); err != nil {
+			return err
+		}
 	}
 	filter := s.topo.AgentDLQ("*")
 	if f.Agent != "" {

@@ -113,6 +113,12 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 		"after+id": {dlq.Filter{After: 3, IDs: []uint64{2, 4}}, 1},
 		"page":     {dlq.Filter{After: 1, Limit: 2}, 2},
 		"past end": {dlq.Filter{After: 4}, 0},
+		// Paging: the server starts after the given sequence.
+		"p:after":         {dlq.Filter{After: 1}, 3},
+		"p:after+agent":   {dlq.Filter{After: 3, Agent: "billing"}, 1},
+		"p:after+limit":   {dlq.Filter{After: 1, Limit: 2}, 2},
+		"p:after the end": {dlq.Filter{After: 4}, 0},
+		"p:after+ids":     {dlq.Filter{After: 2, IDs: []uint64{1, 2, 3}}, 1},
 	}
 	for name, c := range cases {
 		if got := count(c.f); got != c.want {
@@ -406,5 +412,30 @@ func TestReplayMarksFollowTheirEntry(t *testing.T) {
 	}
 	if _, err := kv.Get(ctxT(t), got[0]); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("mark after purge: %v, want it gone", err)
+	}
+}
+
+// A page reader skips the full read of the marks and fills in its own
+// entries' counts; a filter on replays still reads them.
+func TestListWithoutReplaysThenFill(t *testing.T) {
+	_, store := newStore(t)
+	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
+	deadLetter(t, store, "alpha", 2, dlq.ReasonPermanent)
+	first := list(t, store, dlq.Filter{IDs: []uint64{1}})
+	if res, err := store.Replay(ctxT(t), first, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+		t.Fatalf("replay = %+v, %v", res, err)
+	}
+	page := list(t, store, dlq.Filter{WithoutReplays: true})
+	if len(page) != 2 || page[0].Replays != 0 {
+		t.Fatalf("without replays: %d entries, first has %d replays; want 2 and 0", len(page), page[0].Replays)
+	}
+	if err := store.FillReplays(ctxT(t), page); err != nil {
+		t.Fatal(err)
+	}
+	if page[0].Replays != 1 || page[1].Replays != 0 {
+		t.Fatalf("filled: %d and %d replays, want 1 and 0", page[0].Replays, page[1].Replays)
+	}
+	if left := list(t, store, dlq.Filter{WithoutReplays: true, NotReplayed: true}); len(left) != 1 || left[0].Sequence != 2 {
+		t.Fatalf("not replayed, without replays: %d entries", len(left))
 	}
 }

@@ -222,8 +222,9 @@ func TestAgentCannotReachBeyondItsPermissions(t *testing.T) {
 
 // A client can only send tasks to the agents it is allowed and read its own
 // replies; it cannot touch the DLQ. The replay tool can delete dead letters
-// one by one but not purge the stream, nor consume tasks, nor read
-// snapshots. The commands say which permission was refused, at once.
+// one by one but not purge the stream, nor consume tasks, nor write
+// snapshots, nor read tasks off the wire. The commands say which
+// permission was refused, at once.
 func TestClientAndReplayToolStayInTheirLanes(t *testing.T) {
 	s := startSecured(t)
 	dlqStream := s.topo.DLQStream()
@@ -249,9 +250,17 @@ func TestClientAndReplayToolStayInTheirLanes(t *testing.T) {
 			return err
 		})
 	})
-	t.Run("replay reads snapshots", func(t *testing.T) {
-		s.expectDenied(t, "replay", "publish", jsAPI+"STREAM.INFO.KV_JETAGENT_SNAPSHOTS", func(ctx context.Context, c *bus.Conn) error {
-			_, err := c.JetStream().KeyValue(ctx, s.topo.SnapshotBucket())
+	t.Run("replay writes snapshots", func(t *testing.T) {
+		// The operator's user reads checkpoints (the console shows them)
+		// but never writes one: cancelling goes through the agent.
+		s.expectDenied(t, "replay", "publish", "$KV.JETAGENT_SNAPSHOTS.A.t1", func(ctx context.Context, c *bus.Conn) error {
+			_, err := c.JetStream().Publish(ctx, "$KV.JETAGENT_SNAPSHOTS.A.t1", []byte("forged"))
+			return err
+		})
+	})
+	t.Run("replay reads tasks off the wire", func(t *testing.T) {
+		s.expectDenied(t, "replay", "subscribe", "jetagent.tasks.>", func(_ context.Context, c *bus.Conn) error {
+			_, err := c.NATS().SubscribeSync("jetagent.tasks.>")
 			return err
 		})
 	})

@@ -29,6 +29,7 @@ import (
 	"github.com/jetagent/jetagent/internal/replaycli"
 	"github.com/jetagent/jetagent/internal/testio"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/jetagent/jetagent/runtime/beacon"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -74,6 +75,8 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			"$JS.ACK.*.*." + adv + "." + sweeper + ".>",
 			jsAPI + "STREAM.MSG.GET." + tasks,
 			jsAPI + "STREAM.MSG.DELETE." + tasks,
+			// Its status reports (breakers, running tasks) for the console.
+			beacon.Subject(topo, agent),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			// Responses, publish acks and pulled messages: its own inbox.
@@ -82,10 +85,12 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 	}
 }
 
-// replayPermissions lets the replay tool read the dead letters, replay
-// them as tasks, record replays and delete dead letters one by one.
+// replayPermissions lets the operator's tools (the replay tool and the
+// console) read the dead letters, replay them as tasks, record replays and
+// delete dead letters one by one; the console also reads the agents'
+// consumers, task snapshots and status reports, and cancels tasks.
 func replayPermissions(topo bus.Topology) *server.Permissions {
-	dlqStream, replays := topo.DLQStream(), topo.ReplaysBucket()
+	dlqStream, replays, snaps := topo.DLQStream(), topo.ReplaysBucket(), topo.SnapshotBucket()
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			jsAPI + "STREAM.INFO." + dlqStream,
@@ -104,10 +109,22 @@ func replayPermissions(topo bus.Topology) *server.Permissions {
 			jsAPI + "DIRECT.GET.KV_" + replays + ".$KV." + replays + ".>",
 			"$JS.FC.KV_" + replays + ".>",
 			"$KV." + replays + ".>",
-			// Replayed tasks, to any agent.
+			// Replayed tasks, to any agent (and the console's task.cancel).
 			topo.AgentTasks("*"),
+			// The console, read-only: the agents' consumers and queued
+			// tasks, and their task snapshots (list and history watchers).
+			jsAPI + "STREAM.INFO." + topo.TasksStream(),
+			jsAPI + "CONSUMER.LIST." + topo.TasksStream(),
+			jsAPI + "STREAM.INFO.KV_" + snaps,
+			jsAPI + "CONSUMER.CREATE.KV_" + snaps + ".*.$KV." + snaps + ".>",
+			jsAPI + "CONSUMER.DELETE.KV_" + snaps + ".*",
+			"$JS.FC.KV_" + snaps + ".>",
 		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_replay.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			"_INBOX_replay.>",
+			// The console: the agents' status reports.
+			beacon.Subjects(topo),
+		}},
 	}
 }
 

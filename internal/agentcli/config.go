@@ -17,6 +17,7 @@ import (
 	"github.com/jetagent/jetagent/handlers"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/jetagent/jetagent/runtime/beacon"
 )
 
 // The configuration of `agent run` is a table of settings (this file):
@@ -98,6 +99,8 @@ var settings = []*setting{
 		usage: "log format: text or json", check: oneOf("text", "json")},
 	{key: "ops.listen", kind: kindString, def: "", defDoc: "none: not served", flag: "ops-listen", env: "JETAGENT_OPS_LISTEN",
 		usage: "address (host:port) serving /metrics (Prometheus), /healthz and /readyz; traces follow the OTEL_* variables (docs/observability.md)", check: checkOptionalListen},
+	{key: "ops.status_interval", kind: kindDuration, def: beacon.DefaultInterval, flag: "status-interval", env: "JETAGENT_STATUS_INTERVAL",
+		usage: "how often each agent reports its breakers and running tasks on <prefix>.status.<agent>, for agent console; 0 turns the reports off", check: nonNegative},
 	{key: "shutdown_timeout", kind: kindDuration, def: runtime.DefaultShutdownTimeout, flag: "shutdown-timeout", env: "JETAGENT_SHUTDOWN_TIMEOUT",
 		usage: "how long a stop (Ctrl-C, SIGTERM) waits for the tasks in hand before handing them back", check: positive},
 	{key: "topology.prefix", kind: kindString, def: bus.DefaultPrefix, flag: "prefix", env: "JETAGENT_PREFIX",

@@ -21,6 +21,7 @@ type runConfig struct {
 	insecureListen           bool
 	logLevel, logFormat      string
 	opsListen                string
+	statusInterval           time.Duration
 	shutdownTimeout          time.Duration
 	topology                 bus.Topology
 	agents                   []agentConfig
@@ -151,6 +152,7 @@ func (d *configDoc) resolve(run bool) (*runConfig, []problem) {
 		logLevel:        g("log.level").(string),
 		logFormat:       g("log.format").(string),
 		opsListen:       g("ops.listen").(string),
+		statusInterval:  g("ops.status_interval").(time.Duration),
 		shutdownTimeout: g("shutdown_timeout").(time.Duration),
 		topology: bus.Topology{
 			Prefix:          g("topology.prefix").(string),

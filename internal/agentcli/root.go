@@ -94,7 +94,7 @@ machine, like "agent send", can join it.`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout),
-		newLsCmd(stdout), newStatusCmd(stdout), newTaskCmd(stdout, stderr))
+		newLsCmd(stdout), newStatusCmd(stdout), newTaskCmd(stdout, stderr), newConsoleCmd(stderr))
 	version.SetOn(root)
 	return root
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/jetagent/jetagent/internal/ophttp"
 	"github.com/jetagent/jetagent/metrics"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/jetagent/jetagent/runtime/beacon"
 	"github.com/jetagent/jetagent/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -242,8 +243,12 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 	// In this order, on every path: stop the agents, then the endpoint
 	// (readyz says stopped while they drain), flush the spans, close.
 	var rts []*runtime.Runtime
+	var beacons []*beacon.Beacon
 	var ops *ophttp.Server
 	defer func() {
+		for _, bc := range beacons {
+			bc.Stop()
+		}
 		if serr := stopAll(rts, cfg.shutdownTimeout, log); err == nil {
 			err = serr
 		}
@@ -273,6 +278,11 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 			obs = m.Agent(a.name)
 			rc.Observer = obs
 		}
+		var bc *beacon.Beacon // status reports for agent console
+		if cfg.statusInterval > 0 {
+			bc = beacon.New(conn, cfg.topology, a.name, beacon.Options{Interval: cfg.statusInterval})
+			rc.Observer = bc.Observer(rc.Observer)
+		}
 		rt, err := runtime.New(conn, rc)
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", a.name, err)
@@ -284,6 +294,10 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 			return err
 		}
 		rts = append(rts, rt)
+		if bc != nil {
+			bc.Start(rt)
+			beacons = append(beacons, bc)
+		}
 		checks = append(checks, ophttp.Runtime(rt))
 		if obs != nil {
 			if err := obs.Watch(rt); err != nil {
