@@ -13,6 +13,7 @@ import (
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ranLedger counts handler runs per envelope id.
@@ -155,4 +156,40 @@ func TestHungTaskIsDeadLetteredWithoutTheSweeper(t *testing.T) {
 			waitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
 		})
 	}
+}
+
+// Item 7: a consumer that had a MaxDeliver (an older version's, another
+// replica's) left a task in the work queue that the server stopped
+// delivering; with the sweeper off, the runtime finds it and dead-letters
+// it when it starts.
+func TestStrandedTaskIsDeadLetteredWhenTheRuntimeStarts(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	js := conn.JetStream()
+	old, err := js.CreateOrUpdateConsumer(ctx, topo.TasksStream(), jetstream.ConsumerConfig{
+		Durable: "echo", FilterSubject: topo.AgentTasks("echo"), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Second, MaxDeliver: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil)
+	batch, err := old.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() { // taken, never settled: after AckWait the server gives up on it
+	}
+	waitFor(t, "the server to give up on the task", func() bool {
+		info, err := old.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.Delivered.Stream == 1
+	})
+	startAgent(t, conn, runtime.Config{DisableSweeper: true}, runtime.Echo)
+	if !within(10*time.Second, func() bool { return dlqCount(t, conn) == 1 }) {
+		t.Fatalf("the stranded task is not in the DLQ (%d in the tasks stream)", streamMsgs(t, conn, topo.TasksStream()))
+	}
+	if r := dlqMessages(t, conn, 1)[0]; r.Reason != dlq.ReasonMaxDeliveries {
+		t.Errorf("dead letter reason %s, want %s", r.Reason, dlq.ReasonMaxDeliveries)
+	}
+	waitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
 }
