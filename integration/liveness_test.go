@@ -136,8 +136,8 @@ func TestRollingRestartsDeadLetterNothingAndRunEachTaskOnce(t *testing.T) {
 	defer cancel()
 	topo, js := bus.Topology{}, conn.JetStream()
 	dir := t.TempDir()
-	const n, restarts, pace = 8000, 10, 1500 * time.Millisecond
-	args := []string{"--max-deliver", "3", "--ack-wait", "1s", "--concurrency", "4", "--latency", "5ms"}
+	const n, restarts, pace = 6000, 10, 1500 * time.Millisecond
+	args := []string{"--max-deliver", "3", "--ack-wait", "1s", "--concurrency", "4", "--latency", "20ms"}
 	var ledgers []string
 	start := func() *agentProcess {
 		l := filepath.Join(dir, fmt.Sprint("ledger-", len(ledgers)))
@@ -151,6 +151,9 @@ func TestRollingRestartsDeadLetterNothingAndRunEachTaskOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range restarts {
+		if left := n - len(ledgersCounts(t, ledgers...)); left < 100 {
+			t.Fatalf("restart %d: only %d tasks left; the backlog should outlast the restarts", i, left)
+		}
 		old := replicas[i%2]
 		if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -169,9 +172,6 @@ func TestRollingRestartsDeadLetterNothingAndRunEachTaskOnce(t *testing.T) {
 		fresh := ledgers[len(ledgers)-1]
 		pollUntil(ctx, t, "the new replica to work", func() bool { return len(ledgerCounts(t, fresh)) > 0 })
 		time.Sleep(time.Until(started.Add(pace))) // the operator's pace, not a synchronisation
-	}
-	if left := n - len(ledgersCounts(t, ledgers...)); left < 1000 {
-		t.Errorf("only %d tasks were left after the restarts: the backlog should outlast them", left)
 	}
 	pollUntil(ctx, t, "every task", func() bool { return len(ledgersCounts(t, ledgers...))+dlqEntries(ctx, t, conn) >= n })
 	counts := ledgersCounts(t, ledgers...)
