@@ -66,7 +66,7 @@ type Subscriber struct {
 	heard    time.Time // the last message or status on the inbox
 	paused   bool
 	drift    string // how the consumer on the server differs from cfg
-	recon    uint64      // the connection's reconnect count last seen
+	recon    uint64 // the connection's reconnect count last seen
 
 	quit    chan struct{} // closed by Stop
 	done    chan struct{} // closed once pulling has ended for good
@@ -75,7 +75,7 @@ type Subscriber struct {
 
 	server      atomic.Pointer[ackTimeouts] // what the consumer on the server applies
 	lastTick    atomic.Int64                // Unix nanos of the housekeeper's last tick
-	freezeStart atomic.Int64 // the latest gap in the clock (Unix nanos)
+	freezeStart atomic.Int64                // the latest gap in the clock (Unix nanos)
 	freezeEnd   atomic.Int64
 
 	delivered, consumeErrs, missedHB, badMeta, requested, freezes atomic.Uint64
