@@ -75,7 +75,7 @@ func beatDue(d *bus.Delivery, now time.Time) bool {
 // heartbeats ticks until Stop. On each tick it sends InProgress for every
 // delivery the replica holds whose own cadence is due (see beatDue): each
 // handler running within its deadline, each delivery queued, held by an
-// open breaker or waiting its turn as a suspect. So a delivery gets about
+// open breaker or waiting its turn as a suspect. So a delivery gets two to
 // three heartbeats per ack timeout, whatever the other deliveries' ack
 // timeouts are. A handler past its deadline gets no more heartbeats: if it
 // hangs, its task is redelivered after its ack timeout.

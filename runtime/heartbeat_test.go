@@ -73,3 +73,43 @@ func TestConsumerSettingsRewrittenByAnotherReplicaAreReported(t *testing.T) {
 		t.Errorf("the replica that rewrote the consumer's AckWait did not say so; its log:\n%s", logsB.String())
 	}
 }
+
+// Item 9: a delivery held by an open breaker gets about three heartbeats
+// per ack timeout (one each time a third of it has passed since the server
+// last heard of it), whatever the length of the hold.
+func TestHeldDeliveryGetsAboutThreeHeartbeatsPerAckTimeout(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	const ackWait, held = time.Second, 4 * time.Second
+	var down atomic.Bool
+	down.Store(true)
+	rt := startAgent(t, conn, runtime.Config{
+		Consumer:    bus.ConsumerConfig{AckWait: ackWait},
+		Concurrency: 1,
+		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: held},
+	}, func(context.Context, *runtime.Task) (any, error) {
+		if down.Load() {
+			return nil, resilience.RetryAfter(time.Minute, errors.New("down")) // not held: redelivered much later
+		}
+		return nil, nil
+	})
+	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil)
+	waitFor(t, "the breaker to open", func() bool { return rt.Stats().Retried == 1 })
+	down.Store(false)
+	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil) // held until the probe
+	waitFor(t, "the task to be held", func() bool { return rt.Stats().Holding == 1 })
+	start, before := time.Now(), rt.Stats().Heartbeats
+	waitFor(t, "the probe to succeed", func() bool { return rt.Stats().Succeeded == 1 })
+	beats := rt.Stats().Heartbeats - before
+	perAckWait := float64(beats) / (time.Since(start).Seconds() / ackWait.Seconds())
+	t.Logf("%d heartbeats for one delivery held %v (AckWait %v): %.1f per AckWait", beats, time.Since(start).Round(time.Millisecond), ackWait, perAckWait)
+	if perAckWait > 3.5 || perAckWait < 1.5 {
+		t.Errorf("%.1f heartbeats per AckWait for a held delivery, want about 3", perAckWait)
+	}
+	info, err := rt.Consumer().Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 { // the first task's retry-after redelivery is a minute away
+		t.Errorf("%d redeliveries: the held delivery expired", info.NumRedelivered)
+	}
+}
