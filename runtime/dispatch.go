@@ -217,6 +217,7 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		return Outcome{Disposition: Cancelled}
 	case asTaken(err, &taken) && taken.same:
 		r.stats.abandoned.Add(1)
+		d.Release() // unsettled, but no longer this replica's: its window place is free
 		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
 		return Outcome{Disposition: Abandoned}
 	case errors.Is(err, ErrTaskTaken):
