@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +19,9 @@ import (
 // Ack, Nak, NakWithDelay or Term should end it; InProgress may be called
 // any number of times before that to reset the server's AckWait timer.
 type Delivery struct {
-	msg jetstream.Msg
+	msg  *nats.Msg
+	nc   *nats.Conn
+	ackd atomic.Bool // settled (InProgress does not count)
 
 	// Subject is the subject the message was published on.
 	Subject string
@@ -41,22 +44,61 @@ type Delivery struct {
 	// Stream and Consumer name where the delivery comes from.
 	Stream, Consumer string
 
-	// settled, when not nil, is closed by the first settlement (recovery
-	// mode waits on it before pulling the next message).
-	settled    chan struct{}
-	settleOnce sync.Once
+	// alive is when the server last restarted this delivery's ack timer,
+	// as far as the receiver can tell (Unix nanoseconds): when it was
+	// received (or the start of a freeze it was received right after),
+	// then each InProgress sent.
+	alive      atomic.Int64
+	ackTimeout time.Duration
+
+	// release gives the delivery's place in its subscriber's window back,
+	// once (nil for deliveries not made by a Subscriber).
+	release     func()
+	releaseOnce sync.Once
 }
 
-func (d *Delivery) markSettled() {
-	if d.settled != nil {
-		d.settleOnce.Do(func() { close(d.settled) })
+func (d *Delivery) markSettled() { d.Release() }
+
+// Release gives the delivery's place in its Subscriber's window back
+// without settling it: for a delivery left to the server to redeliver
+// (its ack timeout passed, another delivery of the message owns it).
+// Settling releases it too; later calls do nothing.
+func (d *Delivery) Release() {
+	if d.release != nil {
+		d.releaseOnce.Do(d.release)
 	}
 }
 
-// newDelivery wraps m, reading its metadata from the ack subject.
-func newDelivery(m jetstream.Msg) (*Delivery, error) {
-	d := &Delivery{msg: m, Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}
-	if a, ok := parseAckSubject(m.Reply()); ok {
+// AckTimeout is how long the server waits, after it sent this delivery or
+// heard a heartbeat for it, before redelivering it (BackOff's step for
+// its delivery count, else AckWait). Zero when unknown.
+func (d *Delivery) AckTimeout() time.Duration { return d.ackTimeout }
+
+// LastAlive returns when the server last (re)started this delivery's ack
+// timer, as far as the receiver can tell: its arrival, or the start of a
+// pause of the process it arrived right after, or the last InProgress.
+func (d *Delivery) LastAlive() time.Time { return time.Unix(0, d.alive.Load()) }
+
+// Expired reports whether the delivery's ack timeout has visibly passed
+// at now since the server last heard of it, less margin: the server has
+// then redelivered it (or is about to), and another delivery of the
+// message owns it. Such a delivery should not be started, nor settled
+// with Nak; Release it. It is false when the timeout is unknown.
+func (d *Delivery) Expired(now time.Time, margin time.Duration) bool {
+	if d.ackTimeout <= 0 {
+		return false
+	}
+	return now.Sub(d.LastAlive()) >= d.ackTimeout-margin
+}
+
+// newDelivery wraps m, received on nc, reading its metadata from the ack
+// subject.
+func newDelivery(nc *nats.Conn, m *nats.Msg) (*Delivery, error) {
+	d := &Delivery{msg: m, nc: nc, Subject: m.Subject, Data: m.Data, Header: m.Header}
+	if len(d.Header) == 0 {
+		d.Header = nil
+	}
+	if a, ok := parseAckSubject(m.Reply); ok {
 		d.NumDelivered, d.StreamSeq, d.ConsumerSeq, d.Pending = a.delivered, a.streamSeq, a.consumerSeq, a.pending
 		d.Published = time.Unix(0, a.timestamp)
 		d.Stream, d.Consumer = a.stream, a.consumer
@@ -137,43 +179,87 @@ func parseAckSubject(s string) (a ackMeta, ok bool) {
 // message is redelivered after AckWait.
 func (d *Delivery) Ack() error {
 	d.markSettled()
-	return wrapSettle("ack", d.msg.Ack())
+	return wrapSettle("ack", d.settle(ackAck))
 }
 
 // AckSync acknowledges the delivery and waits for the server to confirm.
 func (d *Delivery) AckSync(ctx context.Context) error {
 	d.markSettled()
-	return wrapSettle("ack", d.msg.DoubleAck(ctx))
+	if err := d.claim(); err != nil {
+		return wrapSettle("ack", err)
+	}
+	_, err := d.nc.RequestWithContext(ctx, d.msg.Reply, ackAck)
+	return wrapSettle("ack", err)
 }
 
 // Nak asks for immediate redelivery.
 func (d *Delivery) Nak() error {
 	d.markSettled()
-	return wrapSettle("nak", d.msg.Nak())
+	return wrapSettle("nak", d.settle(ackNak))
 }
 
 // NakWithDelay asks for redelivery after delay; the server does the waiting.
 func (d *Delivery) NakWithDelay(delay time.Duration) error {
 	d.markSettled()
-	return wrapSettle("nak", d.msg.NakWithDelay(delay))
+	if delay <= 0 {
+		return wrapSettle("nak", d.settle(ackNak))
+	}
+	return wrapSettle("nak", d.settle([]byte(fmt.Sprintf(`%s {"delay": %d}`, ackNak, delay.Nanoseconds()))))
 }
 
 // InProgress tells the server the delivery is still being worked on,
-// restarting its AckWait timer.
-func (d *Delivery) InProgress() error { return wrapSettle("in-progress", d.msg.InProgress()) }
+// restarting its ack timer (see AckTimeout).
+func (d *Delivery) InProgress() error {
+	if d.ackd.Load() {
+		return wrapSettle("in-progress", jetstream.ErrMsgAlreadyAckd)
+	}
+	now := time.Now()
+	if err := d.nc.Publish(d.msg.Reply, ackProgress); err != nil {
+		return wrapSettle("in-progress", err)
+	}
+	d.alive.Store(now.UnixNano())
+	return nil
+}
 
 // Term ends the delivery for good: the server never redelivers it. The
 // reason is recorded in the server's advisory.
 func (d *Delivery) Term(reason string) error {
 	d.markSettled()
 	if reason == "" {
-		return wrapSettle("term", d.msg.Term())
+		return wrapSettle("term", d.settle(ackTerm))
 	}
-	return wrapSettle("term", d.msg.TermWithReason(reason))
+	return wrapSettle("term", d.settle([]byte(string(ackTerm)+" "+reason)))
 }
 
-// Msg returns the underlying jetstream message.
-func (d *Delivery) Msg() jetstream.Msg { return d.msg }
+// Msg returns the underlying NATS message.
+func (d *Delivery) Msg() *nats.Msg { return d.msg }
+
+// The bodies of JetStream acknowledgements.
+var (
+	ackAck      = []byte("+ACK")
+	ackNak      = []byte("-NAK")
+	ackProgress = []byte("+WPI")
+	ackTerm     = []byte("+TERM")
+)
+
+// claim marks the delivery settled; it fails if it was already.
+func (d *Delivery) claim() error {
+	if d.msg.Reply == "" {
+		return jetstream.ErrMsgNoReply
+	}
+	if !d.ackd.CompareAndSwap(false, true) {
+		return jetstream.ErrMsgAlreadyAckd
+	}
+	return nil
+}
+
+// settle sends body to the delivery's ack subject, once.
+func (d *Delivery) settle(body []byte) error {
+	if err := d.claim(); err != nil {
+		return err
+	}
+	return d.nc.Publish(d.msg.Reply, body)
+}
 
 func wrapSettle(op string, err error) error {
 	if err == nil {

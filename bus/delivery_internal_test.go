@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -61,18 +62,25 @@ func TestNewDeliveryMatchesMetadata(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := conn.JetStream().CreateOrUpdateConsumer(ctx, topo.TasksStream(), jetstream.ConsumerConfig{
+	if _, err := conn.JetStream().CreateOrUpdateConsumer(ctx, topo.TasksStream(), jetstream.ConsumerConfig{
 		Durable: "meta", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: subject,
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := conn.NATS().JetStream()
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(m jetstream.Msg) {
+	pull, err := legacy.PullSubscribe(subject, "meta", nats.Bind(topo.TasksStream(), "meta"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(m *nats.Msg) {
 		t.Helper()
-		if _, ok := parseAckSubject(m.Reply()); !ok {
-			t.Fatalf("the fast path did not take the server's subject %q", m.Reply())
+		if _, ok := parseAckSubject(m.Reply); !ok {
+			t.Fatalf("the fast path did not take the server's subject %q", m.Reply)
 		}
-		d, err := newDelivery(m)
+		d, err := newDelivery(conn.NATS(), m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,29 +93,27 @@ func TestNewDeliveryMatchesMetadata(t *testing.T) {
 			t.Errorf("delivery %+v, nats.go metadata %+v", d, md)
 		}
 	}
-	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	msgs, err := pull.Fetch(3, nats.MaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for m := range batch.Messages() {
+	for i, m := range msgs {
 		check(m)
-		if n == 0 {
+		if i == 0 {
 			if err := m.Nak(); err != nil { // comes back with NumDelivered 2
 				t.Fatal(err)
 			}
 		}
-		n++
 	}
-	if n != 3 {
-		t.Fatalf("fetched %d, want 3", n)
+	if len(msgs) != 3 {
+		t.Fatalf("fetched %d, want 3", len(msgs))
 	}
-	again, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	again, err := pull.Fetch(1, nats.MaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if md, _ := again.Metadata(); md.NumDelivered != 2 {
+	if md, _ := again[0].Metadata(); md.NumDelivered != 2 {
 		t.Fatalf("redelivery NumDelivered %d, want 2", md.NumDelivered)
 	}
-	check(again)
+	check(again[0])
 }

@@ -2,153 +2,19 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// Defaults of [ConsumerConfig].
-const (
-	DefaultAckWait       = 30 * time.Second
-	DefaultMaxDeliver    = 10
-	DefaultMaxAckPending = 1000
-	DefaultPrefetch      = 256
-	DefaultPullExpiry    = 5 * time.Second
-)
-
-// ConsumerConfig configures a durable pull consumer. Durable and
-// FilterSubjects are required; every other zero value means the default
-// named on the field.
-type ConsumerConfig struct {
-	// Durable is the consumer's name; replicas of one agent share it and
-	// so share the work. Required.
-	Durable string
-
-	// FilterSubjects selects the subjects consumed. Required.
-	FilterSubjects []string
-
-	// Description is shown by the NATS tooling.
-	Description string
-
-	// AckWait is how long the server waits for a settlement (or an
-	// InProgress heartbeat) before redelivering. Zero: 30s.
-	AckWait time.Duration
-
-	// MaxDeliver is the number of deliveries after which the server stops
-	// redelivering and emits a MAX_DELIVERIES advisory. Zero: 10.
-	MaxDeliver int
-
-	// BackOff is the redelivery schedule after ack timeouts (not after
-	// naks). It replaces AckWait with its first step; it may not have
-	// more steps than MaxDeliver. Nil: redeliver after AckWait each time.
-	BackOff []time.Duration
-
-	// MaxAckPending bounds deliveries outstanding (unsettled) across all
-	// subscribers of the consumer, client-side buffers included. It must be
-	// at least Prefetch. Zero: 1000.
-	MaxAckPending int
-
-	// Prefetch is how many messages a subscriber buffers ahead of its
-	// callback. Zero: 256.
-	Prefetch int
-
-	// PullExpiry is the lifetime of one pull request. Short expiries bound
-	// the stalls seen under high rates (see docs). Zero: 5s.
-	PullExpiry time.Duration
-
-	// RecoveryWindow is how long a subscriber that starts while the
-	// consumer has unacknowledged deliveries (a replica died holding
-	// them) pulls one message at a time, handing the next only once the
-	// previous is settled. A poison message that crashes its process then
-	// takes only itself down, instead of pushing every message buffered
-	// beside it towards MaxDeliver. Zero: AckWait (or the first BackOff
-	// step, if shorter) plus a quarter.
-	RecoveryWindow time.Duration
-
-	// NoRecovery starts streaming at once, whatever is unacknowledged.
-	NoRecovery bool
-}
-
-func (c ConsumerConfig) withDefaults() ConsumerConfig {
-	if c.AckWait == 0 {
-		c.AckWait = DefaultAckWait
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = DefaultMaxDeliver
-	}
-	if c.Prefetch == 0 {
-		c.Prefetch = DefaultPrefetch
-	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = max(DefaultMaxAckPending, c.Prefetch)
-	}
-	if c.PullExpiry == 0 {
-		c.PullExpiry = DefaultPullExpiry
-	}
-	if c.RecoveryWindow == 0 {
-		w := c.AckWait
-		for _, b := range c.BackOff[:min(1, len(c.BackOff))] {
-			w = min(w, b)
-		}
-		c.RecoveryWindow = w + w/4
-	}
-	return c
-}
-
-// validate reports settings the server would reject or that break the
-// runtime's assumptions, before anything is sent.
-func (c ConsumerConfig) validate() error {
-	if err := ValidateName(c.Durable); err != nil {
-		return fmt.Errorf("consumer durable name: %w", err)
-	}
-	if len(c.FilterSubjects) == 0 {
-		return errors.New("bus: consumer: at least one filter subject is required")
-	}
-	switch {
-	case c.AckWait < time.Second:
-		return fmt.Errorf("bus: consumer %s: AckWait %v is below 1s", c.Durable, c.AckWait)
-	case c.MaxDeliver < 1:
-		return fmt.Errorf("bus: consumer %s: MaxDeliver must be at least 1, got %d", c.Durable, c.MaxDeliver)
-	case len(c.BackOff) > c.MaxDeliver:
-		return fmt.Errorf("bus: consumer %s: BackOff has %d steps, more than MaxDeliver %d", c.Durable, len(c.BackOff), c.MaxDeliver)
-	case c.Prefetch < 1:
-		return fmt.Errorf("bus: consumer %s: Prefetch must be at least 1, got %d", c.Durable, c.Prefetch)
-	case c.MaxAckPending < c.Prefetch:
-		return fmt.Errorf("bus: consumer %s: MaxAckPending %d is below Prefetch %d (buffered messages count as pending)", c.Durable, c.MaxAckPending, c.Prefetch)
-	case c.PullExpiry < time.Second:
-		return fmt.Errorf("bus: consumer %s: PullExpiry %v is below 1s", c.Durable, c.PullExpiry)
-	}
-	for i, d := range c.BackOff {
-		if d <= 0 {
-			return fmt.Errorf("bus: consumer %s: BackOff step %d is %v, must be positive", c.Durable, i, d)
-		}
-	}
-	return nil
-}
-
-func (c ConsumerConfig) jetstream() jetstream.ConsumerConfig {
-	cc := jetstream.ConsumerConfig{
-		Durable:       c.Durable,
-		Description:   c.Description,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
-		BackOff:       c.BackOff,
-		MaxAckPending: c.MaxAckPending,
-	}
-	if len(c.FilterSubjects) == 1 {
-		cc.FilterSubject = c.FilterSubjects[0]
-	} else {
-		cc.FilterSubjects = c.FilterSubjects
-	}
-	return cc
-}
 
 // SubscriberStats counts what happened inside a subscriber.
 type SubscriberStats struct {
@@ -159,41 +25,87 @@ type SubscriberStats struct {
 	// keeps pulling through them.
 	ConsumeErrors uint64
 	// MissedHeartbeats counts the ConsumeErrors that were missed
-	// heartbeats (the client waited for a pull the server no longer held).
+	// heartbeats (the subscriber waited for a pull the server no longer
+	// held, and asked again).
 	MissedHeartbeats uint64
 	// BadMetadata counts messages without JetStream metadata; they are
 	// terminated, since they cannot be settled reliably.
 	BadMetadata uint64
-	// Recovered counts deliveries handed one at a time in recovery mode.
-	Recovered uint64
+	// Requests counts pull requests sent.
+	Requests uint64
+	// Freezes counts pauses of the process (or of its scheduling) long
+	// enough to matter, seen as gaps in the subscriber's clock.
+	Freezes uint64
 }
 
 // Subscriber pulls from one durable consumer and hands every delivery to a
 // callback. Several Subscribers (in one process or many) on the same
 // Durable share its work.
+//
+// It never holds more than its Window (see [ConsumerConfig]): it asks the
+// server only for what fits, so every message it receives goes straight
+// to the callback (nothing waits unseen in a client-side buffer, beyond an
+// ack timeout), and a replica whose callback stops settling stops taking
+// work from the others.
 type Subscriber struct {
 	consumer jetstream.Consumer
 	cfg      ConsumerConfig
 	log      *slog.Logger
+	nc       *nats.Conn
+	next     string // the pull request subject
 
-	// pendingAtStart is the consumer's unacknowledged deliveries when the
-	// subscriber was created: non-zero means a replica died holding them.
-	pendingAtStart int
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	sub      *nats.Subscription
+	fn       func(*Delivery)
+	held     int       // handed to fn, not released
+	asked    int       // requested, not received nor reported left over
+	requests int       // pull requests that may still be open
+	expires  time.Time // when the last of them expires
+	heard    time.Time // the last message or status on the inbox
+	paused   bool
+	drift    string // how the consumer on the server differs from cfg
+	recon    uint64 // the connection's reconnect count last seen
 
-	mu      sync.Mutex
-	cc      jetstream.ConsumeContext
-	started bool
-	stopped bool
 	quit    chan struct{} // closed by Stop
 	done    chan struct{} // closed once pulling has ended for good
+	drained chan struct{} // closed when the inbox subscription is gone
+	tickers sync.WaitGroup
 
-	delivered, consumeErrs, missedHB, badMeta, recovered atomic.Uint64
+	server      atomic.Pointer[ackTimeouts] // what the consumer on the server applies
+	lastTick    atomic.Int64                // Unix nanos of the housekeeper's last tick
+	freezeStart atomic.Int64                // the latest gap in the clock (Unix nanos)
+	freezeEnd   atomic.Int64
+
+	delivered, consumeErrs, missedHB, badMeta, requested, freezes atomic.Uint64
 }
+
+// Timing of the subscriber's housekeeping.
+const (
+	// tick is how often the housekeeper runs: it detects freezes, missed
+	// heartbeats and expired requests.
+	tick = 50 * time.Millisecond
+	// freezeGap is a gap in the housekeeper's ticks that counts as a
+	// freeze of the process (SIGSTOP, a stalled VM, a swap storm).
+	freezeGap = 500 * time.Millisecond
+	// afterFreeze is how long after a freeze a received message may still
+	// have been sent before it (read from the socket's buffer).
+	afterFreeze = 250 * time.Millisecond
+	// driftEvery is how often the consumer's configuration on the server is
+	// compared with the subscriber's.
+	driftEvery = 2 * time.Second
+)
 
 // NewSubscriber creates (or updates) the durable consumer described by cfg
 // on stream and returns a Subscriber for it. It returns a validation error
 // before contacting the server when cfg is invalid, and the server's error
 // (wrapped) when it refuses the consumer. A nil logger discards logs.
+//
+// When the consumer exists with other settings (another replica's), it
+// logs a warning naming them before rewriting the consumer: replicas that
+// disagree on AckWait, BackOff or MaxDeliver compute heartbeats and
+// attempts differently (see Drift).
 func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, cfg ConsumerConfig, logger *slog.Logger) (*Subscriber, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -202,12 +114,38 @@ func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, c
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if old, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		if diff := cfg.consumerDiff(old.CachedInfo().Config); diff != "" {
+			logger.Warn("consumer configuration differs from this replica's; rewriting it (replicas with other settings keep theirs: align them)",
+				"consumer", cfg.Durable, "differences", "this replica's->the server's: "+diff)
+		}
+	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg.jetstream())
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on stream %s: %w", cfg.Durable, stream, err)
 	}
-	return &Subscriber{consumer: cons, cfg: cfg, log: logger, pendingAtStart: cons.CachedInfo().NumAckPending,
-		quit: make(chan struct{}), done: make(chan struct{})}, nil
+	info := cons.CachedInfo()
+	s := &Subscriber{consumer: cons, cfg: cfg, log: logger, nc: js.Conn(),
+		next:    apiPrefix(js.Options()) + "CONSUMER.MSG.NEXT." + stream + "." + cfg.Durable,
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		drained: make(chan struct{}),
+	}
+	s.server.Store(&ackTimeouts{ackWait: info.Config.AckWait, backOff: info.Config.BackOff})
+	s.lastTick.Store(time.Now().UnixNano())
+	return s, nil
+}
+
+// apiPrefix returns the JetStream API prefix o uses, ending in a dot.
+func apiPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	default:
+		return jetstream.DefaultAPIPrefix
+	}
 }
 
 // Config returns the effective configuration, defaults filled in.
@@ -217,11 +155,10 @@ func (s *Subscriber) Config() ConsumerConfig { return s.cfg }
 func (s *Subscriber) Consumer() jetstream.Consumer { return s.consumer }
 
 // Start begins pulling. fn is called for each delivery, one at a time, from
-// a goroutine owned by the subscriber; while fn blocks, no further messages
-// are pulled beyond the Prefetch buffer (so a slow fn is backpressure, not
-// memory growth). When the consumer had unacknowledged deliveries at
-// creation, the subscriber first runs in recovery mode (see
-// ConsumerConfig.RecoveryWindow). Start returns once pulling has begun; it
+// a goroutine owned by the subscriber; it should return quickly (queue the
+// delivery), and every delivery must eventually be settled or released
+// (Delivery.Release), or the subscriber stops asking for more once its
+// Window is full. Start returns once the first pull request is sent; it
 // returns ErrClosed after Stop and an error when called twice.
 func (s *Subscriber) Start(fn func(*Delivery)) error {
 	s.mu.Lock()
@@ -232,156 +169,304 @@ func (s *Subscriber) Start(fn func(*Delivery)) error {
 	if s.started {
 		return fmt.Errorf("bus: subscriber %s: already started", s.cfg.Durable)
 	}
-	s.started = true
-	if s.pendingAtStart > 0 && !s.cfg.NoRecovery {
-		s.log.Warn("unacknowledged deliveries found: recovering one message at a time", "consumer", s.cfg.Durable,
-			"pending", s.pendingAtStart, "window", s.cfg.RecoveryWindow)
-		go s.recover(fn)
-		return nil
-	}
-	if err := s.stream(fn); err != nil {
-		close(s.done)
-		return err
-	}
-	return nil
-}
-
-// stream starts the streaming pull; the caller holds s.mu.
-func (s *Subscriber) stream(fn func(*Delivery)) error {
-	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
-		if d := s.delivery(m); d != nil {
-			fn(d)
-		}
-	},
-		jetstream.PullMaxMessages(s.cfg.Prefetch),
-		jetstream.PullExpiry(s.cfg.PullExpiry),
-		jetstream.ConsumeErrHandler(s.onConsumeError),
-	)
+	s.fn = fn
+	sub, err := s.nc.Subscribe(s.nc.NewInbox(), s.receive)
 	if err != nil {
-		return fmt.Errorf("bus: subscriber %s: consume: %w", s.cfg.Durable, err)
+		close(s.done)
+		close(s.drained)
+		return fmt.Errorf("bus: subscriber %s: subscribe: %w", s.cfg.Durable, err)
 	}
-	s.cc = cc
+	// The default pending limits would drop messages of a large window.
+	_ = sub.SetPendingLimits(-1, -1)
+	sub.SetClosedHandler(func(string) { close(s.drained) })
+	s.sub, s.started = sub, true
+	s.recon = s.nc.Stats().Reconnects
+	s.heard = time.Now()
+	s.askLocked()
+	s.tickers.Add(1)
+	go s.housekeep()
 	go func() {
-		<-cc.Closed()
+		<-s.drained
+		s.tickers.Wait()
 		close(s.done)
 	}()
 	return nil
 }
 
-// delivery wraps m, or terminates it when it has no metadata.
-func (s *Subscriber) delivery(m jetstream.Msg) *Delivery {
-	d, err := newDelivery(m)
-	if err != nil {
-		s.badMeta.Add(1)
-		s.log.Error("message without JetStream metadata terminated", "subject", m.Subject(), "err", err)
-		_ = m.Term()
-		return nil
-	}
-	s.delivered.Add(1)
-	return d
+// pullRequest is the body of a JetStream pull request.
+type pullRequest struct {
+	Batch     int           `json:"batch"`
+	Expires   time.Duration `json:"expires"`
+	Heartbeat time.Duration `json:"idle_heartbeat"`
 }
 
-// recover pulls one message at a time, handing the next only once the
-// previous was settled (or RecoveryWindow passed without it), until the
-// window has passed and the queue yields nothing or a first delivery; then
-// it streams.
-func (s *Subscriber) recover(fn func(*Delivery)) {
-	start := time.Now()
-	for !s.quitting() {
-		wait := 100 * time.Millisecond
-		if left := s.cfg.RecoveryWindow - time.Since(start); left > wait {
-			wait = min(left, s.cfg.PullExpiry)
-		}
-		batch, err := s.consumer.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			s.onConsumeError(nil, err)
-			select {
-			case <-s.quit:
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
-		var d *Delivery
-		for m := range batch.Messages() {
-			d = s.delivery(m)
-		}
-		if d == nil {
-			if time.Since(start) >= s.cfg.RecoveryWindow {
-				break // nothing left to recover
-			}
-			continue
-		}
-		d.settled = make(chan struct{})
-		s.recovered.Add(1)
-		fn(d)
-		select {
-		case <-d.settled:
-		case <-s.quit:
-		case <-time.After(s.cfg.RecoveryWindow):
-		}
-		if d.NumDelivered == 1 && time.Since(start) >= s.cfg.RecoveryWindow {
-			break // past the window and back to first deliveries
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		close(s.done)
+// askLocked sends a pull request for what the window has room for, when
+// that is worth a request: at least half the room a request may fill, or
+// everything when nothing is on its way. The caller holds s.mu.
+func (s *Subscriber) askLocked() {
+	if s.stopped || s.paused || s.sub == nil {
 		return
 	}
-	s.log.Info("recovery done: streaming", "consumer", s.cfg.Durable, "recovered", s.recovered.Load())
-	if err := s.stream(fn); err != nil {
-		s.log.Error("cannot start streaming after recovery", "consumer", s.cfg.Durable, "err", err)
-		close(s.done)
+	room := s.cfg.Window - s.held - s.asked
+	batch := min(room, s.cfg.Prefetch)
+	threshold := max(1, min(s.cfg.Window, s.cfg.Prefetch)/2)
+	if batch <= 0 || (batch < threshold && s.asked > 0) {
+		return
+	}
+	body, _ := json.Marshal(pullRequest{Batch: batch, Expires: s.cfg.PullExpiry, Heartbeat: s.heartbeat()})
+	if err := s.nc.PublishRequest(s.next, s.sub.Subject, body); err != nil {
+		s.onError(fmt.Errorf("pull request: %w", err))
+		return
+	}
+	s.requested.Add(1)
+	s.asked += batch
+	s.requests++
+	s.expires = time.Now().Add(s.cfg.PullExpiry)
+}
+
+// heartbeat is the idle heartbeat asked of the server for a waiting request.
+func (s *Subscriber) heartbeat() time.Duration { return s.cfg.PullExpiry / 2 }
+
+// receive runs on the inbox subscription's goroutine for every message:
+// a delivery (handed to fn) or a status of a pull request.
+func (s *Subscriber) receive(m *nats.Msg) {
+	now := time.Now()
+	alive := s.sentNoLaterThan(now)
+	if m.Reply == "" && len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		s.status(m)
+		return
+	}
+	s.mu.Lock()
+	s.heard = now
+	if s.asked > 0 {
+		s.asked--
+	}
+	if s.asked == 0 {
+		s.requests = 0
+	}
+	s.held++
+	fn := s.fn
+	s.mu.Unlock()
+	d, err := newDelivery(s.nc, m)
+	if err != nil {
+		s.badMeta.Add(1)
+		s.log.Error("message without JetStream metadata terminated", "subject", m.Subject, "err", err)
+		if m.Reply != "" {
+			_ = s.nc.Publish(m.Reply, ackTerm)
+		}
+		s.releaseOne()
+		return
+	}
+	d.alive.Store(alive.UnixNano())
+	d.ackTimeout = s.ackTimeout(d.NumDelivered)
+	d.release = s.releaseOne
+	s.delivered.Add(1)
+	fn(d)
+}
+
+// status handles a pull request's status message.
+func (s *Subscriber) status(m *nats.Msg) {
+	code, desc := m.Header.Get("Status"), m.Header.Get("Description")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.heard = time.Now()
+	left, counted := -1, false
+	if v := m.Header.Get("Nats-Pending-Messages"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			left, counted = n, true
+		}
+	}
+	switch {
+	case code == "100": // idle heartbeat
+		return
+	case counted: // a request ended with left messages unsent (408 expired, 409 ...)
+		s.asked = max(0, s.asked-left)
+		s.requests = max(0, s.requests-1)
+		if s.requests == 0 {
+			s.asked = 0
+		}
+	case code == "409" && strings.Contains(desc, "Leadership Change"):
+		s.asked, s.requests = 0, 0 // the server dropped every waiting request
+	case code == "404" || code == "408":
+		s.requests = max(0, s.requests-1)
+		if s.requests == 0 {
+			s.asked = 0
+		}
+	}
+	if code != "408" && code != "404" {
+		s.onError(fmt.Errorf("pull status %s %s", code, desc))
+	}
+	s.askLocked()
+}
+
+// releaseOne gives one place of the window back (a delivery settled or
+// released) and asks for more when there is room.
+func (s *Subscriber) releaseOne() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held--
+	s.askLocked()
+}
+
+// ackTimeout returns the ack timeout of a delivery made delivered times:
+// the shorter of this subscriber's and the consumer's on the server (which
+// another replica may have rewritten).
+func (s *Subscriber) ackTimeout(delivered uint64) time.Duration {
+	local := s.cfg.AckTimeout(delivered)
+	if srv := s.server.Load().of(delivered); srv > 0 && srv < local {
+		return srv
+	}
+	return local
+}
+
+// sentNoLaterThan returns the latest time a message received at now can
+// be known to have been sent: now, unless the process was just frozen (it
+// may then have sat in the socket's buffer since the freeze began). A
+// receiver that sees a gap in the housekeeper's ticks records the freeze
+// itself, so the first messages read after a freeze are covered even
+// before the housekeeper runs again.
+func (s *Subscriber) sentNoLaterThan(now time.Time) time.Time {
+	s.noteGap(now)
+	if end := s.freezeEnd.Load(); end != 0 && now.UnixNano()-end < int64(afterFreeze) {
+		return time.Unix(0, s.freezeStart.Load())
+	}
+	return now
+}
+
+// noteGap records a freeze when the last tick is further back than
+// freezeGap.
+func (s *Subscriber) noteGap(now time.Time) {
+	last := s.lastTick.Load()
+	if now.UnixNano()-last < int64(freezeGap) {
+		return
+	}
+	if s.lastTick.CompareAndSwap(last, now.UnixNano()) {
+		s.freezeStart.Store(last)
+		s.freezeEnd.Store(now.UnixNano())
+		s.freezes.Add(1)
+		s.log.Warn("the process was frozen; deliveries it held may have been redelivered meanwhile",
+			"consumer", s.cfg.Durable, "for", time.Duration(now.UnixNano()-last).Round(time.Millisecond))
 	}
 }
 
-func (s *Subscriber) quitting() bool {
-	select {
-	case <-s.quit:
-		return true
-	default:
-		return false
+// housekeep ticks until Stop: it notices freezes, re-asks when requests
+// were lost (missed heartbeats, a reconnect, expiry without a status), and
+// compares the consumer on the server with cfg.
+func (s *Subscriber) housekeep() {
+	defer s.tickers.Done()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastDrift := time.Now()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case now := <-t.C:
+			s.noteGap(now)
+			s.lastTick.Store(now.UnixNano())
+			s.checkRequests(now)
+			if now.Sub(lastDrift) >= driftEvery {
+				lastDrift = now
+				s.checkDrift()
+			}
+		}
 	}
 }
 
-func (s *Subscriber) onConsumeError(_ jetstream.ConsumeContext, err error) {
-	s.consumeErrs.Add(1)
-	if errors.Is(err, jetstream.ErrNoHeartbeat) {
+// checkRequests forgets requests the server can no longer serve and asks
+// again: after a reconnect, two missed idle heartbeats, or expiry (plus a
+// heartbeat's grace) without a status.
+func (s *Subscriber) checkRequests(now time.Time) {
+	recon := s.nc.Stats().Reconnects
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case recon != s.recon:
+		s.recon = recon
+		s.asked, s.requests = 0, 0
+	case s.requests > 0 && now.Sub(s.heard) > 2*s.heartbeat():
 		s.missedHB.Add(1)
+		s.onError(fmt.Errorf("%w: no message or heartbeat for %v", jetstream.ErrNoHeartbeat, now.Sub(s.heard).Round(time.Millisecond)))
+		s.asked, s.requests = 0, 0
+		s.heard = now
+	case s.requests > 0 && now.After(s.expires.Add(s.heartbeat())):
+		s.asked, s.requests = 0, 0
 	}
+	s.askLocked()
+}
+
+// checkDrift reads the consumer's configuration on the server; when it
+// differs from cfg (another replica rewrote it), it logs a warning once per
+// change, and ack timeouts follow the server's where they are shorter.
+func (s *Subscriber) checkDrift() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := s.consumer.Info(ctx)
+	if err != nil {
+		return
+	}
+	diff := s.cfg.consumerDiff(info.Config)
+	s.server.Store(&ackTimeouts{ackWait: info.Config.AckWait, backOff: info.Config.BackOff})
+	s.mu.Lock()
+	changed := diff != s.drift
+	s.drift = diff
+	s.mu.Unlock()
+	if changed && diff != "" {
+		s.log.Warn("consumer configuration differs from this replica's: another replica rewrote it; heartbeats follow the shorter ack timeouts (align the replicas' settings)",
+			"consumer", s.cfg.Durable, "differences", "this replica's->the server's: "+diff)
+	} else if changed {
+		s.log.Info("consumer configuration agrees with this replica's again", "consumer", s.cfg.Durable)
+	}
+}
+
+// Drift describes how the consumer on the server differs from this
+// subscriber's configuration ("ack_wait 30s->2s, ..."), as last read
+// (every few seconds); empty when they agree.
+func (s *Subscriber) Drift() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drift
+}
+
+// Pause stops (true) or resumes (false) asking for more messages; what
+// was asked already still arrives.
+func (s *Subscriber) Pause(paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.paused = paused
+	s.askLocked()
+}
+
+func (s *Subscriber) onError(err error) {
+	s.consumeErrs.Add(1)
 	s.log.Warn("consume error; pulling continues", "consumer", s.cfg.Durable, "err", err)
 }
 
-// Stop stops pulling. Messages already buffered in the client are still
-// handed to fn (drain) until they are all delivered or ctx ends; after ctx
-// ends the rest are dropped from the buffer unsettled, so the server
-// redelivers them after AckWait, and Stop returns without waiting for a
-// call of fn that is still blocked (wait on Done for that). It is safe to
-// call more than once and before Start.
+// Stop stops pulling. Messages already on their way are still handed to
+// fn (a drain: the inbox is unsubscribed, and what the server sent before
+// that arrives) until ctx ends; the rest are then dropped unsettled, so
+// the server redelivers them after AckWait, and Stop returns without
+// waiting for a call of fn that is still blocked (wait on Done for that).
+// It is safe to call more than once and before Start.
 func (s *Subscriber) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	cc := s.cc
-	already := s.stopped
-	started := s.started
+	already, started, sub := s.stopped, s.started, s.sub
 	s.stopped = true
 	if !already {
 		close(s.quit)
-		if cc != nil {
-			cc.Drain() // does not block; done under the lock so "stopped" implies "draining"
-		}
 	}
 	s.mu.Unlock()
 	if already || !started {
 		return nil
 	}
+	if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+		_ = sub.Unsubscribe()
+	}
 	select {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		if cc != nil {
-			cc.Stop()
-		}
+		_ = sub.Unsubscribe()
 		return fmt.Errorf("bus: subscriber %s: drain: %w", s.cfg.Durable, ctx.Err())
 	}
 }
@@ -398,6 +483,15 @@ func (s *Subscriber) Stats() SubscriberStats {
 		ConsumeErrors:    s.consumeErrs.Load(),
 		MissedHeartbeats: s.missedHB.Load(),
 		BadMetadata:      s.badMeta.Load(),
-		Recovered:        s.recovered.Load(),
+		Requests:         s.requested.Load(),
+		Freezes:          s.freezes.Load(),
 	}
+}
+
+// Holding returns how many deliveries the subscriber has handed out and
+// not got back (settled or released), and how many it has asked for.
+func (s *Subscriber) Holding() (held, asked int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held, s.asked
 }

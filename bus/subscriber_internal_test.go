@@ -109,14 +109,9 @@ func TestSubscriberStopDrainsBufferedMessages(t *testing.T) {
 	}
 }
 
-// TestSubscriberRecoversOneMessageAtATime: a subscriber created while the
-// consumer has unacknowledged deliveries (their holder died) hands them out
-// one at a time, each only after the previous was settled.
-func TestSubscriberRecoversOneMessageAtATime(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, topo := inProcess(ctx, t)
-	const n = 5
+// publishN stores n tasks for agent echo.
+func publishN(ctx context.Context, t *testing.T, conn *Conn, topo Topology, n int) {
+	t.Helper()
 	pub := NewPublisher(conn.JetStream())
 	for i := range n {
 		env, _ := envelope.New("t", "echo", envelope.TaskRequest, i)
@@ -124,47 +119,106 @@ func TestSubscriberRecoversOneMessageAtATime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := ConsumerConfig{Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, AckWait: time.Second}
-	// A replica takes all n and dies without settling them.
-	dead, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), cfg, nil)
+}
+
+// TestSubscriberNeverHoldsMoreThanItsWindow: a callback that settles
+// nothing gets Window deliveries and no more; each settled or released one
+// makes room for exactly one more.
+func TestSubscriberNeverHoldsMoreThanItsWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, topo := inProcess(ctx, t)
+	publishN(ctx, t, conn, topo, 30)
+	const window = 4
+	sub, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), ConsumerConfig{
+		Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, Prefetch: 3, Window: window,
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	taken := make(chan *Delivery, n)
-	if err := dead.Start(func(d *Delivery) { taken <- d }); err != nil {
+	got := make(chan *Delivery, 30)
+	if err := sub.Start(func(d *Delivery) { got <- d }); err != nil {
 		t.Fatal(err)
 	}
-	for range n {
-		<-taken
+	defer sub.Stop(context.Background())
+	var held []*Delivery
+	for range window {
+		held = append(held, <-got)
 	}
-	if err := dead.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Its successor recovers them one by one.
-	next, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan *Delivery, n)
-	if err := next.Start(func(d *Delivery) { got <- d }); err != nil {
-		t.Fatal(err)
-	}
-	defer next.Stop(context.Background())
-	for i := range n {
-		d := <-got
-		if d.NumDelivered != 2 {
-			t.Fatalf("recovered delivery %d has NumDelivered %d, want 2", i, d.NumDelivered)
+	// Wait for the server to have answered everything asked: the window
+	// is full, nothing more may come.
+	for {
+		h, asked := sub.Holding()
+		if h == window && asked == 0 {
+			break
 		}
 		select {
-		case extra := <-got:
-			t.Fatalf("delivery of seq %d handed out while seq %d was unsettled", extra.StreamSeq, d.StreamSeq)
-		case <-time.After(200 * time.Millisecond): // a window in which a streaming subscriber would have handed out the rest
-		}
-		if err := d.Ack(); err != nil {
-			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatalf("holding %d, asked %d", h, asked)
+		case <-time.After(5 * time.Millisecond): // polling the subscriber's counters
 		}
 	}
-	if st := next.Stats(); st.Recovered != n {
-		t.Fatalf("stats = %+v, want %d recovered", st, n)
+	info, err := sub.Consumer().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != window || len(got) != 0 {
+		t.Fatalf("%d deliveries pending on the server, %d more handed out; want %d and 0", info.NumAckPending, len(got), window)
+	}
+	if err := held[0].Ack(); err != nil {
+		t.Fatal(err)
+	}
+	held[1].Release()
+	for range 2 {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatal("no delivery after two places were given back")
+		}
+	}
+	select {
+	case d := <-got:
+		t.Fatalf("seq %d handed out beyond the window", d.StreamSeq)
+	case <-time.After(200 * time.Millisecond): // a window in which an unbounded pull would hand out more
+	}
+}
+
+// TestDeliveriesReadRightAfterAFreezeAreDatedToItsStart: a message
+// received just after the process was frozen may have waited in the
+// socket's buffer all along; its ack timeout counts from the freeze's
+// start, so a freeze longer than it leaves the delivery expired.
+func TestDeliveriesReadRightAfterAFreezeAreDatedToItsStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, topo := inProcess(ctx, t)
+	sub, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), ConsumerConfig{
+		Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, AckWait: 2 * time.Second,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// The housekeeper last ticked 3s ago: a freeze ends now.
+	sub.lastTick.Store(now.Add(-3 * time.Second).UnixNano())
+	if got := sub.sentNoLaterThan(now); !got.Equal(now.Add(-3 * time.Second)) {
+		t.Fatalf("a message read right after a 3s freeze dated %v before now, want 3s", now.Sub(got))
+	}
+	if got := sub.sentNoLaterThan(now.Add(10 * time.Millisecond)); !got.Equal(now.Add(-3 * time.Second)) {
+		t.Fatalf("a message read 10ms after the freeze dated %v", now.Sub(got))
+	}
+	if later := now.Add(afterFreeze + time.Millisecond); !sub.sentNoLaterThan(later).Equal(later) {
+		t.Fatal("a message read well after the freeze is dated to the freeze")
+	}
+	if sub.Stats().Freezes != 1 {
+		t.Fatalf("stats = %+v, want 1 freeze", sub.Stats())
+	}
+	d := &Delivery{ackTimeout: sub.ackTimeout(1)}
+	d.alive.Store(now.Add(-3 * time.Second).UnixNano())
+	if !d.Expired(now, 0) {
+		t.Fatal("a delivery received at a 3s freeze's start is not expired with AckWait 2s")
+	}
+	d.alive.Store(now.UnixNano())
+	if d.Expired(now.Add(time.Second), 0) {
+		t.Fatal("a delivery alive 1s ago is expired with AckWait 2s")
 	}
 }

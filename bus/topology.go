@@ -130,6 +130,36 @@ func (t Topology) AgentTasks(agent string) string {
 	return t.prefix() + ".tasks." + agent + ".>"
 }
 
+// parkedToken is the subject token under which parked tasks are kept: no
+// agent can have that name ('$' is not allowed in one), so no consumer of
+// tasks sees them.
+const parkedToken = "$parked"
+
+// ParkedSubject returns where a task of agent published on taskSubject
+// (see TaskSubject) waits while its subject's breaker is open:
+// "<prefix>.tasks.$parked.<agent>.<payload_type>", in the tasks stream but
+// outside every agent's consumer.
+func (t Topology) ParkedSubject(taskSubject string) string {
+	rest, _ := strings.CutPrefix(taskSubject, t.prefix()+".tasks.")
+	return t.prefix() + ".tasks." + parkedToken + "." + rest
+}
+
+// TaskSubjectOfParked returns the task subject a parked task came from
+// (the inverse of ParkedSubject), and false when parked is not a parked
+// subject.
+func (t Topology) TaskSubjectOfParked(parked string) (string, bool) {
+	rest, ok := strings.CutPrefix(parked, t.prefix()+".tasks."+parkedToken+".")
+	if !ok || rest == "" {
+		return "", false
+	}
+	return t.prefix() + ".tasks." + rest, true
+}
+
+// AgentParked returns the filter matching every parked task of agent.
+func (t Topology) AgentParked(agent string) string {
+	return t.prefix() + ".tasks." + parkedToken + "." + agent + ".>"
+}
+
 // DLQSubject returns the subject a dead letter of agent's task type goes to.
 func (t Topology) DLQSubject(agent string, typ envelope.PayloadType) string {
 	return t.prefix() + ".dlq." + agent + "." + string(typ)

@@ -21,6 +21,8 @@ type maxDeliveriesAdvisory struct {
 	Consumer   string `json:"consumer"`
 	StreamSeq  uint64 `json:"stream_seq"`
 	Deliveries uint64 `json:"deliveries"`
+
+	why string // the dead letter's error, when not the advisory's
 }
 
 // Sweeper is the safety net for poison messages that never reach a
@@ -143,6 +145,9 @@ func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
 		FirstFailure: msg.Time,
 		LastFailure:  time.Now().UTC(),
 	}
+	if adv.why != "" {
+		rec.Error = adv.why
+	}
 	var env envelope.Envelope
 	if envelope.Unmarshal(msg.Data, &env) == nil {
 		rec.TraceID = env.TraceID
@@ -156,4 +161,87 @@ func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
 	s.swept.Add(1)
 	s.log.Warn("dead-lettered a task that exceeded MaxDeliver", "agent", s.agent, "subject", msg.Subject, "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
 	return nil
+}
+
+// strandedSettle is how long a task seen stranded must stay so before
+// SweepStranded files it: an acknowledgement leaves the consumer's pending
+// set a moment before the work queue deletes the message.
+const strandedSettle = 2 * time.Second
+
+// SweepStranded dead-letters the tasks of agent that the server stopped
+// delivering and that no advisory swept: a MaxDeliver the consumer cons
+// had (an older version's, another replica's settings) was exhausted
+// while the advisories stream was down or no sweeper ran, and the task
+// stays in the work queue for ever. It looks only while the consumer has
+// nothing unacknowledged (then every task it delivered and that is still
+// stored is such a task), checks each again strandedSettle later, files it
+// with ReasonMaxDeliveries and removes it from the tasks stream. It needs
+// no advisory, and is safe to run from several replicas at once (a dead
+// letter's id derives from the task's sequence). It returns how many it
+// swept, and the first error.
+func SweepStranded(ctx context.Context, js jetstream.JetStream, topo bus.Topology, agent string, cons jetstream.Consumer) (int, error) {
+	candidates, err := strandedTasks(ctx, js, topo, agent, cons)
+	if err != nil || len(candidates) == 0 {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(strandedSettle):
+	}
+	again, err := strandedTasks(ctx, js, topo, agent, cons)
+	if err != nil {
+		return 0, err
+	}
+	still := make(map[uint64]bool, len(again))
+	for _, seq := range again {
+		still[seq] = true
+	}
+	s := &Sweeper{js: js, topo: topo, agent: agent, store: NewStore(js, topo), log: slog.New(slog.DiscardHandler)}
+	swept := 0
+	for _, seq := range candidates {
+		if !still[seq] {
+			continue
+		}
+		if err := s.sweep(ctx, maxDeliveriesAdvisory{Stream: topo.TasksStream(), Consumer: agent, StreamSeq: seq,
+			why: "max deliveries exceeded: the server stopped delivering it to " + agent +
+				" (a MaxDeliver the consumer had was reached, never settled: the agent crashed or hung on it), and no advisory swept it",
+		}); err != nil {
+			return swept, err
+		}
+		swept++
+	}
+	return swept, nil
+}
+
+// strandedTasks returns the stream sequences of agent's tasks that cons
+// delivered and no longer holds, while it holds none (see SweepStranded).
+func strandedTasks(ctx context.Context, js jetstream.JetStream, topo bus.Topology, agent string, cons jetstream.Consumer) ([]uint64, error) {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: stranded tasks of %s: %w", agent, err)
+	}
+	if info.NumAckPending > 0 || info.Delivered.Stream == 0 {
+		return nil, nil
+	}
+	st, err := js.Stream(ctx, topo.TasksStream())
+	if err != nil {
+		return nil, fmt.Errorf("dlq: stranded tasks of %s: %w", agent, err)
+	}
+	var out []uint64
+	for seq := uint64(1); seq <= info.Delivered.Stream; {
+		msg, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(topo.AgentTasks(agent)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dlq: stranded tasks of %s: %w", agent, err)
+		}
+		if msg.Sequence > info.Delivered.Stream {
+			break // not delivered yet: still the consumer's
+		}
+		out = append(out, msg.Sequence)
+		seq = msg.Sequence + 1
+	}
+	return out, nil
 }

@@ -44,8 +44,8 @@ func TestDrainOnSIGTERMLosesNothingAndRunsNothingTwice(t *testing.T) {
 	}
 	drained := time.Since(stopped)
 	doneByFirst := len(ledgerCounts(t, ledger))
-	// The handed-back tasks count as unacknowledged until redelivered, so
-	// the second agent starts in recovery mode: one task at a time.
+	// The handed-back tasks were recorded as such: they spent no attempt,
+	// and the second agent runs them at full concurrency.
 	ledgerAgent(t, srv.URL(), ledger, args...)
 	readReplies(ctx, t, js, topo, replyTo, n)
 	counts := ledgerCounts(t, ledger)

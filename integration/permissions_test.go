@@ -38,9 +38,11 @@ import (
 const jsAPI = "$JS.API."
 
 // agentPermissions lets agent consume its own tasks, answer, dead-letter,
-// checkpoint under its own snapshot keys and sweep its own poison tasks.
+// checkpoint under its own snapshot keys, count attempts in its own
+// records bucket, park its tasks and sweep its own poison tasks.
 func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 	tasks, adv, snaps := topo.TasksStream(), topo.AdvisoriesStream(), topo.SnapshotBucket()
+	records := topo.RecordsBucket(agent)
 	sweeper := agent + "_sweeper"
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
@@ -66,6 +68,17 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			// Snapshots: write and read the agent's own keys only.
 			"$KV." + snaps + "." + agent + ".>",
 			jsAPI + "DIRECT.GET.KV_" + snaps + ".$KV." + snaps + "." + agent + ".>",
+			// Its own records bucket (provisioned with bus.ProvisionAgent):
+			// attempt records, keys att.<stream seq>, opened, written
+			// (create, compare-and-swap, delete) and read.
+			jsAPI + "STREAM.INFO.KV_" + records,
+			"$KV." + records + ".att.>",
+			jsAPI + "DIRECT.GET.KV_" + records + ".$KV." + records + ".att.>",
+			// Parking: tasks of a subject whose breaker is open are copied
+			// to the agent's parked subjects, and later moved back to its
+			// own task subjects (read and removed by sequence, below).
+			topo.AgentParked(agent),
+			topo.AgentTasks(agent),
 			// The sweeper: its durable consumer on the agent's
 			// MAX_DELIVERIES advisories, and the task an advisory names,
 			// read and removed by stream sequence.
@@ -209,6 +222,11 @@ func startSecured(t *testing.T) *secured {
 	if err := bus.Provision(ctx, s.admin.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
+	for _, agent := range []string{"A", "B"} {
+		if err := bus.ProvisionAgent(ctx, s.admin.JetStream(), topo, agent); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return s
 }
 
@@ -289,6 +307,9 @@ func TestLeastPrivilegeRolesDoTheirJobs(t *testing.T) {
 	if err := bus.Provision(ctx, agent.JetStream(), s.topo); err != nil {
 		t.Fatalf("provisioning check as agent-A: %v", err)
 	}
+	if err := bus.ProvisionAgent(ctx, agent.JetStream(), s.topo, "A"); err != nil {
+		t.Fatalf("provisioning check of A's own buckets as agent-A: %v", err)
+	}
 	release := make(chan struct{})
 	var released atomic.Bool
 	t.Cleanup(func() {
@@ -366,7 +387,8 @@ func TestLeastPrivilegeRolesDoTheirJobs(t *testing.T) {
 	if _, err := bus.NewPublisher(client.JetStream()).PublishEnvelope(ctx, subject, poison); err != nil {
 		t.Fatal(err)
 	}
-	// The agent dead-letters the first; its sweeper the second (MaxDeliver 2).
+	// The agent dead-letters the first, and the second once it hung
+	// MaxDeliver (2) times.
 	store := dlq.NewStore(s.admin.JetStream(), s.topo)
 	var entries []*dlq.Entry
 	pollUntil(ctx, t, "two dead letters", func() bool {

@@ -33,7 +33,7 @@ var _ runtime.Observer = (*Agent)(nil)
 type subjectMetrics struct {
 	label                                         string
 	deliveries, processed, redelivered, cancelled prometheus.Counter
-	duplicates, returned, abandoned, held         prometheus.Counter
+	duplicates, returned, abandoned, held, parked prometheus.Counter
 	duration                                      prometheus.Observer
 	breaker                                       prometheus.Gauge
 }
@@ -91,6 +91,7 @@ func (a *Agent) newSubject(label string) *subjectMetrics {
 		returned:    m.returned.WithLabelValues(l...),
 		abandoned:   m.abandoned.WithLabelValues(l...),
 		held:        m.held.WithLabelValues(l...),
+		parked:      m.parked.WithLabelValues(l...),
 		duration:    m.duration.WithLabelValues(l...),
 		breaker:     m.breaker.WithLabelValues(l...),
 	}
@@ -126,6 +127,8 @@ func (a *Agent) Settled(subject string, o runtime.Outcome, handler time.Duration
 		sm.abandoned.Inc()
 	case runtime.Held:
 		sm.held.Inc()
+	case runtime.Parked:
+		sm.parked.Inc()
 	}
 }
 

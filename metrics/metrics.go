@@ -48,7 +48,7 @@ type Metrics struct {
 	opts Options
 
 	deliveries, processed, redelivered, cancelled, duplicates *prometheus.CounterVec
-	returned, abandoned, held                                 *prometheus.CounterVec
+	returned, abandoned, held, parked                         *prometheus.CounterVec
 	failed, deadLettered, transitions                         *prometheus.CounterVec
 	heartbeats                                                *prometheus.CounterVec
 	duration                                                  *prometheus.HistogramVec
@@ -97,9 +97,10 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 		redelivered:  counter("redelivered_total", "Deliveries handed back for redelivery after a failure (handler error or panic, reply or dead letter not published).", bySubject...),
 		cancelled:    counter("cancelled_total", "Tasks stopped by a task.cancel (acked).", bySubject...),
 		duplicates:   counter("duplicates_total", "Deliveries acked without running because another message carrying the same task id runs it.", bySubject...),
-		returned:     counter("returned_total", "Deliveries handed back unprocessed at shutdown.", bySubject...),
+		returned:     counter("returned_total", "Deliveries handed back unprocessed (at shutdown, while every worker was stuck, or not started after a freeze); they spend no attempt.", bySubject...),
 		abandoned:    counter("abandoned_total", "Deliveries left unsettled because a newer delivery of the same message owns the task.", bySubject...),
 		held:         counter("held_total", "Times a delivery was held back because its subject's breaker was open.", bySubject...),
+		parked:       counter("parked_total", "Deliveries copied to the end of the tasks stream, then acked, because their subject's breaker was open and the replica held enough of its tasks.", bySubject...),
 		failed:       counter("failed_total", "Handler failures, by kind (transient, timeout, retry_after, permanent, malformed, ...).", "agent", "subject", "kind"),
 		deadLettered: counter("dead_lettered_total", "Deliveries moved to the dead-letter stream, by reason.", "agent", "subject", "reason"),
 		transitions:  counter("breaker_transitions_total", "Breaker state changes, by the state entered.", "agent", "subject", "state"),
@@ -117,7 +118,7 @@ func New(reg prometheus.Registerer, opts Options) (*Metrics, error) {
 	}
 	m.state = newStateCollector(opts.ScrapeTimeout)
 	for _, c := range []prometheus.Collector{m.deliveries, m.processed, m.redelivered, m.cancelled, m.duplicates,
-		m.returned, m.abandoned, m.held, m.failed, m.deadLettered, m.transitions, m.heartbeats, m.duration, m.breaker, m.state} {
+		m.returned, m.abandoned, m.held, m.parked, m.failed, m.deadLettered, m.transitions, m.heartbeats, m.duration, m.breaker, m.state} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}

@@ -193,6 +193,7 @@ func TestKnownWorkloadGivesExactCounts(t *testing.T) {
 		{"jetagent_cancelled_total", []string{"subject", req}, 0},
 		{"jetagent_duplicates_total", []string{"subject", req}, 0},
 		{"jetagent_held_total", []string{"subject", req}, 0},
+		{"jetagent_parked_total", []string{"subject", req}, 0},
 		{"jetagent_handler_duration_seconds", []string{"subject", req}, 12},
 		{"jetagent_handler_duration_seconds", []string{"subject", send}, 0},
 		{"jetagent_breaker_state", []string{"subject", req}, 0},

@@ -2,8 +2,9 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"time"
 
@@ -26,7 +27,9 @@ type ChaosConfig struct {
 	// task is retried and, sooner or later, succeeds).
 	FailRate float64
 	// PermanentRate is the fraction of tasks that fail permanently,
-	// decided by the envelope id, so every attempt of a task agrees.
+	// decided by a hash of the envelope id, so every attempt of a task
+	// agrees, and tasks decide independently of each other (also those
+	// with consecutive ids, as a burst of monotonic ULIDs has).
 	PermanentRate float64
 	// Latency adds a random delay of up to this much to each attempt.
 	Latency time.Duration
@@ -51,7 +54,7 @@ func Chaos(cfg ChaosConfig) Handler {
 		if cfg.CrashRate > 0 && rand.Float64() < cfg.CrashRate && cfg.Crash != nil {
 			cfg.Crash()
 		}
-		if cfg.PermanentRate > 0 && unitHash(t.Envelope.ID) < cfg.PermanentRate {
+		if cfg.PermanentRate > 0 && chaosDraw(t.Envelope.ID) < cfg.PermanentRate {
 			return nil, resilience.Permanent(fmt.Errorf("chaos: task %s fails permanently", t.Envelope.ID))
 		}
 		if cfg.FailRate > 0 && rand.Float64() < cfg.FailRate {
@@ -61,9 +64,11 @@ func Chaos(cfg ChaosConfig) Handler {
 	}
 }
 
-// unitHash maps s to [0, 1) deterministically.
-func unitHash(s string) float64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return float64(h.Sum64()>>11) / (1 << 53)
+// chaosDraw maps id to [0, 1), the same on every call and in every
+// process, and uniformly: ids that differ in one bit (consecutive ULIDs)
+// land anywhere (FNV, used before, kept them together: a burst of
+// monotonic ULIDs failed all or none).
+func chaosDraw(id string) float64 {
+	sum := sha256.Sum256([]byte(id))
+	return float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53)
 }

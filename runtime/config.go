@@ -34,10 +34,20 @@ type Config struct {
 
 	// Consumer tunes the durable consumer (AckWait, MaxDeliver, BackOff,
 	// MaxAckPending, Prefetch, PullExpiry). Its Durable and FilterSubjects
-	// are set by the runtime from Agent and must be left empty.
-	// MaxAckPending bounds the deliveries an agent's replicas hold at once
-	// (queued, running or held by a breaker), and so their memory; every
-	// one of them is kept alive with heartbeats.
+	// are set by the runtime from Agent and must be left empty, and so is
+	// its Window.
+	//
+	// MaxDeliver is the number of attempts a task gets before it is
+	// dead-lettered: handler runs that failed, or that ended without a
+	// trace (the process died or the handler hung; see Task.Attempt).
+	// Deliveries handed back unrun do not count, so the runtime counts
+	// them itself and asks the server never to stop redelivering.
+	//
+	// Each replica holds at most Concurrency + Prefetch deliveries
+	// (queued, running, held by a breaker or waiting as suspects), every
+	// one kept alive with heartbeats: lower Prefetch for slow tasks, so
+	// that replicas share a backlog. MaxAckPending bounds what all the
+	// replicas hold together.
 	Consumer bus.ConsumerConfig
 
 	// Concurrency is the number of workers running handlers. Zero: 4.
@@ -121,6 +131,9 @@ func (c Config) withDefaults() Config {
 	if c.Consumer.MaxDeliver == 0 {
 		c.Consumer.MaxDeliver = bus.DefaultMaxDeliver
 	}
+	if c.Consumer.Prefetch == 0 {
+		c.Consumer.Prefetch = bus.DefaultPrefetch
+	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
 	}
@@ -133,6 +146,12 @@ func (c Config) validate(raw Config) error {
 	}
 	if raw.Consumer.Durable != "" || len(raw.Consumer.FilterSubjects) > 0 {
 		return errors.New("runtime: Config.Consumer.Durable and FilterSubjects are set from Agent; leave them empty")
+	}
+	if raw.Consumer.Window != 0 {
+		return errors.New("runtime: Config.Consumer.Window is Concurrency + Prefetch; leave it empty")
+	}
+	if c.Consumer.MaxDeliver < 1 {
+		return fmt.Errorf("runtime: Consumer.MaxDeliver must be at least 1 attempt, got %d", c.Consumer.MaxDeliver)
 	}
 	if c.Concurrency < 1 {
 		return fmt.Errorf("runtime: Concurrency must be positive, got %d", c.Concurrency)

@@ -26,19 +26,31 @@ var errPanic = errors.New("runtime: handler panicked")
 
 // process takes one delivery from arrival to settlement.
 func (r *Runtime) process(s *slot, j job) {
-	d := j.d
+	// The task is allocated first and holds the job: the paths below take
+	// its address without another allocation.
+	task := &Task{job: j}
+	jp := &task.job
+	d := jp.d
 	if r.aborting() {
-		r.returnUnrun(d)
+		r.returnUnrun(jp)
 		return
 	}
-	env := j.env
-	if env == nil { // a new delivery (held ones were parsed already)
+	if r.skipExpiredDelivery(jp) { // its ack timeout passed unseen: another delivery owns it
+		return
+	}
+	env := jp.env
+	if env == nil { // a new delivery (held and waiting ones were parsed already)
 		r.stats.received.Add(1)
 		if r.cfg.Observer != nil {
 			r.cfg.Observer.Delivered(d.Subject)
 		}
+		r.account(jp) // reads nothing for a first delivery
+		if r.exhausted(jp) {
+			r.observe(d.Subject, r.deadLetterExhausted(jp), 0)
+			return
+		}
 		lim := r.cfg.Limits
-		lim.ReceivedAt = d.Published
+		lim.ReceivedAt = receivedAt(d)
 		lim.AliasPayload = true // the delivery owns its data
 		if d.Header != nil && d.Header.Get(dlq.HeaderReplayOf) != "" {
 			lim.IgnoreClockSkew = true // replayed from the DLQ: old by design
@@ -47,35 +59,43 @@ func (r *Runtime) process(s *slot, j job) {
 		env, err = envelope.Parse(d.Data, lim)
 		if err != nil {
 			r.observe(d.Subject, r.deadLetter(d, env, rejectReason(err), err), 0) // env is nil unless it decoded
+			r.forget(jp)
 			return
 		}
+		jp.env = env
+	} else if r.deadLetterIfExpired(jp) { // held, or waiting its turn, past its deadline
+		return
+	}
+	if jp.acct.suspect() && !jp.turn && !r.suspects.turn(jp, time.Now()) {
+		return // another suspect runs: this one waits its turn, heartbeated
 	}
 	h := r.handlers[env.PayloadType]
 	if h == nil {
 		err := fmt.Errorf("%w: %q: agent %s has no handler for it", envelope.ErrUnknownType, env.PayloadType, r.cfg.Agent)
 		r.observe(d.Subject, r.deadLetter(d, env, dlq.ReasonUnknownType, err), 0)
+		r.endTurn(jp)
 		return
 	}
 	br := r.breakers.Get(d.Subject)
 	done, err := br.Allow()
 	if err != nil {
-		r.observe(d.Subject, r.holdBack(job{d: d, env: env}, br), 0)
+		r.endTurn(jp)
+		r.observe(d.Subject, r.holdBack(*jp, br), 0)
 		return
 	}
-	task := &Task{
-		Envelope:  env,
-		Attempt:   int(d.NumDelivered),
-		Subject:   d.Subject,
-		StreamSeq: d.StreamSeq,
-		Published: d.Published,
-		Header:    d.Header,
-		progress: progress{
-			rt:     r,
-			taskID: taskIDOf(env),
-			seq:    d.StreamSeq,
-			nth:    d.NumDelivered,
-		},
+	task.Envelope = env
+	task.Attempt = jp.acct.attempt()
+	task.Subject = d.Subject
+	task.StreamSeq = d.StreamSeq
+	task.Published = d.Published
+	task.Header = d.Header
+	task.progress = progress{
+		rt:     r,
+		taskID: taskIDOf(env),
+		seq:    d.StreamSeq,
+		nth:    d.NumDelivered,
 	}
+	r.markSuspectRun(jp)
 	ctx, span := r.handlerCtx, trace.Span(nil)
 	if r.tracer != nil {
 		ctx, span = r.startHandleSpan(d, task)
@@ -86,8 +106,9 @@ func (r *Runtime) process(s *slot, j job) {
 	if r.cfg.Observer != nil {
 		ran = time.Since(start)
 	}
-	done(r.breakerOutcome(herr))
+	done(r.breakerOutcome(herr, task))
 	out := r.settle(d, task, result, herr)
+	r.endTurn(jp)
 	r.observe(d.Subject, out, ran)
 	if span != nil {
 		endHandleSpan(span, out, herr)
@@ -106,6 +127,9 @@ func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handl
 	}
 	ctx := newDeadlineCtx(parent, deadline)
 	defer ctx.release()
+	if t.job.turn {
+		r.suspects.started(deadline)
+	}
 	s.set(d, start, deadline)
 	defer s.clear()
 	defer func() {
@@ -131,12 +155,15 @@ func asTaken(err error, dst **takenError) bool {
 }
 
 // breakerOutcome is what the subject's breaker records for a handler
-// error: shutdown interruptions say nothing about the subject, and a
+// error: shutdown interruptions say nothing about the subject, nor does a
+// task's own deadline passing (its sender gave up on it), and a
 // cancelled or taken task is not a failure of it.
-func (r *Runtime) breakerOutcome(err error) error {
+func (r *Runtime) breakerOutcome(err error, t *Task) error {
 	switch {
 	case err != nil && r.aborting() && errors.Is(err, context.Canceled):
 		return context.Canceled // ignored by the breaker
+	case errors.Is(err, context.DeadlineExceeded) && taskExpired(t.Envelope, time.Now()):
+		return context.Canceled // ignored: the task expired, the subject said nothing
 	case errors.Is(err, ErrCancelled), errors.Is(err, ErrTaskTaken):
 		return nil
 	}
@@ -173,21 +200,24 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 			log().Warn("ack failed; task may be redelivered", "err", aerr)
 		}
 		r.stats.succeeded.Add(1)
+		r.forget(&t.job)
 		r.dropSnapshot(t)
 		return Outcome{Disposition: Succeeded}
 	case r.aborting() && errors.Is(err, context.Canceled):
-		return r.giveBack(d)
+		return r.giveBack(&t.job)
 	case errors.Is(err, ErrCancelled):
 		if rerr := r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}); rerr != nil {
 			log().Warn("cancel reply not published", "err", rerr)
 		}
 		_ = d.Ack()
+		r.forget(&t.job)
 		r.stats.cancelled.Add(1)
 		log().Info("task cancelled", "task_id", t.taskID)
 		r.dropSnapshot(t)
 		return Outcome{Disposition: Cancelled}
 	case asTaken(err, &taken) && taken.same:
 		r.stats.abandoned.Add(1)
+		d.Release() // unsettled, but no longer this replica's: its window place is free
 		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
 		return Outcome{Disposition: Abandoned}
 	case errors.Is(err, ErrTaskTaken):
@@ -196,20 +226,21 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		log().Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
 		return Outcome{Disposition: Duplicate}
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
-		out := r.deadLetter(d, env, dlq.ReasonPermanent, err)
+		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonPermanent, err)
 		r.dropSnapshot(t)
 		out.Failure = kind
 		return out
-	case int(d.NumDelivered) >= r.cfg.Consumer.MaxDeliver:
-		out := r.deadLetter(d, env, dlq.ReasonMaxAttempts,
-			fmt.Errorf("attempt %d of %d failed: %w", d.NumDelivered, r.cfg.Consumer.MaxDeliver, err))
+	case t.Attempt >= r.cfg.Consumer.MaxDeliver:
+		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonMaxAttempts,
+			fmt.Errorf("attempt %d of %d failed: %w", t.Attempt, r.cfg.Consumer.MaxDeliver, err))
 		r.dropSnapshot(t)
 		out.Failure = kind
 		return out
 	default:
 		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
 		log().Info("handler failed; redelivering", "kind", kind.String(), "err", err)
-		out := r.retry(d, delay)
+		r.noteFailed(&t.job)
+		out := r.retryAttempt(d, delay, t.Attempt)
 		out.Failure = kind
 		return out
 	}
@@ -263,11 +294,17 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 }
 
 // retry hands d back for redelivery after delay, or, when delay is zero,
-// after the backoff delay of its attempt.
+// after the backoff delay of its delivery.
 func (r *Runtime) retry(d *bus.Delivery, delay time.Duration) Outcome {
+	return r.retryAttempt(d, delay, int(d.NumDelivered))
+}
+
+// retryAttempt hands d back for redelivery after delay, or, when delay is
+// zero, after the backoff delay of attempt.
+func (r *Runtime) retryAttempt(d *bus.Delivery, delay time.Duration, attempt int) Outcome {
 	r.stats.retried.Add(1)
 	if delay <= 0 {
-		delay = r.cfg.Backoff.Delay(int(d.NumDelivered))
+		delay = r.cfg.Backoff.Delay(attempt)
 	}
 	if err := d.NakWithDelay(delay); err != nil {
 		r.cfg.Logger.Warn("nak failed; the task is redelivered after AckWait", "agent", r.cfg.Agent, "subject", d.Subject,
@@ -276,10 +313,19 @@ func (r *Runtime) retry(d *bus.Delivery, delay time.Duration) Outcome {
 	return Outcome{Disposition: Retried}
 }
 
-// giveBack hands d back for immediate redelivery (shutdown).
-func (r *Runtime) giveBack(d *bus.Delivery) Outcome {
+// giveBack hands j's delivery back for immediate redelivery (shutdown),
+// recording that it spent no attempt; a delivery whose ack timeout passed
+// unseen is only released (another delivery of it runs).
+func (r *Runtime) giveBack(j *job) Outcome {
 	r.stats.returned.Add(1)
-	_ = d.Nak()
+	r.endTurn(j)
+	if j.d.Expired(time.Now(), staleMargin) {
+		r.noteGivenBack(j)
+		j.d.Release()
+		return Outcome{Disposition: Returned}
+	}
+	r.noteGivenBack(j)
+	_ = j.d.Nak()
 	return Outcome{Disposition: Returned}
 }
 
@@ -287,6 +333,21 @@ func (r *Runtime) giveBack(d *bus.Delivery) Outcome {
 // for the copy to be stored, then terminates d. When the copy cannot be
 // stored, d is redelivered instead: it is never dropped.
 func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
+	return r.deadLetterCounted(d, env, reason, cause, d.NumDelivered)
+}
+
+// deadLetterAttempts dead-letters j's delivery as deadLetter does, its
+// record saying how many attempts it had (not deliveries), and drops the
+// task's attempt record.
+func (r *Runtime) deadLetterAttempts(j *job, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
+	out := r.deadLetterCounted(j.d, env, reason, cause, uint64(max(j.acct.attempt(), 1)))
+	if out.Disposition == DeadLettered {
+		r.forget(j)
+	}
+	return out
+}
+
+func (r *Runtime) deadLetterCounted(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) Outcome {
 	now := time.Now().UTC()
 	rec := dlq.Record{
 		Data:         d.Data,
@@ -297,7 +358,7 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 		Subject:      d.Subject,
 		Stream:       d.Stream,
 		Sequence:     d.StreamSeq,
-		Deliveries:   d.NumDelivered,
+		Deliveries:   deliveries,
 		FirstFailure: now,
 		LastFailure:  now,
 	}

@@ -29,7 +29,10 @@ type Reply struct {
 type Task struct {
 	// Envelope is the decoded, validated request.
 	Envelope *envelope.Envelope
-	// Attempt is the delivery number, starting at 1.
+	// Attempt is the task's attempt number, starting at 1: its earlier
+	// runs that failed, or ended without a trace (the process died or the
+	// handler hung), plus one. Deliveries handed back unrun (at shutdown,
+	// while its breaker was open, after a freeze) do not count.
 	Attempt int
 	// Subject is where the task was published.
 	Subject string
@@ -42,6 +45,8 @@ type Task struct {
 	Header nats.Header
 
 	progress // checkpoint state, loaded on first use
+
+	job job // the delivery and its accounting, for settle
 }
 
 // Decode decodes the task's payload into v (see envelope.DecodePayload).

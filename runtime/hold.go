@@ -9,10 +9,13 @@ import (
 	"github.com/jetagent/jetagent/resilience"
 )
 
-// holding keeps the deliveries whose subject's breaker is open. They stay
-// unacknowledged (kept alive by heartbeats), so they do not use up
-// deliveries and are never dead-lettered for the breaker's sake; the
-// server caps them, with everything else unsettled, at MaxAckPending.
+// holding keeps some of the deliveries whose subject's breaker is open:
+// the probe, and those released first when it closes. They stay
+// unacknowledged (kept alive by heartbeats), so they use up no attempt and
+// are never dead-lettered for the breaker's sake. Held deliveries spend
+// the consumer's MaxAckPending, which every subject and replica shares, and
+// the replica's window: a replica holds at most holdLimits of them, and
+// parks the others (see park).
 type holding struct {
 	n atomic.Int64 // held deliveries, read without the lock on the hot path
 
@@ -26,21 +29,32 @@ type heldSubject struct {
 	timer *time.Timer
 }
 
-// add holds j; it returns false once the holding is closed.
-func (h *holding) add(j job) bool {
+// Why add did not hold a delivery.
+const (
+	holdFull   = 1 // the subject, or the replica, holds as many as it may
+	holdClosed = 2 // shutting down
+)
+
+// add holds j, unless its subject holds perSubject deliveries already or
+// the replica holds total; it returns 0 when it held j, else holdFull or
+// holdClosed.
+func (h *holding) add(j job, perSubject, total int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return false
+		return holdClosed
 	}
 	hs := h.bySubject[j.d.Subject]
+	if int(h.n.Load()) >= total || hs != nil && len(hs.queue) >= perSubject {
+		return holdFull
+	}
 	if hs == nil {
 		hs = &heldSubject{}
 		h.bySubject[j.d.Subject] = hs
 	}
 	hs.queue = append(hs.queue, j)
 	h.n.Add(1)
-	return true
+	return 0
 }
 
 // take removes and returns the oldest held job of subject, or all of them;
@@ -85,6 +99,33 @@ func (h *holding) arm(subject string, delay time.Duration, fn func()) {
 	hs.timer = time.AfterFunc(delay, fn)
 }
 
+// takeExpired removes and returns the held jobs whose task's deadline has
+// passed at now.
+func (h *holding) takeExpired(now time.Time) []job {
+	if h.n.Load() == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	var out []job
+	for _, hs := range h.bySubject {
+		kept := hs.queue[:0]
+		for _, j := range hs.queue {
+			if taskExpired(j.env, now) {
+				out = append(out, j)
+			} else {
+				kept = append(kept, j)
+			}
+		}
+		hs.queue = kept
+	}
+	h.n.Add(-int64(len(out)))
+	return out
+}
+
 // appendAll appends every held delivery to dst (for heartbeats).
 func (h *holding) appendAll(dst []*bus.Delivery) []*bus.Delivery {
 	if h.n.Load() == 0 {
@@ -127,11 +168,23 @@ func (h *holding) drain() []job {
 	return out
 }
 
+// holdLimits are how many deliveries a replica holds for one subject whose
+// breaker is open (its Concurrency, so that a closing breaker has work for
+// every worker) and for all of them (half its Prefetch): the rest of its
+// window stays free for the other subjects.
+func (r *Runtime) holdLimits() (perSubject, total int) {
+	return r.cfg.Concurrency, max(1, r.cfg.Consumer.Prefetch/2)
+}
+
 // holdBack holds j because its subject's breaker refused it, and arranges
-// for the breaker's next probe.
+// for the breaker's next probe; beyond the hold limits it parks j.
 func (r *Runtime) holdBack(j job, br *resilience.Breaker) Outcome {
-	if !r.hold.add(j) {
-		return r.giveBack(j.d) // shutting down
+	per, total := r.holdLimits()
+	switch r.hold.add(j, per, total) {
+	case holdClosed:
+		return r.giveBack(&j) // shutting down
+	case holdFull:
+		return r.park(j, br)
 	}
 	r.stats.held.Add(1)
 	r.scheduleProbe(j.d.Subject, br)
@@ -161,6 +214,7 @@ func (r *Runtime) afterOutcome(subject string, br *resilience.Breaker) {
 	switch br.State() {
 	case resilience.StateClosed:
 		r.release(subject, true)
+		r.nudgeUnpark() // and its parked tasks come back
 	case resilience.StateOpen:
 		r.scheduleProbe(subject, br)
 	}
@@ -171,5 +225,9 @@ func (r *Runtime) afterOutcome(subject string, br *resilience.Breaker) {
 func (r *Runtime) release(subject string, all bool) {
 	if js := r.hold.take(subject, all); len(js) > 0 {
 		r.queue.pushFront(js)
+		return
+	}
+	if !all {
+		r.nudgeUnpark() // no probe held here: a parked task will be
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
@@ -66,9 +67,13 @@ const (
 	// Held: kept back, unsettled, because the subject's breaker is open;
 	// it gets another outcome once released.
 	Held
+	// Parked: copied to the end of the tasks stream, then acked, because
+	// the subject's breaker is open and the replica holds enough of its
+	// tasks; the copy is delivered again in its turn.
+	Parked
 )
 
-var dispositionNames = [...]string{"unknown", "succeeded", "retried", "dead_lettered", "returned", "cancelled", "duplicate", "abandoned", "held"}
+var dispositionNames = [...]string{"unknown", "succeeded", "retried", "dead_lettered", "returned", "cancelled", "duplicate", "abandoned", "held", "parked"}
 
 // String returns the disposition's stable name ("succeeded",
 // "dead_lettered", ...), as used in metrics and spans.
@@ -98,8 +103,23 @@ func (r *Runtime) observe(subject string, o Outcome, handler time.Duration) {
 }
 
 // returnUnrun hands back a delivery no handler ran, and reports it.
-func (r *Runtime) returnUnrun(d *bus.Delivery) {
-	r.observe(d.Subject, r.giveBack(d), 0)
+func (r *Runtime) returnUnrun(j *job) {
+	r.observe(j.d.Subject, r.giveBack(j), 0)
+}
+
+// returnAll hands many deliveries back at once (at shutdown, or when every
+// worker is stuck), recording them in parallel.
+func (r *Runtime) returnAll(js []job) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range js {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r.returnUnrun(&js[i])
+		})
+	}
+	wg.Wait()
 }
 
 // deliveryLogger returns the logger for lines about one delivery: agent,
@@ -143,6 +163,9 @@ func (r *Runtime) Ready(ctx context.Context) error {
 	}
 	if nc := r.conn.NATS(); !nc.IsConnected() {
 		return fmt.Errorf("runtime %s: NATS connection %s", r.cfg.Agent, nc.Status())
+	}
+	if r.isWedged.Load() {
+		return fmt.Errorf("runtime %s: every one of its %d workers is stuck in a handler past its deadline", r.cfg.Agent, r.cfg.Concurrency)
 	}
 	ctx, cancel := withDefaultTimeout(ctx, readyTimeout)
 	defer cancel()

@@ -163,7 +163,7 @@ func TestObserverSeesHoldsAndBreakerTransitions(t *testing.T) {
 		Observer:    obs,
 		Concurrency: 1,
 		Consumer:    bus.ConsumerConfig{AckWait: time.Second},
-		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: 300 * time.Millisecond},
+		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: 700 * time.Millisecond}, // past a third of AckWait: heartbeats
 	}, func(context.Context, *runtime.Task) (any, error) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -2,16 +2,16 @@ package runtime
 
 import (
 	"sync"
-	"time"
 
 	"github.com/jetagent/jetagent/bus"
 )
 
 // queue holds the deliveries taken from the subscriber until a worker runs
-// them. Pushing never blocks, so nothing waits unseen in the client's pull
-// buffer: every delivery the agent holds is either queued here, running, or
-// held by a breaker, and all three get InProgress heartbeats. The server
-// bounds it: it hands out at most MaxAckPending unsettled deliveries.
+// them. Pushing never blocks, so nothing waits unseen in a client-side
+// buffer: every delivery the agent holds is queued here, running, held by a
+// breaker or waiting its turn as a suspect, and all of them get InProgress
+// heartbeats. The subscriber's window bounds it: a replica holds at most
+// Concurrency + Prefetch deliveries in all.
 type queue struct {
 	mu     sync.Mutex
 	cond   sync.Cond
@@ -21,8 +21,7 @@ type queue struct {
 }
 
 type queued struct {
-	j  job
-	at time.Time // when it was queued
+	j job
 }
 
 func newQueue() *queue {
@@ -38,7 +37,7 @@ func (q *queue) push(j job) bool {
 	if q.closed {
 		return false
 	}
-	q.items = append(q.items, queued{j: j, at: time.Now()})
+	q.items = append(q.items, queued{j: j})
 	q.cond.Signal()
 	return true
 }
@@ -47,10 +46,9 @@ func (q *queue) push(j job) bool {
 func (q *queue) pushFront(js []job) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	now := time.Now()
 	front := make([]queued, 0, len(js)+len(q.items)-q.head)
 	for _, j := range js {
-		front = append(front, queued{j: j, at: now})
+		front = append(front, queued{j: j})
 	}
 	q.items = append(front, q.items[q.head:]...)
 	q.head = 0
@@ -85,14 +83,11 @@ func (q *queue) close() {
 	q.cond.Broadcast()
 }
 
-// appendWaiting appends the deliveries queued for at least age.
-func (q *queue) appendWaiting(dst []*bus.Delivery, now time.Time, age time.Duration) []*bus.Delivery {
+// appendAll appends the deliveries queued (for heartbeats).
+func (q *queue) appendAll(dst []*bus.Delivery) []*bus.Delivery {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, it := range q.items[q.head:] {
-		if now.Sub(it.at) < age {
-			break // FIFO: the rest are younger (released ones are at the front, queued now)
-		}
 		dst = append(dst, it.j.d)
 	}
 	return dst

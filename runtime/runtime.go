@@ -26,9 +26,9 @@ var (
 )
 
 // Stats counts what a runtime did. Every delivery taken ends in exactly
-// one of Succeeded, Retried, DeadLettered, Returned, Cancelled, Duplicates
-// or Abandoned (a delivery held by an open breaker ends in one of them once
-// it is released).
+// one of Succeeded, Retried, DeadLettered, Returned, Cancelled, Duplicates,
+// Abandoned or Parked (a delivery held by an open breaker, or waiting its
+// turn as a suspect, ends in one of them once it is released).
 type Stats struct {
 	// Received counts deliveries taken by a worker.
 	Received uint64
@@ -39,8 +39,17 @@ type Stats struct {
 	Retried uint64
 	// DeadLettered counts deliveries moved to the dead-letter stream.
 	DeadLettered uint64
-	// Returned counts deliveries handed back unprocessed at shutdown.
+	// Returned counts deliveries handed back unprocessed: at shutdown,
+	// while every worker was stuck, or (Skipped) after a freeze.
 	Returned uint64
+	// Skipped counts the Returned deliveries not started because their
+	// ack timeout had passed while they waited (the process was frozen):
+	// the server had redelivered them.
+	Skipped uint64
+	// Parked counts deliveries copied to the end of the tasks stream, and
+	// acknowledged, because their subject's breaker was open and the
+	// replica held as many of its tasks as it may.
+	Parked uint64
 	// Cancelled counts tasks stopped by a task.cancel (acked).
 	Cancelled uint64
 	// Duplicates counts deliveries acked without running because another
@@ -56,6 +65,10 @@ type Stats struct {
 	Held, Holding uint64
 	// Queued is how many deliveries wait for a worker now.
 	Queued uint64
+	// Suspects is how many deliveries wait for their turn now: an earlier
+	// delivery of their task ended without a trace (a crash or a hang),
+	// so they run one at a time.
+	Suspects uint64
 	// Heartbeats counts InProgress signals sent for queued deliveries,
 	// slow handlers and held deliveries.
 	Heartbeats uint64
@@ -63,7 +76,7 @@ type Stats struct {
 
 type counters struct {
 	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
-	cancelled, duplicates, abandoned                                               atomic.Uint64
+	cancelled, duplicates, abandoned, skipped, parked                              atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -90,11 +103,15 @@ type Runtime struct {
 	queue    *queue // deliveries waiting for a worker
 	slots    []slot // what each worker is running, for heartbeats
 	hold     holding
+	suspects suspects
+	records  records
 	workers  sync.WaitGroup
-	beat     chan struct{} // closed to stop the heartbeat goroutine
-	beatDone chan struct{}
-	stopOnce sync.Once
-	stopErr  error
+	// background runs Start's asynchronous work; Stop waits for it.
+	background sync.WaitGroup
+	beat       chan struct{} // closed to stop the heartbeat goroutine
+	beatDone   chan struct{}
+	stopOnce   sync.Once
+	stopErr    error
 
 	// handlerCtx is the parent of every handler's ctx; cancelled (and
 	// abort closed) when a graceful stop runs out of time.
@@ -102,12 +119,23 @@ type Runtime struct {
 	cancel     context.CancelFunc
 	abort      chan struct{}
 	abortOnce  sync.Once
+
+	// Pulling stops while paused has a reason bit set (see pause).
+	pauseMu   sync.Mutex
+	paused    uint32
+	subPtr    atomic.Pointer[bus.Subscriber]
+	isWedged  atomic.Bool
+	unparking unparking
+	unparkNow chan struct{} // wakes unparkLoop
 }
 
-// job is a delivery, with its envelope once parsed.
+// job is a delivery, with its envelope once parsed and what is known of
+// its task's attempts once accounted.
 type job struct {
-	d   *bus.Delivery
-	env *envelope.Envelope
+	d    *bus.Delivery
+	env  *envelope.Envelope
+	acct accounting
+	turn bool // it has the suspects' turn (see suspects)
 }
 
 // New returns a runtime for cfg.Agent on conn. It validates cfg and returns
@@ -130,8 +158,10 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 		handlerCtx: ctx,
 		cancel:     cancel,
 		abort:      make(chan struct{}),
+		unparkNow:  make(chan struct{}, 1),
 	}
 	r.hold.bySubject = make(map[string]*heldSubject)
+	r.records.rt = r
 	rules := make([]resilience.BreakerRule, len(full.BreakerRules))
 	for i, rule := range full.BreakerRules {
 		rules[i] = resilience.BreakerRule{Pattern: rule.Pattern, Settings: r.breakerSettings(rule.Settings)}
@@ -194,11 +224,10 @@ func (r *Runtime) Start(ctx context.Context) error {
 	if r.started {
 		return ErrStarted
 	}
-	sub, err := bus.NewSubscriber(ctx, r.conn.JetStream(), r.cfg.Topology.TasksStream(), r.cfg.Consumer, r.cfg.Logger)
+	sub, err := bus.NewSubscriber(ctx, r.conn.JetStream(), r.cfg.Topology.TasksStream(), r.serverConsumer(), r.cfg.Logger)
 	if err != nil {
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
-	r.cfg.Consumer = sub.Config()
 	r.snapshots = r.cfg.Snapshots
 	if r.snapshots == nil {
 		kv, err := snapshot.NewKV(ctx, r.conn.JetStream(), r.cfg.Topology)
@@ -213,14 +242,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 		}
 	}
 	if !r.cfg.DisableSweeper {
-		sw, err := dlq.NewSweeper(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.cfg.Logger)
-		if err != nil {
-			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
-		}
-		if err := sw.Start(); err != nil {
-			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
-		}
-		r.sweeper = sw
+		r.sweeper = r.startSweeper(ctx)
 	}
 	r.queue = newQueue()
 	r.slots = make([]slot, r.cfg.Concurrency)
@@ -230,6 +252,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 	}
 	r.beat, r.beatDone = make(chan struct{}), make(chan struct{})
 	go r.heartbeats()
+	r.subPtr.Store(sub)
 	if err := sub.Start(r.enqueue); err != nil {
 		if r.sweeper != nil {
 			_ = r.sweeper.Stop(ctx)
@@ -241,16 +264,78 @@ func (r *Runtime) Start(ctx context.Context) error {
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
 	r.sub, r.started = sub, true
-	r.cfg.Logger.Info("agent started", "agent", r.cfg.Agent, "concurrency", r.cfg.Concurrency,
+	r.cfg.Logger.Info("agent started", "agent", r.cfg.Agent, "concurrency", r.cfg.Concurrency, "prefetch", r.cfg.Consumer.Prefetch,
 		"ack_wait", r.cfg.Consumer.AckWait, "max_deliver", r.cfg.Consumer.MaxDeliver)
+	r.background.Go(func() { r.records.open(context.Background()) }) // so that the first redelivery finds it open
+	r.background.Go(r.sweepStranded)
+	r.background.Go(r.unparkLoop)
 	return nil
+}
+
+// strandedEvery is how often a runtime looks for tasks the server stopped
+// delivering (see dlq.SweepStranded).
+const strandedEvery = time.Minute
+
+// sweepStranded dead-letters, at start and then every strandedEvery until
+// Stop, the agent's tasks that a MaxDeliver the consumer had (an older
+// version, another replica's settings) left in the work queue without an
+// advisory swept: with the sweeper off or the advisories stream down,
+// they would stay there for ever.
+func (r *Runtime) sweepStranded() {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.beat:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(r.handlerCtx, 30*time.Second)
+		n, err := dlq.SweepStranded(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.Consumer())
+		cancel()
+		switch {
+		case err != nil:
+			r.cfg.Logger.Warn("looking for stranded tasks failed; will try again", "agent", r.cfg.Agent, "err", err)
+		case n > 0:
+			r.cfg.Logger.Warn("dead-lettered tasks the server had stopped delivering", "agent", r.cfg.Agent, "tasks", n)
+		}
+		t.Reset(strandedEvery)
+	}
+}
+
+// serverConsumer is the consumer the runtime asks the server for: the
+// configured one, except that the server never stops redelivering (the
+// runtime counts attempts itself, see attempts.go), and each replica's
+// window is its Concurrency plus its Prefetch.
+func (r *Runtime) serverConsumer() bus.ConsumerConfig {
+	c := r.cfg.Consumer
+	c.MaxDeliver = bus.UnlimitedDeliveries
+	c.Window = r.cfg.Concurrency + c.Prefetch
+	return c
+}
+
+// startSweeper starts the agent's sweeper of MAX_DELIVERIES advisories; it
+// only matters for consumers that another process configured with a
+// MaxDeliver. Without the advisories stream it logs and runs none: the
+// runtime counts attempts itself.
+func (r *Runtime) startSweeper(ctx context.Context) *dlq.Sweeper {
+	sw, err := dlq.NewSweeper(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.cfg.Logger)
+	if err == nil {
+		err = sw.Start()
+	}
+	if err != nil {
+		r.cfg.Logger.Warn("no sweeper of MAX_DELIVERIES advisories (the runtime dead-letters tasks that exhaust their attempts itself)",
+			"agent", r.cfg.Agent, "err", err)
+		return nil
+	}
+	return sw
 }
 
 // enqueue runs on the subscriber's goroutine. It never blocks (see
 // queue); once stopping, it hands the delivery back.
 func (r *Runtime) enqueue(d *bus.Delivery) {
 	if r.aborting() || !r.queue.push(job{d: d}) {
-		r.returnUnrun(d)
+		r.returnUnrun(&job{d: d})
 	}
 }
 
@@ -308,9 +393,7 @@ func (r *Runtime) stop(ctx context.Context) error {
 	r.hold.close() // no more releases; held deliveries are handed back below
 	// Deliveries not started yet go back at once, for another replica to
 	// take now rather than after this one has worked through its queue.
-	for _, j := range r.queue.drain() {
-		r.returnUnrun(j.d)
-	}
+	r.returnAll(append(r.queue.drain(), r.suspects.drain()...))
 	r.queue.close()
 	done := make(chan struct{})
 	go func() { r.workers.Wait(); close(done) }()
@@ -332,9 +415,8 @@ func (r *Runtime) stop(ctx context.Context) error {
 			err = serr
 		}
 	}
-	for _, j := range append(r.hold.drain(), r.queue.drain()...) {
-		r.returnUnrun(j.d)
-	}
+	r.returnAll(append(append(r.hold.drain(), r.queue.drain()...), r.suspects.drain()...))
+	r.background.Wait()
 	r.cancel()
 	r.cfg.Logger.Info("agent stopped", "agent", r.cfg.Agent)
 	if err != nil {
@@ -371,6 +453,9 @@ func (r *Runtime) Stats() Stats {
 		Held:         r.stats.held.Load(),
 		Holding:      uint64(r.hold.count()),
 		Queued:       uint64(r.queueLen()),
+		Suspects:     uint64(r.suspects.count()),
+		Skipped:      r.stats.skipped.Load(),
+		Parked:       r.stats.parked.Load(),
 		Heartbeats:   r.stats.heartbeats.Load(),
 		Cancelled:    r.stats.cancelled.Load(),
 		Duplicates:   r.stats.duplicates.Load(),

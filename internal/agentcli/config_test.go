@@ -329,7 +329,7 @@ func TestValidConfigResolves(t *testing.T) {
 	wantRT := runtime.Config{
 		Agent:          "upper",
 		Topology:       topo,
-		Consumer:       bus.ConsumerConfig{AckWait: 10 * time.Second, MaxDeliver: 5},
+		Consumer:       bus.ConsumerConfig{AckWait: 10 * time.Second, MaxDeliver: 5, Prefetch: bus.DefaultPrefetch},
 		Concurrency:    8,
 		HandlerTimeout: 30 * time.Second,
 		Backoff:        resilience.Backoff{Base: 200 * time.Millisecond, Max: 10 * time.Second, NoJitter: true},
@@ -377,7 +377,7 @@ func TestDefaultsAreTheLibraryDefaults(t *testing.T) {
 	want := runtime.Config{
 		Agent:          "echo",
 		Topology:       topo,
-		Consumer:       bus.ConsumerConfig{AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver},
+		Consumer:       bus.ConsumerConfig{AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver, Prefetch: bus.DefaultPrefetch},
 		Concurrency:    runtime.DefaultConcurrency,
 		HandlerTimeout: runtime.DefaultHandlerTimeout,
 		Backoff:        resilience.Backoff{Base: resilience.DefaultBaseDelay, Max: resilience.DefaultMaxDelay},

@@ -271,6 +271,7 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 		Consumer: bus.ConsumerConfig{
 			AckWait:    get("ack_wait").(time.Duration),
 			MaxDeliver: get("max_deliver").(int),
+			Prefetch:   get("prefetch").(int),
 		},
 		Concurrency:    get("concurrency").(int),
 		HandlerTimeout: get("handler_timeout").(time.Duration),

@@ -268,6 +268,13 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		}
 		return err
 	}
+	for _, a := range built {
+		// Each agent's own records bucket (attempt accounting). Without
+		// it an agent still runs, counting every delivery as an attempt.
+		if err := bus.ProvisionAgent(ctx, conn.JetStream(), cfg.topology, a.name); err != nil {
+			log.Warn("agent's records bucket not provisioned; every delivery will count as an attempt", "agent", a.name, "err", err)
+		}
+	}
 	checks := []ophttp.Check{ophttp.Connection(conn)}
 	for _, a := range built {
 		rc := a.runtime

@@ -2,18 +2,21 @@
 // (echo) after writing the envelope id to a ledger file, the side effect
 // the tests count, and fails as the chaos flags say. Its failures are
 // decided like runtime.Chaos: transient per attempt, permanent per task id
-// (so every attempt agrees), never for a replayed task when
+// (a SHA-256 draw, so every attempt agrees and tasks decide independently), never for a replayed task when
 // --permanent-unless-replay is set (the "bug fixed, replay the DLQ" story).
 package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,6 +39,12 @@ func main() {
 	skew := flag.Duration("max-clock-skew", envelope.DefaultMaxClockSkew, "clock-skew window")
 	concurrency := flag.Int("concurrency", 8, "workers")
 	latency := flag.Duration("latency", 0, "time each task takes")
+	prefetch := flag.Int("prefetch", 0, "deliveries taken ahead of the workers (0: the runtime's default)")
+	types := flag.String("types", string(envelope.TaskRequest), "comma-separated payload types handled (each like task.request)")
+	downTypes := flag.String("down-types", "", "comma-separated payload types whose downstream is down: every attempt fails transiently, nothing is written")
+	breakerThreshold := flag.Int("breaker-threshold", 1<<20, "consecutive failures that open a subject's breaker (default: never)")
+	breakerOpen := flag.Duration("breaker-open", time.Minute, "breaker open timeout")
+	events := flag.String("events", "", "file each breaker transition is appended to, as \"<to> <subject>\"")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -53,20 +62,38 @@ func main() {
 		defer cancel()
 		_ = conn.Drain(dctx)
 	}()
+	breaker := resilience.BreakerSettings{Threshold: *breakerThreshold, OpenTimeout: *breakerOpen} // by default chaos is random, not a dependency going down
+	if *events != "" {
+		ev, err := os.OpenFile(*events, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			fail(err)
+		}
+		defer ev.Close()
+		breaker.OnStateChange = func(subject string, _, to resilience.State) {
+			_, _ = fmt.Fprintf(ev, "%s %s\n", to, subject)
+		}
+	}
 	rt, err := runtime.New(conn, runtime.Config{
 		Agent:       *name,
 		Concurrency: *concurrency,
-		Consumer:    bus.ConsumerConfig{AckWait: *ackWait, MaxDeliver: *maxDeliver},
+		Consumer:    bus.ConsumerConfig{AckWait: *ackWait, MaxDeliver: *maxDeliver, Prefetch: *prefetch},
 		Backoff:     resilience.Backoff{Base: 100 * time.Millisecond, Max: time.Second},
-		Breaker:     resilience.BreakerSettings{Threshold: 1 << 20}, // chaos is random, not a dependency going down
+		Breaker:     breaker,
 		Limits:      envelope.Limits{MaxClockSkew: *skew},
 	})
 	if err != nil {
 		fail(err)
 	}
-	rt.Handle(envelope.TaskRequest, func(ctx context.Context, t *runtime.Task) (any, error) {
+	for _, typ := range strings.Split(*downTypes, ",") {
+		if typ != "" {
+			rt.Handle(envelope.PayloadType(typ), func(context.Context, *runtime.Task) (any, error) {
+				return nil, errors.New("downstream down")
+			})
+		}
+	}
+	handle := func(ctx context.Context, t *runtime.Task) (any, error) {
 		replay := t.Header.Get(dlq.HeaderReplayOf) != ""
-		if *permRate > 0 && unit(t.Envelope.ID) < *permRate && !(replay && *permUnlessReplay) {
+		if *permRate > 0 && draw(t.Envelope.ID) < *permRate && !(replay && *permUnlessReplay) {
 			return nil, resilience.Permanent(fmt.Errorf("task %s fails permanently", t.Envelope.ID))
 		}
 		if *latency > 0 {
@@ -83,16 +110,20 @@ func main() {
 			return nil, err
 		}
 		return runtime.Echo(ctx, t)
-	})
+	}
+	for _, typ := range strings.Split(*types, ",") {
+		rt.Handle(envelope.PayloadType(typ), handle)
+	}
 	if err := rt.Run(ctx); err != nil {
 		fail(err)
 	}
 }
 
-func unit(s string) float64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return float64(h.Sum64()>>11) / (1 << 53)
+// draw maps id to [0, 1) as runtime.Chaos does: the same in every process,
+// independent between ids, however close.
+func draw(id string) float64 {
+	sum := sha256.Sum256([]byte(id))
+	return float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53)
 }
 
 func fail(err error) {
