@@ -37,21 +37,28 @@ func TestDocsSayWhatTheCodeDoes(t *testing.T) {
 		t.Error("security.md says agent run takes the connection settings \"once wired\": it does")
 	}
 
-	// The heartbeat interval: runtime/heartbeat.go divides the ack wait.
-	m := regexp.MustCompile(`max\(wait/(\d+), minHeartbeat\)`).FindStringSubmatch(read("../runtime/heartbeat.go"))
+	// The heartbeat interval: runtime/heartbeat.go heartbeats a delivery once
+	// a fraction of its own ack timeout has passed.
+	m := regexp.MustCompile(`age >= timeout/(\d+) `).FindStringSubmatch(read("../runtime/heartbeat.go"))
 	if m == nil {
-		t.Fatal("runtime/heartbeat.go: heartbeatInterval's formula not found")
+		t.Fatal("runtime/heartbeat.go: beatDue's formula not found")
 	}
-	if !strings.Contains(concepts, "AckWait/"+m[1]) {
-		t.Errorf("concepts.md does not say heartbeats come every AckWait/%s", m[1])
+	words := map[string]string{"2": "half", "3": "a third", "4": "a quarter"}
+	if w := words[m[1]]; w == "" || !strings.Contains(concepts, w+" of its own ack timeout") {
+		t.Errorf("concepts.md does not say a delivery is heartbeated once %q of its own ack timeout has passed (the code: timeout/%s)", w, m[1])
 	}
-	for _, n := range []string{"2", "3", "5", "6"} {
-		if n != m[1] && strings.Contains(concepts, "AckWait/"+n) {
-			t.Errorf("concepts.md says AckWait/%s; the code sends heartbeats every AckWait/%s", n, m[1])
+	for n, w := range words {
+		if n != m[1] && strings.Contains(concepts, w+" of its own ack timeout") {
+			t.Errorf("concepts.md says %s of its ack timeout; the code heartbeats at timeout/%s", w, m[1])
+		}
+	}
+	for _, n := range []string{"2", "3", "4", "5", "6"} {
+		if strings.Contains(concepts, "AckWait/"+n) {
+			t.Errorf("concepts.md says heartbeats come every AckWait/%s; the code heartbeats each delivery at its own timeout/%s", n, m[1])
 		}
 	}
 	if strings.Contains(concepts, "bounded channel") {
-		t.Error("concepts.md speaks of a bounded channel: the runtime's queue never blocks (runtime/queue.go); MaxAckPending bounds it")
+		t.Error("concepts.md speaks of a bounded channel: a replica's window (Concurrency + Prefetch) bounds what it holds")
 	}
 
 	// Replies of a redelivered duplicate: the replies stream drops the
