@@ -20,6 +20,9 @@ const (
 	// its settlement reaching the server: a fault within it may lose the
 	// settlement, so a re-run is excused.
 	settleSlack = time.Second
+	// reconnectSlack is how long after the server is back its clients may
+	// still be reconnecting (they lost their connection until then).
+	reconnectSlack = 2 * time.Second
 	// healthyBound is how long a healthy-subject task may wait while
 	// another subject's breaker is open.
 	healthyBound = 3 * time.Second
@@ -187,6 +190,9 @@ func (c *checker) buildExecutions() {
 				if to.IsZero() {
 					to = c.w.end
 				}
+				if f.Kind == "server" || f.Kind == "drop" {
+					to = to.Add(reconnectSlack)
+				}
 				if !f.From.After(e.End.Add(settleSlack)) && !to.Before(e.Start) {
 					e.disrupted = true
 				}
@@ -268,7 +274,11 @@ func (c *checker) checkOutcomes() {
 			want = []dlq.Reason{dlq.ReasonMaxAttempts}
 		}
 		if len(entries) == 0 && len(replies) == 0 {
-			c.add("no-task-lost", id, "", "accepted %s task (%s, published %s, stream seq %d) neither answered nor dead-lettered",
+			hint := ""
+			if c.lines(id, "cancelled") > 0 && c.faultsDuring(r.Published, c.w.end, "replies-off") > 0 {
+				hint = "cancelled while the replies stream was unavailable: the task.update reply was dropped and the task acked (no issue lists it)"
+			}
+			c.add("no-task-lost", id, hint, "accepted %s task (%s, published %s, stream seq %d) neither answered nor dead-lettered",
 				r.Kind, r.Type, r.Published.Format("15:04:05.000"), r.Seq)
 			continue
 		}
@@ -385,7 +395,7 @@ func (c *checker) rerunHint(id string) string {
 			}
 		case "server":
 			for _, e := range es {
-				if e.Ev == "done" && !e.End.Before(f.From) && !e.End.After(f.To.Add(c.w.s.Config.AckWait)) {
+				if e.Ev == "done" && !e.disrupted && !e.End.Before(f.From) && !e.End.After(f.To.Add(reconnectSlack)) {
 					hints = append(hints, "succeeded while the server was away; the reply failed and the handler ran again (issue 14 item 2)")
 				}
 			}
@@ -544,7 +554,7 @@ func (c *checker) checkFairness() {
 				last = maxTime(last, l.Time())
 			}
 		}
-		if !c.quiet(b.At.Add(-c.w.s.Config.AckWait), last, "down", "latency", "replies-off", "dlq-full") {
+		if !c.quiet(b.At.Add(-c.w.s.Config.AckWait), last, "down", "latency", "replies-off", "dlq-full", "scale") {
 			continue
 		}
 		most, total := 0, 0
@@ -554,7 +564,7 @@ func (c *checker) checkFairness() {
 		}
 		if total > 0 && float64(most) > fairShare*float64(total) {
 			c.add("fair-share", fmt.Sprintf("burst-%d", i+1), "one replica's unbounded local queue takes the whole burst (issue 13 item 3)",
-				"one replica ran %d of the %d tasks of a burst while %d replicas were up and idle (per pid: %v; at most %.0f%%)",
+				"one replica ran %d of the %d tasks of a backlog while %d replicas were up (one joined as it arrived; per pid: %v; at most %.0f%%)",
 				most, total, c.w.s.Config.Replicas, byPID, fairShare*100)
 		}
 	}

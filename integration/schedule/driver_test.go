@@ -356,28 +356,47 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		_ = os.Remove(d.downFile)
 		d.endFault(f)
 	case OpFair:
+		// Scale-up: replica Target is down while a backlog arrives, then
+		// joins; the replicas up meanwhile must leave it its share.
+		r := d.replicas[st.Target]
 		eligible := true
-		for _, r := range d.replicas {
-			r.mu.Lock()
-			if r.cmd == nil || r.frozen || time.Since(r.started) < 2*c.AckWait {
+		for ri, o := range d.replicas {
+			o.mu.Lock()
+			if ri != st.Target && (o.cmd == nil || o.frozen || time.Since(o.started) < 2*c.AckWait) {
 				eligible = false
 			}
-			r.mu.Unlock()
+			o.mu.Unlock()
 		}
-		b := fairBurst{At: time.Now(), Eligible: eligible}
+		pid := r.holdDown()
+		f := d.addFault(&fault{Kind: "scale", Replica: st.Target, PID: pid, From: time.Now()})
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		for r.pid() != 0 && wctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond) // waiting for the scale-down
+		}
+		b := fairBurst{At: time.Now(), Eligible: eligible && r.pid() == 0}
 		d.mu.Lock()
 		n := len(d.fair)
 		d.fair = append(d.fair, fairBurst{})
 		d.mu.Unlock()
+		ms := 80 * c.Concurrency // the others' throughput is the same whatever their concurrency
 		for range st.N {
-			r := d.task(i, "ok", envelope.TaskRequest, work{Ms: 80}, nil)
-			r.Fair = n + 1
-			b.IDs = append(b.IDs, r.ID)
+			t := d.task(i, "ok", envelope.TaskRequest, work{Ms: ms}, nil)
+			d.mu.Lock()
+			t.Fair = n + 1
+			d.mu.Unlock()
+			b.IDs = append(b.IDs, t.ID)
+		}
+		r.release()
+		err := r.waitUp(wctx)
+		cancel()
+		d.endFault(f)
+		if err != nil {
+			b.Eligible = false
 		}
 		d.mu.Lock()
 		d.fair[n] = b
 		d.mu.Unlock()
-		time.Sleep(4 * time.Second)
+		time.Sleep(time.Duration(st.N*80)*time.Millisecond + 2*time.Second)
 	case OpKill:
 		d.backlog(i, st.N, st.Seed)
 		time.Sleep(300 * time.Millisecond)
@@ -435,28 +454,11 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		d.mu.Lock()
 		d.restarts = append(d.restarts, time.Now())
 		d.mu.Unlock()
+		// Clients re-send what they are unsure of after a crash, under the
+		// same ids: tasks answered before it must not run again.
+		d.resend(st.N, st.Seed)
 	case OpResend:
-		rng := rand.New(rand.NewPCG(st.Seed, 4))
-		d.mu.Lock()
-		var cands []*taskRec
-		for _, id := range d.order {
-			r := d.tasks[id]
-			if r.Via == "raw" && r.Kind == "ok" && r.Accepted && !r.Healthy && r.Fair == 0 && time.Since(r.Published) > 3*time.Second {
-				cands = append(cands, r)
-			}
-		}
-		d.mu.Unlock()
-		rng.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
-		for _, r := range cands[:min(st.N, len(cands))] {
-			d.mu.Lock()
-			after := len(d.restarts) > 0 && d.restarts[len(d.restarts)-1].After(r.Published)
-			d.mu.Unlock()
-			if _, ok := d.publishRaw(r.Msg); ok {
-				d.mu.Lock()
-				d.resends = append(d.resends, resendRec{ID: r.ID, At: time.Now(), AfterRestart: after})
-				d.mu.Unlock()
-			}
-		}
+		d.resend(st.N, st.Seed)
 	case OpDrop:
 		r := d.replicas[st.Target]
 		f := d.addFault(&fault{Kind: "drop", Replica: st.Target, PID: r.pid(), From: time.Now()})
@@ -543,6 +545,31 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		d.mu.Lock()
 		cr.CancelOf = r.ID
 		d.mu.Unlock()
+	}
+}
+
+// resend re-publishes n answered tasks (same message, same id).
+func (d *driver) resend(n int, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 4))
+	d.mu.Lock()
+	var cands []*taskRec
+	for _, id := range d.order {
+		r := d.tasks[id]
+		if r.Via == "raw" && r.Kind == "ok" && r.Accepted && !r.Healthy && r.Fair == 0 && time.Since(r.Published) > 3*time.Second {
+			cands = append(cands, r)
+		}
+	}
+	d.mu.Unlock()
+	rng.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
+	for _, r := range cands[:min(n, len(cands))] {
+		d.mu.Lock()
+		after := len(d.restarts) > 0 && d.restarts[len(d.restarts)-1].After(r.Published)
+		d.mu.Unlock()
+		if _, ok := d.publishRaw(r.Msg); ok {
+			d.mu.Lock()
+			d.resends = append(d.resends, resendRec{ID: r.ID, At: time.Now(), AfterRestart: after})
+			d.mu.Unlock()
+		}
 	}
 }
 

@@ -263,6 +263,7 @@ type replica struct {
 	exits   []exit
 	frozen  bool
 	stopped bool
+	gate    chan struct{} // non-nil: keep the replica down until closed
 	wake    chan struct{} // closed when a new process started
 	done    chan struct{}
 }
@@ -313,6 +314,18 @@ func (r *replica) loop() {
 		if stopped {
 			return
 		}
+		r.mu.Lock()
+		gate := r.gate
+		r.mu.Unlock()
+		if gate != nil {
+			<-gate // scaled down until released (or stopped)
+		}
+		r.mu.Lock()
+		stopped = r.stopped
+		r.mu.Unlock()
+		if stopped {
+			return
+		}
 		time.Sleep(r.delay) // the service manager's restart delay
 	}
 }
@@ -344,6 +357,30 @@ func (r *replica) signal(sig syscall.Signal) int {
 	return r.cmd.Process.Pid
 }
 
+// holdDown stops the replica gracefully (SIGTERM) and keeps it down until
+// release: a scale-down and scale-up. It returns the stopped pid.
+func (r *replica) holdDown() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gate == nil {
+		r.gate = make(chan struct{})
+	}
+	if r.cmd == nil {
+		return 0
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	return r.cmd.Process.Pid
+}
+
+func (r *replica) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gate != nil {
+		close(r.gate)
+		r.gate = nil
+	}
+}
+
 // waitUp waits until a process runs and has served its metrics address (it
 // is connected then, or about to be).
 func (r *replica) waitUp(ctx context.Context) error {
@@ -365,6 +402,10 @@ func (r *replica) waitUp(ctx context.Context) error {
 func (r *replica) stop(grace time.Duration) {
 	r.mu.Lock()
 	r.stopped = true
+	if r.gate != nil {
+		close(r.gate)
+		r.gate = nil
+	}
 	cmd := r.cmd
 	if cmd != nil {
 		_ = cmd.Process.Signal(syscall.SIGCONT)

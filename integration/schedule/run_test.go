@@ -22,6 +22,7 @@ var (
 	flagSteps    = flag.Int("schedule.steps", defaultSteps, "steps per schedule")
 	flagDuration = flag.Duration("schedule.duration", 0, "run new seeds for this long, until one fails (TestScheduleLong)")
 	flagStart    = flag.Int64("schedule.start", 0, "first seed of the long mode (0: from the clock)")
+	flagKeep     = flag.String("schedule.keep", "", "copy a failed run's ledger and process logs into this directory")
 	flagMinimize = flag.Bool("schedule.minimize", false, "when the seed fails, remove steps while it still fails the same way")
 )
 
@@ -264,6 +265,20 @@ func runSchedule(t *testing.T, s Schedule) ([]Violation, string) {
 	rep := report(s, w, vs, d, quiet, time.Since(started))
 	t.Logf("seed %d: %d tasks, %d ledger lines, %d sends, %d faults, %d violations in %v",
 		s.Seed, len(d.order), len(w.lines), len(d.sends), len(d.faults), len(vs), time.Since(started).Round(100*time.Millisecond))
+	if len(vs) > 0 && *flagKeep != "" {
+		keep := filepath.Join(*flagKeep, fmt.Sprint("seed-", s.Seed))
+		if err := os.MkdirAll(keep, 0o755); err == nil {
+			if b, err := os.ReadFile(d.ledger); err == nil {
+				_ = os.WriteFile(filepath.Join(keep, "ledger"), b, 0o644)
+			}
+			for _, r := range d.replicas {
+				_ = os.WriteFile(filepath.Join(keep, fmt.Sprintf("replica-%d.log", r.idx)), []byte(r.logs.String()), 0o644)
+			}
+			_ = os.WriteFile(filepath.Join(keep, "nats-server.log"), []byte(srv.logs.String()), 0o644)
+			_ = os.WriteFile(filepath.Join(keep, "report"), []byte(rep), 0o644)
+			t.Logf("kept the ledger and logs in %s", keep)
+		}
+	}
 	if len(vs) > 0 && testing.Verbose() {
 		for _, r := range d.replicas {
 			t.Logf("replica %d output (last 2 KiB):\n%s", r.idx, tail(r.logs.String(), 2048))
@@ -368,4 +383,51 @@ func report(s Schedule, w *world, vs []Violation, d *driver, quiet string, took 
 		fmt.Fprintf(&b, "  %s\n", n)
 	}
 	return b.String()
+}
+
+var flagSurvey = flag.Int("schedule.survey", 0, "run this many seeds from -schedule.start, two at a time, and print what each breaks (TestScheduleSurvey)")
+
+// TestScheduleSurvey runs a range of seeds whatever they find and prints,
+// per seed, the invariants it breaks and the defects the hints name: how
+// the track record's "found by seed S after K schedules" is measured.
+func TestScheduleSurvey(t *testing.T) {
+	if *flagSurvey == 0 {
+		t.Skip("no -schedule.survey")
+	}
+	start := max(*flagStart, 1)
+	var mu sync.Mutex
+	first := map[string]int64{}
+	t.Run("seeds", func(t *testing.T) {
+		for seed := start; seed < start+int64(*flagSurvey); seed++ {
+			t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+				t.Parallel()
+				s := Generate(seed, *flagSteps)
+				vs, _ := runSchedule(t, s)
+				classes := map[string]int{}
+				for _, v := range vs {
+					classes[defectClass(v)]++
+				}
+				mu.Lock()
+				for c := range classes {
+					if f, ok := first[c]; !ok || seed < f {
+						first[c] = seed
+					}
+				}
+				mu.Unlock()
+				t.Logf("SURVEY seed %d: %d violations %v\n%s", seed, len(vs), classes, s)
+			})
+		}
+	})
+	for c, seed := range first {
+		t.Logf("SURVEY first: %s: seed %d (K = %d)", c, seed, seed-start+1)
+	}
+}
+
+// defectClass names the defect a violation points at: the issue item its
+// hint names, or the invariant alone.
+func defectClass(v Violation) string {
+	if i := strings.Index(v.Hint, "(issue "); i >= 0 {
+		return v.Invariant + " " + v.Hint[i:strings.IndexByte(v.Hint[i:], ')')+i+1]
+	}
+	return v.Invariant
 }

@@ -33,7 +33,7 @@ const (
 	OpSends       Op = "sends"        // N client Sends (with retries) of ok tasks
 	OpSendsDrop   Op = "sends-drop"   // N Sends of slow tasks; the client's connection drops for For while they run
 	OpBreaker     Op = "breaker"      // downstream down For: a burst of N down tasks, healthy message.send tasks meanwhile
-	OpFair        Op = "fair"         // N equal tasks at once, all replicas up: who runs them
+	OpFair        Op = "fair"         // replica Target scaled down while N equal tasks arrive, then up: who runs them
 	OpKill        Op = "kill"         // backlog of N, then SIGKILL replica Target
 	OpFreeze      Op = "freeze"       // backlog of N, then SIGSTOP replica Target for For (beyond AckWait), SIGCONT
 	OpRolling     Op = "rolling"      // backlog of N, then Rounds rolling restarts (SIGTERM each replica in turn)
@@ -73,8 +73,10 @@ func (s Step) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "+%5.1fs %-12s", s.At.Seconds(), s.Op)
 	switch s.Op {
-	case OpLoad, OpSends, OpFair, OpResend:
+	case OpLoad, OpSends, OpResend:
 		fmt.Fprintf(&b, " n=%d", s.N)
+	case OpFair:
+		fmt.Fprintf(&b, " r%d n=%d", s.Target, s.N)
 	case OpSendsDrop:
 		fmt.Fprintf(&b, " n=%d ms=%d drop=%v", s.N, s.Ms, s.For)
 	case OpBreaker:
@@ -86,7 +88,7 @@ func (s Step) String() string {
 	case OpRolling:
 		fmt.Fprintf(&b, " rounds=%d backlog=%d", s.Rounds, s.N)
 	case OpServerCrash:
-		fmt.Fprintf(&b, " down=%v", s.For)
+		fmt.Fprintf(&b, " down=%v resend=%d", s.For, s.N)
 	case OpDrop:
 		fmt.Fprintf(&b, " r%d for=%v", s.Target, s.For)
 	case OpLatency:
@@ -132,7 +134,7 @@ func (s Step) duration(c Config) time.Duration {
 	case OpReplay:
 		return 4*c.AckWait + c.DupWindow + 3*time.Second
 	case OpFair:
-		return 4 * time.Second
+		return time.Duration(s.N*80)*time.Millisecond + c.RestartDelay + 4*time.Second
 	case OpKill:
 		return c.RestartDelay + time.Second
 	case OpSendsDrop:
@@ -230,7 +232,7 @@ func Generate(seed int64, steps int) Schedule {
 			if c.Replicas < 2 {
 				continue
 			}
-			st.N = 30 + rng.IntN(30)
+			st.N = min(30+rng.IntN(30), c.MaxAckPending)
 		case OpKill:
 			st.N = 10 + rng.IntN(40)
 		case OpFreeze:
@@ -240,6 +242,7 @@ func Generate(seed int64, steps int) Schedule {
 			st.N, st.Rounds = 30+rng.IntN(50), 1+rng.IntN(3)
 		case OpServerCrash:
 			st.For = time.Duration(300+rng.IntN(2000)) * time.Millisecond
+			st.N = rng.IntN(20) // answered tasks re-sent after the restart
 		case OpResend:
 			st.N = 5 + rng.IntN(20)
 		case OpDrop:
@@ -252,7 +255,7 @@ func Generate(seed int64, steps int) Schedule {
 			st.N, st.For = 2+rng.IntN(6), time.Duration(1500+rng.IntN(3000))*time.Millisecond
 		case OpReplay:
 			st.N = 4 + rng.IntN(12)
-			st.Mode = []string{"whole", "filtered", "interrupted", "twice"}[rng.IntN(4)]
+			st.Mode = []string{"whole", "filtered", "interrupted", "interrupted", "twice"}[rng.IntN(5)]
 		case OpCancel:
 			st.N, st.Ms = 3+rng.IntN(4), 300+rng.IntN(400)
 		}

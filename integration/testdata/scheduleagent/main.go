@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -125,6 +126,7 @@ func main() {
 		Breaker:         resilience.BreakerSettings{Threshold: *threshold, OpenTimeout: *openTimeout},
 		ShutdownTimeout: *shutdown,
 		HandlerTimeout:  time.Minute,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		fail(err)
