@@ -401,6 +401,24 @@ func (c *checker) rerunHint(id string) string {
 			}
 		}
 	}
+	// Two successful runs of different deliveries, both after a server
+	// restart that came while the task waited (queued, or held by an open
+	// breaker) and neither disrupted: the old delivery ran beside its
+	// redelivery.
+	var dones []*execution
+	for _, e := range es {
+		if e.Ev == "done" && e.Replay == "" && !e.disrupted {
+			dones = append(dones, e)
+		}
+	}
+	if r := c.w.tasks[id]; r != nil && len(dones) > 1 && dones[0].Att != dones[1].Att {
+		for _, f := range c.w.faults {
+			if f.Kind == "server" && f.From.After(r.Published) && f.To.Before(dones[0].Start) {
+				hints = append(hints, "a delivery held or queued across a server restart ran beside its redelivery: stale delivery (issue 13 item 4 covers the frozen case only)")
+				break
+			}
+		}
+	}
 	slices.Sort(hints)
 	return strings.Join(slices.Compact(hints), "; ")
 }

@@ -176,7 +176,7 @@ var weights = []struct {
 	op Op
 	w  int
 }{
-	{OpLoad, 4}, {OpSends, 2}, {OpSendsDrop, 2}, {OpBreaker, 2}, {OpFair, 1}, {OpKill, 2},
+	{OpLoad, 4}, {OpSends, 2}, {OpSendsDrop, 2}, {OpBreaker, 2}, {OpFair, 2}, {OpKill, 2},
 	{OpFreeze, 2}, {OpRolling, 2}, {OpServerCrash, 2}, {OpResend, 2}, {OpDrop, 1},
 	{OpLatency, 1}, {OpRepliesOff, 2}, {OpDLQFull, 1}, {OpReplay, 2}, {OpCancel, 1},
 }
@@ -260,6 +260,9 @@ func Generate(seed int64, steps int) Schedule {
 			st.N, st.Ms = 3+rng.IntN(4), 300+rng.IntN(400)
 		}
 		start := at
+		if st.Op == OpFair {
+			start = max(start, 3*c.AckWait) // the replicas that stay up have left recovery mode
+		}
 		for _, r := range st.resources(c) {
 			start = max(start, busy[r])
 		}
