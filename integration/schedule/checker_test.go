@@ -327,7 +327,13 @@ func (c *checker) checkOutcomes() {
 				c.add("right-dlq-reason", id, c.reasonHint(r, e), "%s task dead-lettered %s (%q); want %s", r.Kind, e.Reason, e.Error, describe(want))
 			}
 		}
-		if len(replies) > 0 && want == nil && excused == 0 {
+		replayDone := 0
+		for _, x := range c.execs[id] {
+			if x.Replay != "" && x.Ev == "done" {
+				replayDone++
+			}
+		}
+		if len(replies) > 0 && want == nil && excused == 0 && replayDone == 0 {
 			c.add("right-outcome", id, c.rerunHint(id), "%s task both answered and dead-lettered (%s)", r.Kind, entries[0].Reason)
 		}
 	}
@@ -622,7 +628,7 @@ func (c *checker) checkSends() {
 
 func (c *checker) checkProcesses() {
 	for _, e := range c.w.exits {
-		if e.Code == 0 || e.Signaled == "killed" || e.Code == 3 {
+		if e.Code == 0 || e.Signaled == "killed" || e.Code == 3 || e.Code == 4 { // 3: poison, 4: could not connect (restarted)
 			continue
 		}
 		if e.Signaled == "terminated" {

@@ -555,7 +555,11 @@ func (d *driver) resend(n int, seed uint64) {
 	var cands []*taskRec
 	for _, id := range d.order {
 		r := d.tasks[id]
-		if r.Via == "raw" && r.Kind == "ok" && r.Accepted && !r.Healthy && r.Fair == 0 && time.Since(r.Published) > 3*time.Second {
+		// Answered by now, and still inside the duplicate window: the
+		// server must drop the copy (a re-send later than the window is a
+		// new task by design).
+		age := time.Since(r.Published)
+		if r.Via == "raw" && r.Kind == "ok" && r.Accepted && !r.Healthy && r.Fair == 0 && age > 2*time.Second && age < d.s.Config.DupWindow-2*time.Second {
 			cands = append(cands, r)
 		}
 	}

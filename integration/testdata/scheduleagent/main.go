@@ -108,7 +108,10 @@ func main() {
 	}
 	conn, err := bus.Connect(ctx, *url)
 	if err != nil {
-		fail(err)
+		// The server (or this process's connection) is away: the service
+		// manager starts it again. Exit code 4 tells the suite so.
+		fmt.Fprintln(os.Stderr, "scheduleagent:", err)
+		os.Exit(4)
 	}
 	defer func() { // flush the last acks and naks, as agent run does
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -124,7 +127,6 @@ func main() {
 		},
 		Backoff:         resilience.Backoff{Base: *backoffBase, Max: *backoffMax},
 		Breaker:         resilience.BreakerSettings{Threshold: *threshold, OpenTimeout: *openTimeout},
-		ShutdownTimeout: *shutdown,
 		HandlerTimeout:  time.Minute,
 		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
@@ -134,8 +136,16 @@ func main() {
 	h := handler(*downFile)
 	rt.Handle(envelope.TaskRequest, h)
 	rt.Handle(envelope.MessageSend, h)
-	if err := rt.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		fail(err)
+	if err := rt.Start(ctx); err != nil {
+		fail(err) // exit 1: the runtime could not start
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	if err := rt.Stop(sctx); err != nil {
+		// Documented: a graceful stop that runs out of time hands back what
+		// is unsettled and returns ctx's error. Not a crash.
+		fmt.Fprintln(os.Stderr, "scheduleagent: stop:", err)
 	}
 }
 
