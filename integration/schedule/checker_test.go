@@ -50,6 +50,9 @@ type world struct {
 	exits   []exit
 	samples []sample
 	end     time.Time // quiescence
+	// stranded lists the tasks-stream sequences of accepted tasks without
+	// an outcome that the stream still stores.
+	stranded map[uint64]bool
 }
 
 type sample struct {
@@ -278,6 +281,9 @@ func (c *checker) checkOutcomes() {
 			if c.lines(id, "cancelled") > 0 && c.faultsDuring(r.Published, c.w.end, "replies-off") > 0 {
 				hint = "cancelled while the replies stream was unavailable: the task.update reply was dropped and the task acked (no issue lists it)"
 			}
+			if c.w.stranded[r.Seq] {
+				hint = "still stored in the tasks stream and no longer delivered, never dead-lettered: stranded at its last delivery (issue 13 item 7)"
+			}
 			c.add("no-task-lost", id, hint, "accepted %s task (%s, published %s, stream seq %d) neither answered nor dead-lettered",
 				r.Kind, r.Type, r.Published.Format("15:04:05.000"), r.Seq)
 			continue
@@ -373,18 +379,16 @@ func (c *checker) rerunHint(id string) string {
 	for _, f := range c.w.faults {
 		switch f.Kind {
 		case "freeze":
-			// Published before the freeze, not started by the frozen
-			// replica before it, started by it right after SIGCONT: a
-			// delivery it had buffered, redelivered meanwhile.
-			r := c.w.tasks[id]
-			ranBefore := false
+			// A delivery the frozen replica had buffered or held ran after
+			// SIGCONT beside the redelivery the server made meanwhile.
 			for _, e := range es {
-				ranBefore = ranBefore || e.PID == f.PID && e.Start.Before(f.From)
-			}
-			for _, e := range es {
-				if r != nil && r.Published.Before(f.From) && !ranBefore && e.PID == f.PID && !e.Start.Before(f.To) &&
-					e.Start.Before(f.To.Add(2*c.w.s.Config.AckWait)) && len(es) > 1 {
-					hints = append(hints, "started after SIGCONT on the frozen replica although AckWait had expired: stale delivery (issue 13 item 4)")
+				if e.PID != f.PID || e.Start.Before(f.To) {
+					continue
+				}
+				for _, o := range es {
+					if o.Att > e.Att && o.Start.After(f.From) && o.Replay == e.Replay {
+						hints = append(hints, "a delivery buffered or held by the frozen replica ran after SIGCONT beside its redelivery: stale delivery (issue 13 item 4)")
+					}
 				}
 			}
 		case "replies-off":
@@ -422,6 +426,15 @@ func (c *checker) rerunHint(id string) string {
 			if f.Kind == "server" && f.From.After(r.Published) && f.To.Before(dones[0].Start) {
 				hints = append(hints, "a delivery held or queued across a server restart ran beside its redelivery: stale delivery (issue 13 item 4 covers the frozen case only)")
 				break
+			}
+		}
+	}
+	if len(hints) == 0 {
+		for _, a := range dones {
+			for _, b := range dones {
+				if a.PID != b.PID && a.Att < b.Att && b.Start.Before(a.End.Add(c.w.s.Config.AckWait)) {
+					hints = append(hints, "two deliveries of one message ran at once on two replicas although neither was disrupted: a held or queued delivery was redelivered meanwhile (no issue lists the held case)")
+				}
 			}
 		}
 	}

@@ -261,6 +261,7 @@ func runSchedule(t *testing.T, s Schedule) ([]Violation, string) {
 	if w.dlq, err = readDLQ(ctx, d.js, topo); err != nil {
 		t.Fatal(err)
 	}
+	w.stranded = stranded(ctx, d, w)
 	vs := check(w)
 	rep := report(s, w, vs, d, quiet, time.Since(started))
 	t.Logf("seed %d: %d tasks, %d ledger lines, %d sends, %d faults, %d violations in %v",
@@ -285,6 +286,30 @@ func runSchedule(t *testing.T, s Schedule) ([]Violation, string) {
 		}
 	}
 	return vs, rep
+}
+
+// stranded looks up, in the tasks stream, the accepted tasks that have
+// neither a reply nor a dead letter.
+func stranded(ctx context.Context, d *driver, w *world) map[uint64]bool {
+	out := map[uint64]bool{}
+	st, err := d.js.Stream(ctx, d.topo.TasksStream())
+	if err != nil {
+		return out
+	}
+	for _, id := range d.order {
+		r := d.tasks[id]
+		key := id
+		if r.Kind == "malformed" {
+			key = fmt.Sprint("seq:", r.Seq)
+		}
+		if !r.Accepted || r.Seq == 0 || len(w.replies[id]) > 0 || len(w.dlq.byTask[key]) > 0 {
+			continue
+		}
+		if _, err := st.GetMsg(ctx, r.Seq); err == nil {
+			out[r.Seq] = true
+		}
+	}
+	return out
 }
 
 // heal undoes every fault that may still be in force.

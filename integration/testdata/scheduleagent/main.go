@@ -125,10 +125,10 @@ func main() {
 			AckWait: *ackWait, MaxDeliver: *maxDeliver,
 			MaxAckPending: *maxAckPending, Prefetch: *prefetch,
 		},
-		Backoff:         resilience.Backoff{Base: *backoffBase, Max: *backoffMax},
-		Breaker:         resilience.BreakerSettings{Threshold: *threshold, OpenTimeout: *openTimeout},
-		HandlerTimeout:  time.Minute,
-		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Backoff:        resilience.Backoff{Base: *backoffBase, Max: *backoffMax},
+		Breaker:        resilience.BreakerSettings{Threshold: *threshold, OpenTimeout: *openTimeout},
+		HandlerTimeout: time.Minute,
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		fail(err)
