@@ -114,6 +114,9 @@ type driver struct {
 	restarts []time.Time // server restarts (ready again)
 	notes    []string
 	poisons  int
+	// replaySeen are the replayed runs the ledger had when the last replay
+	// began.
+	replaySeen map[string]bool
 }
 
 func (d *driver) logf(format string, a ...any) {
@@ -420,10 +423,21 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		r.signal(syscall.SIGCONT)
 		d.endFault(f)
 	case OpRolling:
-		d.backlog(i, st.N, st.Seed)
-		time.Sleep(200 * time.Millisecond)
+		// A backlog arrives before each restart: queued work, and tasks at
+		// their last delivery (MaxDeliver-1 failures behind them), which a
+		// restart must hand back without spending an attempt.
+		rng := rand.New(rand.NewPCG(st.Seed, 5))
+		chunk := max(1, st.N/(st.Rounds*c.Replicas))
 		for range st.Rounds {
 			for ri, r := range d.replicas {
+				for range chunk {
+					if rng.IntN(10) < 3 {
+						d.task(i, "transient", envelope.TaskRequest, work{Ms: 10, Fail: c.MaxDeliver - 1}, nil)
+					} else {
+						d.task(i, "ok", envelope.TaskRequest, work{Ms: 100 * c.Concurrency}, nil)
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
 				now := time.Now()
 				pid := r.signal(syscall.SIGTERM)
 				if pid == 0 {
@@ -444,6 +458,14 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 			}
 		}
 	case OpServerCrash:
+		// Tasks answered just before the crash, re-sent (same ids, inside
+		// the duplicate window) once the server is back: a client that
+		// could not tell whether its publish got through.
+		var fresh []*taskRec
+		for range st.N {
+			fresh = append(fresh, d.task(i, "ok", envelope.TaskRequest, work{Ms: 20}, nil))
+		}
+		d.waitAnswered(ctx, fresh, 5*time.Second)
 		f := d.addFault(&fault{Kind: "server", Replica: -1, From: time.Now()})
 		d.srv.kill()
 		time.Sleep(st.For)
@@ -454,9 +476,15 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		d.mu.Lock()
 		d.restarts = append(d.restarts, time.Now())
 		d.mu.Unlock()
-		// Clients re-send what they are unsure of after a crash, under the
-		// same ids: tasks answered before it must not run again.
-		d.resend(st.N, st.Seed)
+		for _, r := range fresh {
+			if r.Accepted {
+				if _, ok := d.publishRaw(r.Msg); ok {
+					d.mu.Lock()
+					d.resends = append(d.resends, resendRec{ID: r.ID, At: time.Now(), AfterRestart: true})
+					d.mu.Unlock()
+				}
+			}
+		}
 	case OpResend:
 		d.resend(st.N, st.Seed)
 	case OpDrop:
@@ -523,7 +551,9 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		case "filtered":
 			d.runReplay(ctx, st.Mode, append(base, "replay", "--yes", "-q", "--reason", "permanent", "--agent", agentName)...)
 		case "interrupted":
-			d.runReplay(ctx, st.Mode, "--nats", d.srv.URL(), "--timeout", "1s", "replay", "--yes", "-q", "--rate", "4", "--reason", "permanent")
+			// Ctrl-C once the first replayed task ran (the rate limiter
+			// keeps the rest waiting).
+			d.runReplayUntil(ctx, st.Mode, d.firstReplayRan, "--nats", d.srv.URL(), "--timeout", "30s", "replay", "--yes", "-q", "--rate", "2", "--reason", "permanent")
 			time.Sleep(c.DupWindow + time.Second) // past the duplicate window, an operator runs it again
 			d.runReplay(ctx, st.Mode+"-rerun", append(base, "replay", "--yes", "-q", "--reason", "permanent")...)
 		case "twice":
@@ -628,13 +658,58 @@ func (d *driver) waitDeadLettered(ctx context.Context, ids []*taskRec, limit tim
 }
 
 func (d *driver) runReplay(ctx context.Context, mode string, args ...string) {
+	d.runReplayUntil(ctx, mode, nil, args...)
+}
+
+// firstReplayRan waits (bounded) until the ledger shows a replayed task.
+func (d *driver) firstReplayRan(ctx context.Context) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if b, err := os.ReadFile(d.ledger); err == nil && bytes.Contains(b, []byte(`"replay":"`)) {
+			lines, _ := readLedger(d.ledger)
+			for _, l := range lines {
+				if l.Replay != "" && l.Time().After(d.begin) {
+					d.mu.Lock()
+					seen := d.replaySeen[l.Task+"/"+l.Replay]
+					d.mu.Unlock()
+					if !seen {
+						return
+					}
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling the ledger
+	}
+}
+
+// runReplayUntil runs cmd/replay; when until is set, it interrupts it
+// (SIGINT, as Ctrl-C) once until returns.
+func (d *driver) runReplayUntil(ctx context.Context, mode string, until func(context.Context), args ...string) {
 	cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	run := replayRun{Mode: mode, Args: args, Start: time.Now()}
+	d.markReplaysSeen()
 	cmd := exec.CommandContext(cctx, d.replay, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if until != nil {
+			done := make(chan struct{})
+			go func() {
+				until(cctx)
+				select {
+				case <-done:
+				default:
+					_ = cmd.Process.Signal(os.Interrupt)
+				}
+			}()
+			err = cmd.Wait()
+			close(done)
+		} else {
+			err = cmd.Wait()
+		}
+	}
 	run.End, run.Out = time.Now(), out.String()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -647,6 +722,42 @@ func (d *driver) runReplay(ctx context.Context, mode string, args ...string) {
 	d.replays = append(d.replays, run)
 	d.mu.Unlock()
 	d.logf("replay %s: exit %d: %s", mode, run.Code, bytes.TrimSpace(out.Bytes()))
+}
+
+// markReplaysSeen remembers the replayed runs in the ledger so far, so
+// that firstReplayRan waits for a new one.
+func (d *driver) markReplaysSeen() {
+	lines, _ := readLedger(d.ledger)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.replaySeen == nil {
+		d.replaySeen = map[string]bool{}
+	}
+	for _, l := range lines {
+		if l.Replay != "" {
+			d.replaySeen[l.Task+"/"+l.Replay] = true
+		}
+	}
+}
+
+// waitAnswered waits (bounded) until every task of rs has a reply.
+func (d *driver) waitAnswered(ctx context.Context, rs []*taskRec, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		replies, err := readReplies(ctx, d.js, d.topo)
+		if err == nil {
+			n := 0
+			for _, r := range rs {
+				if len(replies[r.ID]) > 0 {
+					n++
+				}
+			}
+			if n == len(rs) {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // polling the replies
+	}
 }
 
 // agentArgs are the command line of every replica.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -410,20 +411,32 @@ func report(s Schedule, w *world, vs []Violation, d *driver, quiet string, took 
 	return b.String()
 }
 
-var flagSurvey = flag.Int("schedule.survey", 0, "run this many seeds from -schedule.start, two at a time, and print what each breaks (TestScheduleSurvey)")
+var (
+	flagSurvey = flag.Int("schedule.survey", 0, "run this many seeds from -schedule.start, two at a time, and print what each breaks (TestScheduleSurvey)")
+	flagSeeds  = flag.String("schedule.seeds", "", "survey these seeds (comma-separated) instead of a range")
+)
 
 // TestScheduleSurvey runs a range of seeds whatever they find and prints,
 // per seed, the invariants it breaks and the defects the hints name: how
 // the track record's "found by seed S after K schedules" is measured.
 func TestScheduleSurvey(t *testing.T) {
-	if *flagSurvey == 0 {
-		t.Skip("no -schedule.survey")
+	if *flagSurvey == 0 && *flagSeeds == "" {
+		t.Skip("no -schedule.survey or -schedule.seeds")
 	}
 	start := max(*flagStart, 1)
+	var seeds []int64
+	for seed := start; seed < start+int64(*flagSurvey); seed++ {
+		seeds = append(seeds, seed)
+	}
+	for _, f := range strings.Split(*flagSeeds, ",") {
+		if n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64); err == nil {
+			seeds = append(seeds, n)
+		}
+	}
 	var mu sync.Mutex
 	first := map[string]int64{}
 	t.Run("seeds", func(t *testing.T) {
-		for seed := start; seed < start+int64(*flagSurvey); seed++ {
+		for _, seed := range seeds {
 			t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
 				t.Parallel()
 				s := Generate(seed, *flagSteps)

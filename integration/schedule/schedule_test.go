@@ -242,7 +242,7 @@ func Generate(seed int64, steps int) Schedule {
 			st.N, st.Rounds = 30+rng.IntN(50), 1+rng.IntN(3)
 		case OpServerCrash:
 			st.For = time.Duration(300+rng.IntN(2000)) * time.Millisecond
-			st.N = rng.IntN(20) // answered tasks re-sent after the restart
+			st.N = rng.IntN(20) // tasks answered before the crash, re-sent after the restart
 		case OpResend:
 			st.N = 5 + rng.IntN(20)
 		case OpDrop:
