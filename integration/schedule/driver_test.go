@@ -466,6 +466,9 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 			fresh = append(fresh, d.task(i, "ok", envelope.TaskRequest, work{Ms: 20}, nil))
 		}
 		d.waitAnswered(ctx, fresh, 5*time.Second)
+		// Consumed for good: past the settlement's slack, so the checker
+		// excuses no re-run of them.
+		time.Sleep(2 * settleSlack)
 		f := d.addFault(&fault{Kind: "server", Replica: -1, From: time.Now()})
 		d.srv.kill()
 		time.Sleep(st.For)
@@ -543,7 +546,7 @@ func (d *driver) step(ctx context.Context, i int, st Step) {
 		for range st.N {
 			ids = append(ids, d.task(i, "permreplay", envelope.TaskRequest, work{}, nil))
 		}
-		d.waitDeadLettered(ctx, ids, 20*time.Second)
+		d.waitDeadLettered(ctx, ids, 45*time.Second) // an open breaker may hold them a while
 		base := []string{"--nats", d.srv.URL(), "--timeout", "20s"}
 		switch st.Mode {
 		case "whole":
@@ -663,7 +666,7 @@ func (d *driver) runReplay(ctx context.Context, mode string, args ...string) {
 
 // firstReplayRan waits (bounded) until the ledger shows a replayed task.
 func (d *driver) firstReplayRan(ctx context.Context) {
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if b, err := os.ReadFile(d.ledger); err == nil && bytes.Contains(b, []byte(`"replay":"`)) {
 			lines, _ := readLedger(d.ledger)

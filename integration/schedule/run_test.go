@@ -78,7 +78,7 @@ func TestScheduleSeed(t *testing.T) {
 		return
 	}
 	if *flagMinimize {
-		s, vs, rep = minimize(t, s, vs, rep)
+		_, _, rep = minimize(t, s, vs, rep)
 	}
 	t.Errorf("%s", rep)
 }
