@@ -32,6 +32,26 @@ fuzz:
 bench:
 	$(GO) run ./cmd/bench
 
+# Seeded fault schedules (integration/schedule, docs/chaos.md). make test runs
+# the fixed CI seeds; these replay one seed, or run new ones for a while.
+#   make schedule SEED=42 [MINIMIZE=1] [KEEP=dir]   replay seed 42 (minimised)
+#   make schedule-long DURATION=2h                  new seeds until one fails (DURATION <= 24h)
+SEED     ?=
+DURATION ?= 2h
+STEPS    ?= 8
+KEEP     ?=
+
+.PHONY: schedule schedule-long
+
+schedule:
+	@test -n "$(SEED)" || { echo "usage: make schedule SEED=n [MINIMIZE=1] [KEEP=dir]"; exit 2; }
+	$(GO) test -count=1 -timeout 60m -run '^TestScheduleSeed$$' -v ./integration/schedule/ \
+		-schedule.seed=$(SEED) -schedule.steps=$(STEPS) $(if $(MINIMIZE),-schedule.minimize) $(if $(KEEP),-schedule.keep=$(KEEP))
+
+schedule-long:
+	$(GO) test -count=1 -timeout 25h -run '^TestScheduleLong$$' -v ./integration/schedule/ \
+		-schedule.duration=$(DURATION) -schedule.steps=$(STEPS) $(if $(KEEP),-schedule.keep=$(KEEP))
+
 run:
 	$(GO) run ./cmd/agent run
 

@@ -1,0 +1,177 @@
+package schedule
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/envelope"
+)
+
+// These tests run the checker on small hand-made worlds, without any
+// process: each invariant must be able to fail, and the bound must excuse
+// exactly what the schedule's faults explain.
+
+func baseWorld(t0 time.Time) *world {
+	return &world{
+		s:       Schedule{Config: Config{Replicas: 2, MaxDeliver: 3, AckWait: 2 * time.Second}},
+		tasks:   map[string]*taskRec{},
+		replies: map[string][]reply{},
+		dlq:     &dlqView{byTask: map[string][]*dlq.Entry{}, replayed: map[string][]*dlq.Entry{}},
+		end:     t0.Add(time.Minute),
+	}
+}
+
+func at(t0 time.Time, ms int) int64 { return t0.Add(time.Duration(ms) * time.Millisecond).UnixNano() }
+
+func addTask(w *world, id, kind string, published time.Time) {
+	w.tasks[id] = &taskRec{ID: id, Kind: kind, Type: envelope.TaskRequest, Accepted: true, Published: published}
+	w.order = append(w.order, id)
+}
+
+func run(w *world, t0 time.Time, pid int, id string, att, from, to int, ev string) {
+	w.lines = append(w.lines,
+		Line{T: at(t0, from), PID: pid, Ev: "start", Task: id, Att: att, Kind: "ok"},
+		Line{T: at(t0, to), PID: pid, Ev: ev, Task: id, Att: att, Kind: "ok"})
+}
+
+func invariants(vs []Violation) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Invariant)
+	}
+	return out
+}
+
+func TestCheckerFlagsASecondSuccessNoFaultExplains(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	addTask(w, "A", "ok", t0)
+	w.replies["A"] = []reply{{Env: &envelope.Envelope{CorrelationID: "A"}}}
+	run(w, t0, 10, "A", 1, 0, 50, "done")
+	run(w, t0, 11, "A", 2, 3000, 3050, "done")
+	if got := invariants(check(w)); !reflect.DeepEqual(got, []string{"executions-bounded"}) {
+		t.Fatalf("violations %v, want executions-bounded", got)
+	}
+}
+
+func TestCheckerExcusesARunItsProcessDiedIn(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	addTask(w, "A", "ok", t0)
+	w.replies["A"] = []reply{{Env: &envelope.Envelope{CorrelationID: "A"}}}
+	run(w, t0, 10, "A", 1, 0, 50, "done")
+	run(w, t0, 11, "A", 2, 3000, 3050, "done")
+	kill := t0.Add(60 * time.Millisecond) // after the work, before the ack could settle
+	w.faults = []*fault{{Kind: "kill", PID: 10, From: kill, To: kill}}
+	if vs := check(w); len(vs) != 0 {
+		t.Fatalf("a run disrupted by a SIGKILL must be excused: %v", vs)
+	}
+	// A SIGTERM is no excuse: a graceful stop lets the handler settle.
+	w.faults[0].Kind = "term"
+	if got := invariants(check(w)); !reflect.DeepEqual(got, []string{"executions-bounded"}) {
+		t.Fatalf("violations %v after a SIGTERM, want executions-bounded", got)
+	}
+}
+
+func TestCheckerWantsEveryAcceptedTaskSettledWithTheRightReason(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	addTask(w, "lost", "ok", t0)
+	addTask(w, "perm", "perm", t0)
+	addTask(w, "neverran", "ok", t0)
+	w.dlq.byTask["perm"] = []*dlq.Entry{{Record: dlq.Record{Reason: dlq.ReasonPermanent}}}
+	w.dlq.byTask["neverran"] = []*dlq.Entry{{Stored: t0.Add(time.Second), Record: dlq.Record{Reason: dlq.ReasonMaxDeliveries}}}
+	run(w, t0, 10, "perm", 1, 0, 10, "perm")
+	got := invariants(check(w))
+	if !reflect.DeepEqual(got, []string{"no-task-lost", "right-dlq-reason"}) {
+		t.Fatalf("violations %v, want no-task-lost (lost) and right-dlq-reason (neverran)", got)
+	}
+}
+
+func TestCheckerFlagsASendThatFailedForATaskThatSucceeded(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	addTask(w, "S", "ok", t0)
+	w.replies["S"] = []reply{{Env: &envelope.Envelope{CorrelationID: "S"}}}
+	run(w, t0, 10, "S", 1, 0, 500, "done")
+	w.sends = []*sendRec{{ID: "S", Start: t0, End: t0.Add(5 * time.Second), Err: errors.New("timeout")}}
+	if got := invariants(check(w)); !reflect.DeepEqual(got, []string{"send-error-means-not-done"}) {
+		t.Fatalf("violations %v, want send-error-means-not-done", got)
+	}
+	// Finishing after the Send gave up is no contradiction.
+	w.sends[0].End = t0.Add(400 * time.Millisecond)
+	if vs := check(w); len(vs) != 0 {
+		t.Fatalf("%v", vs)
+	}
+}
+
+func TestCheckerFlagsAReplayRunTwice(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	addTask(w, "R", "permreplay", t0)
+	w.dlq.byTask["R"] = []*dlq.Entry{{Seq: 7, Record: dlq.Record{Reason: dlq.ReasonPermanent}}}
+	w.replies["R"] = []reply{{Env: &envelope.Envelope{CorrelationID: "R"}}}
+	w.lines = append(w.lines,
+		Line{T: at(t0, 0), PID: 10, Ev: "start", Task: "R", Att: 1},
+		Line{T: at(t0, 5), PID: 10, Ev: "perm", Task: "R", Att: 1},
+		Line{T: at(t0, 1000), PID: 10, Ev: "start", Task: "R", Att: 1, Replay: "7"},
+		Line{T: at(t0, 1005), PID: 10, Ev: "done", Task: "R", Att: 1, Replay: "7"},
+		Line{T: at(t0, 9000), PID: 11, Ev: "start", Task: "R", Att: 1, Replay: "7"},
+		Line{T: at(t0, 9005), PID: 11, Ev: "done", Task: "R", Att: 1, Replay: "7"})
+	if got := invariants(check(w)); !reflect.DeepEqual(got, []string{"replay-at-most-once"}) {
+		t.Fatalf("violations %v, want replay-at-most-once", got)
+	}
+}
+
+func TestCheckerFlagsAStarvedHealthySubjectAndAHoardingReplica(t *testing.T) {
+	t0 := time.Now()
+	w := baseWorld(t0)
+	w.faults = []*fault{{Kind: "down", From: t0, To: t0.Add(10 * time.Second)}}
+	addTask(w, "H", "ok", t0.Add(time.Second))
+	w.tasks["H"].Healthy = true
+	w.replies["H"] = []reply{{Env: &envelope.Envelope{CorrelationID: "H"}}}
+	run(w, t0, 10, "H", 1, 7000, 7020, "done")
+	b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+	for i := range 20 {
+		id := string(rune('a' + i))
+		addTask(w, id, "ok", b.At)
+		w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+		pid := 10
+		if i == 0 {
+			pid = 11
+		}
+		run(w, t0, pid, id, 1, 20000+100*i, 20080+100*i, "done")
+		b.IDs = append(b.IDs, id)
+	}
+	w.fair = []fairBurst{b}
+	if got := invariants(check(w)); !reflect.DeepEqual(got, []string{"breaker-isolation", "fair-share"}) {
+		t.Fatalf("violations %v, want breaker-isolation and fair-share", got)
+	}
+}
+
+func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
+	a, b := Generate(42, 8), Generate(42, 8)
+	if a.String() != b.String() {
+		t.Fatalf("seed 42 gave two schedules:\n%s\n%s", a, b)
+	}
+	if Generate(43, 8).String() == a.String() {
+		t.Fatal("seeds 42 and 43 gave the same schedule")
+	}
+	for seed := int64(1); seed < 200; seed++ {
+		s := Generate(seed, 8)
+		busy := map[string][]Step{}
+		for _, st := range s.Steps {
+			for _, r := range st.resources(s.Config) {
+				for _, o := range busy[r] {
+					if st.At < o.At+o.duration(s.Config) {
+						t.Fatalf("seed %d: %s and %s overlap on %s", seed, o, st, r)
+					}
+				}
+				busy[r] = append(busy[r], st)
+			}
+		}
+	}
+}
