@@ -31,7 +31,8 @@ type Observer interface {
 	// Settled is called once for every outcome of a delivery: exactly
 	// what Runtime.Stats counts, each time it counts it (a delivery held
 	// by an open breaker is Settled as Held, then once more when it is
-	// released and settled). handler is how long the handler ran; zero
+	// released and settled; a parked one whose copy could not be stored
+	// is Settled as Parked, then as Returned). handler is how long the handler ran; zero
 	// when no handler ran (input dead-lettered, held, handed back unrun).
 	Settled(subject string, outcome Outcome, handler time.Duration)
 
@@ -67,9 +68,12 @@ const (
 	// Held: kept back, unsettled, because the subject's breaker is open;
 	// it gets another outcome once released.
 	Held
-	// Parked: copied to the end of the tasks stream, then acked, because
-	// the subject's breaker is open and the replica holds enough of its
-	// tasks; the copy is delivered again in its turn.
+	// Parked: handed over to be copied to the subject's parked subject,
+	// then acked, because the subject's breaker is open and the replica
+	// holds enough of its tasks; the copy comes back when the breaker
+	// closes. The copies are stored in the background: one that cannot be
+	// stored is Settled once more, as Returned (handed back until the
+	// breaker's probe), and Stats counts it there instead.
 	Parked
 )
 

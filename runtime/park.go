@@ -36,37 +36,212 @@ const (
 // restart).
 const unparkEvery = 2 * time.Second
 
-// park copies j's delivery to its subject's parked subject and
-// acknowledges it. When the copy cannot be stored, the delivery is handed
-// back for redelivery after the breaker's open timeout instead.
+// park hands j's delivery to the parker, which copies it to its subject's
+// parked subject and acknowledges it once the copy is stored (see
+// parkLoop). The copies are pipelined: a worker that parks a burst of a
+// broken subject's tasks goes on to the next delivery at once, so the
+// healthy subjects queued behind them are not kept waiting one publish
+// round trip per parked task. After Stop has closed the parker (a handler
+// that ignored cancellation), or should its queue ever be full, park
+// stores the copy itself.
 func (r *Runtime) park(j job, br *resilience.Breaker) Outcome {
-	d := j.d
+	r.parker.mu.Lock()
+	if !r.parker.closed {
+		select {
+		case r.parker.jobs <- parkJob{j: j, br: br}: // buffered for the whole window
+			r.parker.mu.Unlock()
+			return Outcome{Disposition: Parked}
+		default:
+		}
+	}
+	r.parker.mu.Unlock()
+	f := r.startPark(parkJob{j: j, br: br})
+	if f.fut == nil {
+		return Outcome{Disposition: Returned}
+	}
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	ack, err := await(ctx, f.fut)
+	if !r.finishPark(f, ack, err) {
+		return Outcome{Disposition: Returned}
+	}
+	return Outcome{Disposition: Parked}
+}
+
+// parker runs the parking pipeline of a runtime.
+type parker struct {
+	mu     sync.Mutex
+	closed bool
+	jobs   chan parkJob
+	done   chan struct{} // closed when parkLoop has settled everything
+}
+
+type parkJob struct {
+	j  job
+	br *resilience.Breaker
+}
+
+// parkFlight is one copy being stored.
+type parkFlight struct {
+	parkJob
+	msg   *nats.Msg
+	from  string
+	fut   jetstream.PubAckFuture // nil: the publish failed at once (handed back)
+	start time.Time
+}
+
+// parkWindow bounds the copies in flight at once.
+const parkWindow = 256
+
+// parkLoop stores the copies handed to park, oldest first, and settles
+// each original when its copy is stored (or hands it back when it cannot
+// be). It returns once the parker is closed and everything is settled.
+func (r *Runtime) parkLoop() {
+	defer close(r.parker.done)
+	var flying []*parkFlight
+	in := r.parker.jobs
+	for in != nil || len(flying) > 0 {
+		if len(flying) == 0 {
+			pj, ok := <-in
+			if !ok {
+				return
+			}
+			r.fly(&flying, pj)
+			continue
+		}
+		oldest := flying[0]
+		var accept chan parkJob
+		if len(flying) < parkWindow {
+			accept = in
+		}
+		timeout := time.NewTimer(max(settleTimeout-time.Since(oldest.start), 0))
+		select {
+		case pj, ok := <-accept:
+			timeout.Stop()
+			if !ok {
+				in = nil
+				continue
+			}
+			r.fly(&flying, pj)
+		case ack := <-oldest.fut.Ok():
+			timeout.Stop()
+			flying = flying[1:]
+			r.observeParked(oldest, r.finishPark(oldest, ack, nil))
+		case err := <-oldest.fut.Err():
+			timeout.Stop()
+			flying = flying[1:]
+			r.observeParked(oldest, r.finishPark(oldest, nil, err))
+		case <-timeout.C:
+			flying = flying[1:]
+			r.observeParked(oldest, r.finishPark(oldest, nil, context.DeadlineExceeded))
+		}
+	}
+}
+
+// fly starts parking pj, adding it to flying unless its publish failed
+// at once.
+func (r *Runtime) fly(flying *[]*parkFlight, pj parkJob) {
+	f := r.startPark(pj)
+	if f.fut == nil {
+		r.observeParked(f, false)
+		return
+	}
+	*flying = append(*flying, f)
+}
+
+// await waits for f's publish acknowledgement until ctx ends.
+func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case a := <-f.Ok():
+		return a, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// observeParked reports a parked delivery whose copy could not be stored
+// once more, as handed back (it was reported Parked when handed over).
+func (r *Runtime) observeParked(f *parkFlight, ok bool) {
+	if !ok {
+		r.observe(f.j.d.Subject, Outcome{Disposition: Returned}, 0)
+	}
+}
+
+// closeParker stops park from handing over and waits (up to ctx) until
+// the copies in flight are settled.
+func (r *Runtime) closeParker(ctx context.Context) {
+	r.parker.mu.Lock()
+	if !r.parker.closed {
+		r.parker.closed = true
+		close(r.parker.jobs)
+	}
+	r.parker.mu.Unlock()
+	select {
+	case <-r.parker.done:
+	case <-ctx.Done():
+	}
+}
+
+// startPark publishes the parked copy of pj's delivery. Its id derives
+// from the original's sequence: parking the same delivery again (its ack
+// was lost) stores nothing new.
+func (r *Runtime) startPark(pj parkJob) *parkFlight {
+	d := pj.j.d
 	m := r.copyOf(d.Subject, d.Data, d.Header, r.cfg.Topology.ParkedSubject(d.Subject))
 	seq := strconv.FormatUint(d.StreamSeq, 10)
 	m.Header.Set(HeaderParkedFrom, seq)
-	m.Header.Set(HeaderAttempts, strconv.Itoa(j.acct.before))
+	m.Header.Set(HeaderAttempts, strconv.Itoa(pj.j.acct.before))
 	if m.Header.Get(HeaderFirstStored) == "" {
 		m.Header.Set(HeaderFirstStored, d.Published.UTC().Format(time.RFC3339Nano))
 	}
-	// The id derives from the original's sequence: parking the same
-	// delivery again (its ack was lost) stores nothing new.
-	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
-	defer cancel()
-	if err := r.storeOnce(ctx, m, "jetagent-parked-"+r.cfg.Agent+"-"+seq, seq); err != nil {
-		r.cfg.Logger.Warn("task not parked; handed back until the breaker probes", "agent", r.cfg.Agent,
-			"subject", d.Subject, "stream_seq", d.StreamSeq, "err", err)
-		r.noteGivenBack(&j)
-		_ = d.NakWithDelay(max(time.Until(br.ProbeAt()), time.Second))
-		r.stats.returned.Add(1)
-		return Outcome{Disposition: Returned}
+	m.Header.Set(nats.MsgIdHdr, "jetagent-parked-"+r.cfg.Agent+"-"+seq)
+	f := &parkFlight{parkJob: pj, msg: m, from: seq, start: time.Now()}
+	fut, err := r.conn.JetStream().PublishMsgAsync(m)
+	if err != nil {
+		r.parkFailed(f, err)
+		return f
 	}
-	if err := d.Ack(); err != nil {
+	f.fut = fut
+	return f
+}
+
+// finishPark settles f's original once its copy is stored: a duplicate
+// ack is trusted only when the stored message is this copy (ids are
+// predictable; see storeOnce). It returns false when the copy could not
+// be stored and the original was handed back instead.
+func (r *Runtime) finishPark(f *parkFlight, ack *jetstream.PubAck, err error) bool {
+	d := f.j.d
+	if err == nil && ack.Duplicate {
+		ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+		if !r.isCopy(ctx, ack.Sequence, f.msg.Subject, f.from) {
+			f.msg.Header.Del(nats.MsgIdHdr)
+			_, err = r.conn.JetStream().PublishMsg(ctx, f.msg)
+		}
+		cancel()
+	}
+	if err != nil {
+		r.parkFailed(f, err)
+		return false
+	}
+	if aerr := d.Ack(); aerr != nil {
 		r.cfg.Logger.Warn("parked task's original not acknowledged; its redelivery is parked again (stored once)", "agent", r.cfg.Agent,
-			"stream_seq", d.StreamSeq, "err", err)
+			"stream_seq", d.StreamSeq, "err", aerr)
 	}
-	r.forget(&j)
+	r.forget(&f.j)
 	r.stats.parked.Add(1)
-	return Outcome{Disposition: Parked}
+	return true
+}
+
+// parkFailed hands f's original back until the breaker's next probe.
+func (r *Runtime) parkFailed(f *parkFlight, err error) {
+	d := f.j.d
+	r.cfg.Logger.Warn("task not parked; handed back until the breaker probes", "agent", r.cfg.Agent,
+		"subject", d.Subject, "stream_seq", d.StreamSeq, "err", err)
+	r.noteGivenBack(&f.j)
+	_ = d.NakWithDelay(max(time.Until(f.br.ProbeAt()), time.Second))
+	r.stats.returned.Add(1)
 }
 
 // copyOf returns a message to subject with data and a copy of header.

@@ -126,6 +126,7 @@ type Runtime struct {
 	subPtr    atomic.Pointer[bus.Subscriber]
 	isWedged  atomic.Bool
 	unparking unparking
+	parker    parker
 	unparkNow chan struct{} // wakes unparkLoop
 }
 
@@ -252,6 +253,10 @@ func (r *Runtime) Start(ctx context.Context) error {
 	}
 	r.beat, r.beatDone = make(chan struct{}), make(chan struct{})
 	go r.heartbeats()
+	// Every delivery the replica holds may be handed to the parker at once.
+	r.parker.jobs = make(chan parkJob, r.cfg.Concurrency+r.cfg.Consumer.Prefetch+1)
+	r.parker.done = make(chan struct{})
+	r.background.Go(r.parkLoop)
 	r.subPtr.Store(sub)
 	if err := sub.Start(r.enqueue); err != nil {
 		if r.sweeper != nil {
@@ -259,6 +264,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 		}
 		r.queue.close()
 		r.workers.Wait()
+		r.closeParker(ctx)
 		close(r.beat)
 		<-r.beatDone
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
@@ -408,6 +414,7 @@ func (r *Runtime) stop(ctx context.Context) error {
 		}
 		err = ctx.Err()
 	}
+	r.closeParker(ctx) // the workers are done: nothing more is parked
 	close(r.beat)
 	<-r.beatDone
 	if r.sweeper != nil {
