@@ -4,6 +4,9 @@
 GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 20s
+# The receive path's fuzz target runs a server, a runtime and its sidecars:
+# a few thousand deliveries in this time.
+RECEIVE_FUZZTIME ?= 5s
 
 .PHONY: test fmt-check vet lint race fuzz bench run clean-images
 
@@ -23,9 +26,12 @@ lint:
 race:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# A short, bounded run of the envelope decoder's fuzz target.
+# Short, bounded runs of the envelope decoder's fuzz target and of the
+# whole receive path's (parse, validate, dispatch, echo/http/exec handlers:
+# every delivery settled exactly once, transient only when a handler said so).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./envelope
+	$(GO) test -run '^$$' -fuzz '^FuzzReceive$$' -fuzztime $(RECEIVE_FUZZTIME) ./runtime
 
 # Throughput and latency against raw nats.go, measured in the same run;
 # writes docs/benchmarks.md.

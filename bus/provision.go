@@ -35,7 +35,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 }
 
 // ProvisionAgent creates the buckets that belong to agent alone (see
-// [Topology.RecordsBucket]) when they do not exist yet, and checks those
+// [Topology.SnapshotBucket] and [Topology.RecordsBucket]) when they do not
+// exist yet, and checks those
 // that exist, like [Provision]: idempotent, safe from many processes at
 // once, and an error wrapping [ErrConfigConflict] (never a change) when an
 // existing bucket is configured differently. It returns an error wrapping

@@ -57,8 +57,13 @@ func TestProvisionCreatesEverythingOnce(t *testing.T) {
 	if c := dlq.CachedInfo().Config; c.Discard != jetstream.DiscardNew || c.MaxAge != 0 || c.MaxBytes != -1 {
 		t.Errorf("DLQ must keep everything and refuse when full: discard=%v max_age=%v max_bytes=%d", c.Discard, c.MaxAge, c.MaxBytes)
 	}
-	if _, err := js.KeyValue(ctx, "JETAGENT_SNAPSHOTS"); err != nil {
-		t.Errorf("snapshot bucket: %v", err)
+	if _, err := js.KeyValue(ctx, "JETAGENT_DLQ_REPLAYS"); err != nil {
+		t.Errorf("replays bucket: %v", err)
+	}
+	// No bucket shared by agents for their own state: ProvisionAgent makes
+	// each agent's.
+	if _, err := js.KeyValue(ctx, "JETAGENT_SNAPSHOTS"); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Errorf("a snapshot bucket shared by agents: %v", err)
 	}
 }
 
@@ -92,9 +97,12 @@ func TestProvisionRefusesConflictingStream(t *testing.T) {
 
 func TestProvisionRefusesConflictingBucket(t *testing.T) {
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
-	err := bus.Provision(ctxT(t), conn.JetStream(), bus.Topology{Memory: true, SnapshotHistory: 10})
-	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "history is 5, want 10") {
-		t.Fatalf("Provision = %v, want ErrConfigConflict about history", err)
+	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), bus.Topology{Memory: true}, "A"); err != nil {
+		t.Fatal(err)
+	}
+	err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), bus.Topology{Memory: true, SnapshotHistory: 10}, "A")
+	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "JETAGENT_SNAPSHOTS_A: history is 5, want 10") {
+		t.Fatalf("ProvisionAgent = %v, want ErrConfigConflict about history", err)
 	}
 }
 
@@ -119,7 +127,7 @@ func TestTopologyNames(t *testing.T) {
 	}
 }
 
-func TestProvisionAgentGivesEachAgentItsOwnRecordsBucket(t *testing.T) {
+func TestProvisionAgentGivesEachAgentItsOwnBuckets(t *testing.T) {
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	js := conn.JetStream()
@@ -137,6 +145,17 @@ func TestProvisionAgentGivesEachAgentItsOwnRecordsBucket(t *testing.T) {
 		}
 	}
 	for _, agent := range []string{"A", "B"} {
+		snaps, err := js.KeyValue(ctx, topo.SnapshotBucket(agent))
+		if err != nil {
+			t.Fatalf("snapshot bucket of %s: %v", agent, err)
+		}
+		sst, err := snaps.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sst.Bucket() != "JETAGENT_SNAPSHOTS_"+agent || sst.History() != bus.DefaultSnapshotHistory || sst.LimitMarkerTTL() != bus.DefaultSnapshotMarkerTTL {
+			t.Errorf("bucket %s: history %d, marker ttl %v", sst.Bucket(), sst.History(), sst.LimitMarkerTTL())
+		}
 		kv, err := js.KeyValue(ctx, topo.RecordsBucket(agent))
 		if err != nil {
 			t.Fatalf("records bucket of %s: %v", agent, err)
@@ -157,7 +176,7 @@ func TestProvisionAgentGivesEachAgentItsOwnRecordsBucket(t *testing.T) {
 		t.Errorf("ProvisionAgent(a.b) = %v, want ErrInvalidName", err)
 	}
 	err := bus.ProvisionAgent(ctx, js, bus.Topology{Memory: false}, "A")
-	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "JETAGENT_RECORDS_A") {
+	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "JETAGENT_SNAPSHOTS_A") {
 		t.Errorf("ProvisionAgent with other storage = %v, want ErrConfigConflict naming the bucket", err)
 	}
 }

@@ -15,9 +15,8 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultReplyMaxAge     = time.Hour
 	DefaultSnapshotHistory = 5
-	// SnapshotMarkerTTL is how long the snapshot bucket keeps the marker
-	// of a deleted snapshot before it disappears for good.
-	SnapshotMarkerTTL = time.Hour
+	// DefaultSnapshotMarkerTTL is the default of Topology.SnapshotMarkerTTL.
+	DefaultSnapshotMarkerTTL = time.Hour
 	// RecordMarkerTTL is how long a records bucket keeps the marker of a
 	// record removed by its own TTL. Setting it is also what lets records
 	// carry a TTL of their own (jetstream.KeyTTL).
@@ -28,9 +27,11 @@ const (
 // the tasks stream (work-queue retention: a task is gone once settled), the
 // replies stream, the dead-letter stream (limits retention, nothing
 // discarded unless DLQMaxAge or DLQMaxBytes is set; when full, new dead
-// letters are refused rather than old ones dropped) and the snapshot KV
-// bucket, plus the advisories stream and replays bucket of the DLQ. The
-// zero value is the default topology with prefix "jetagent".
+// letters are refused rather than old ones dropped), the advisories stream
+// and replays bucket of the DLQ (all created by [Provision]), and the
+// buckets each agent has to itself: its snapshots and its records (created
+// by [ProvisionAgent]). The zero value is the default topology with prefix
+// "jetagent".
 type Topology struct {
 	// Prefix is the first subject token and the stream name stem.
 	// Zero: "jetagent". Letters, digits, '-' and '_' only.
@@ -63,12 +64,19 @@ type Topology struct {
 	DLQMaxBytes int64
 	DLQMaxMsgs  int64
 
-	// SnapshotHistory is how many revisions per task the snapshot bucket
-	// keeps (1..64). Zero: 5.
+	// SnapshotHistory is how many revisions per task an agent's snapshot
+	// bucket keeps (1..64). Zero: 5.
 	SnapshotHistory int
 
 	// SnapshotTTL removes snapshots not updated for this long. Zero: never.
 	SnapshotTTL time.Duration
+
+	// SnapshotMarkerTTL is how long a snapshot bucket keeps the marker of
+	// a deleted snapshot before it disappears for good (at least a
+	// second). Setting it is also what lets a snapshot carry a TTL of its
+	// own (snapshot.Snapshot.TTL: a cancel marker for a task not seen
+	// yet), which JetStream raises to at least this. Zero: 1 hour.
+	SnapshotMarkerTTL time.Duration
 }
 
 // prefix returns the configured or default prefix.
@@ -107,8 +115,15 @@ func (t Topology) MaxDeliveriesAdvisories(agent string) string {
 // letters were replayed.
 func (t Topology) ReplaysBucket() string { return t.streamName("DLQ_REPLAYS") }
 
-// SnapshotBucket returns the name of the snapshot KV bucket.
-func (t Topology) SnapshotBucket() string { return t.streamName("SNAPSHOTS") }
+// SnapshotBucket returns the name of agent's snapshot bucket, e.g.
+// "JETAGENT_SNAPSHOTS_echo" (keys "<agent>.<task id>"). Like the records
+// bucket, it belongs to agent alone: a bucket shared by agents allows
+// rollups (KV purges need them), so any agent allowed to write one key of
+// it could purge every agent's snapshots with a "Nats-Rollup: all" header,
+// which no subject permission can forbid.
+func (t Topology) SnapshotBucket(agent string) string {
+	return t.streamName("SNAPSHOTS") + "_" + agent
+}
 
 // RecordsBucket returns the name of agent's records bucket, e.g.
 // "JETAGENT_RECORDS_echo": the runtime's own bookkeeping of agent's tasks.
@@ -176,6 +191,17 @@ func (t Topology) DLQAgent(subject string) (string, bool) {
 	return agent, agent != ""
 }
 
+// TaskAgent returns the agent and payload type of a task subject (see
+// TaskSubject), and false when subject is not one.
+func (t Topology) TaskAgent(subject string) (agent string, typ envelope.PayloadType, ok bool) {
+	rest, ok := strings.CutPrefix(subject, t.prefix()+".tasks.")
+	if !ok {
+		return "", "", false
+	}
+	agent, tail, _ := strings.Cut(rest, ".")
+	return agent, envelope.PayloadType(tail), agent != "" && tail != ""
+}
+
 // AgentDLQ returns the filter matching every dead letter of agent; agent
 // "*" matches every agent's.
 func (t Topology) AgentDLQ(agent string) string {
@@ -199,6 +225,9 @@ func (t Topology) Validate() error {
 	}
 	if t.SnapshotHistory < 0 || t.SnapshotHistory > 64 {
 		return fmt.Errorf("bus: topology: snapshot history must be 1..64, got %d", t.SnapshotHistory)
+	}
+	if t.SnapshotMarkerTTL != 0 && t.SnapshotMarkerTTL < time.Second {
+		return fmt.Errorf("bus: topology: snapshot marker TTL must be at least 1s, got %v", t.SnapshotMarkerTTL)
 	}
 	return nil
 }
@@ -231,6 +260,14 @@ func (t Topology) storage() jetstream.StorageType {
 		return jetstream.MemoryStorage
 	}
 	return jetstream.FileStorage
+}
+
+// snapshotMarkerTTL returns SnapshotMarkerTTL or its default.
+func (t Topology) snapshotMarkerTTL() time.Duration {
+	if t.SnapshotMarkerTTL == 0 {
+		return DefaultSnapshotMarkerTTL
+	}
+	return t.SnapshotMarkerTTL
 }
 
 func (t Topology) duplicates() time.Duration {
@@ -311,19 +348,7 @@ func (t Topology) streamConfigs() []jetstream.StreamConfig {
 }
 
 func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
-	hist := t.SnapshotHistory
-	if hist == 0 {
-		hist = DefaultSnapshotHistory
-	}
 	return []jetstream.KeyValueConfig{{
-		Bucket:         t.SnapshotBucket(),
-		Description:    "jetagent task snapshots, key <agent>.<task>",
-		History:        uint8(hist),
-		TTL:            t.SnapshotTTL,
-		LimitMarkerTTL: SnapshotMarkerTTL,
-		Storage:        t.storage(),
-		Replicas:       t.replicas(),
-	}, {
 		Bucket:      t.ReplaysBucket(),
 		Description: "jetagent: dead letters replayed, key <agent>.<DLQ sequence>",
 		History:     1,
@@ -334,7 +359,21 @@ func (t Topology) kvConfigs() []jetstream.KeyValueConfig {
 
 // agentKVConfigs returns the configuration of agent's own buckets.
 func (t Topology) agentKVConfigs(agent string) []jetstream.KeyValueConfig {
+	hist := t.SnapshotHistory
+	if hist == 0 {
+		hist = DefaultSnapshotHistory
+	}
 	return []jetstream.KeyValueConfig{{
+		Bucket:      t.SnapshotBucket(agent),
+		Description: "jetagent: " + agent + "'s task snapshots, key <agent>.<task>",
+		History:     uint8(hist),
+		TTL:         t.SnapshotTTL,
+		// Markers of deleted snapshots expire; it also lets a snapshot carry
+		// a TTL of its own (cancel markers of tasks not seen yet).
+		LimitMarkerTTL: t.snapshotMarkerTTL(),
+		Storage:        t.storage(),
+		Replicas:       t.replicas(),
+	}, {
 		Bucket:         t.RecordsBucket(agent),
 		Description:    "jetagent: " + agent + "'s task records; each record carries its own TTL",
 		History:        1,

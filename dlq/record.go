@@ -78,9 +78,14 @@ type Record struct {
 	TraceID string
 }
 
-// MsgID returns the dead letter's Nats-Msg-Id: one per original message.
+// MsgID returns the dead letter's Nats-Msg-Id: one per original message,
+// in the id space of the agent that dead-letters it,
+// "dlq.<agent>.<stream>.<sequence>". The DLQ stream deduplicates over all
+// agents, and anyone allowed to write to it can predict this id: a
+// duplicate answer is therefore checked before it is believed (see
+// Store.Publish).
 func (r *Record) MsgID() string {
-	return "dlq-" + r.Stream + "-" + strconv.FormatUint(r.Sequence, 10)
+	return "dlq." + r.Agent + "." + r.Stream + "." + strconv.FormatUint(r.Sequence, 10)
 }
 
 // Msg builds the message to publish on subject: the original body, the

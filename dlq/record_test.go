@@ -31,8 +31,8 @@ func TestRecordRoundTrip(t *testing.T) {
 	if m.Subject != "jetagent.dlq.echo.task.request" || string(m.Data) != "original body" {
 		t.Fatalf("msg = %+v", m)
 	}
-	if got := m.Header.Get(bus.HeaderMsgID); got != "dlq-JETAGENT_TASKS-42" {
-		t.Errorf("Nats-Msg-Id = %q: one dead letter per original message", got)
+	if got := m.Header.Get(bus.HeaderMsgID); got != "dlq.echo.JETAGENT_TASKS.42" {
+		t.Errorf("Nats-Msg-Id = %q: one dead letter per original message, in the agent's id space", got)
 	}
 	if rec.Header.Get("Nats-Msg-Id") != "orig-id" {
 		t.Error("Msg modified the record's original headers")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/envelope"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
@@ -218,6 +219,7 @@ type inFlight struct {
 	e       *Entry
 	count   int
 	subject string
+	data    []byte // the body to publish (e's, readdressed for --to)
 	msgID   string
 	fut     jetstream.PubAckFuture
 }
@@ -234,9 +236,9 @@ type pipeline struct {
 }
 
 func (p *pipeline) publishTask(e *Entry, to string) error {
-	f := &inFlight{e: e, count: e.Replays + 1, subject: e.Subject}
+	f := &inFlight{e: e, count: e.Replays + 1, subject: e.Subject, data: e.Data}
 	if to != "" {
-		f.subject = to
+		f.subject, f.data = to, p.s.readdress(e, to)
 	}
 	// The same id for the same replay count: if two operators replay at
 	// once, or a replay is retried, the server stores the task once.
@@ -328,7 +330,29 @@ func replayMsg(e *Entry, f *inFlight) *nats.Msg {
 	h.Set(bus.HeaderMsgID, f.msgID)
 	h.Set(HeaderReplayOf, strconv.FormatUint(e.Seq, 10))
 	h.Set(HeaderReplayCount, strconv.Itoa(f.count))
-	return &nats.Msg{Subject: f.subject, Data: e.Data, Header: h}
+	return &nats.Msg{Subject: f.subject, Data: f.data, Header: h}
+}
+
+// readdress returns the body that replays e to subject: e's, with the
+// envelope's recipient changed to the agent subject belongs to when they
+// differ (a runtime refuses an envelope addressed to another agent). A
+// body that does not decode, or a subject that is not a task subject, is
+// replayed as it is.
+func (s *Store) readdress(e *Entry, subject string) []byte {
+	agent, _, ok := s.topo.TaskAgent(subject)
+	if !ok {
+		return e.Data
+	}
+	var env envelope.Envelope
+	if envelope.Unmarshal(e.Data, &env) != nil || env.Recipient == agent {
+		return e.Data
+	}
+	env.Recipient = agent
+	data, err := envelope.Marshal(&env)
+	if err != nil {
+		return e.Data
+	}
+	return data
 }
 
 func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {

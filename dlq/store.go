@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
@@ -19,6 +21,8 @@ type Store struct {
 	js   jetstream.JetStream
 	topo bus.Topology
 	pub  *bus.Publisher
+
+	collisions atomic.Uint64
 }
 
 // NewStore returns the Store of topo's DLQ stream on js. The topology must
@@ -55,16 +59,95 @@ func (s *Store) Subject(rec *Record) string {
 }
 
 // Publish dead-letters rec and waits until the DLQ stream stored it. A
-// record already stored (same original stream and sequence, within the
-// duplicate window) is not stored twice. It returns the entry's sequence,
-// or an error (the DLQ is full, unreachable...) in which case the caller
-// must not settle the original.
+// record this agent already stored (same original stream and sequence,
+// within the duplicate window) is not stored twice. It returns the
+// entry's sequence, or an error (the DLQ is full, unreachable, a duplicate
+// that could not be checked...) in which case the caller must not settle
+// the original.
+//
+// A duplicate answer is not trusted: the stream deduplicates over every
+// agent's dead letters, and a neighbour can publish on its own DLQ
+// subjects with the id this record will have. Publish reads what the
+// stream holds under the id, through a consumer filtered on rec.Agent's
+// DLQ subjects (which only that agent may publish on), and believes the
+// duplicate only when it is this record (same agent, stream and sequence
+// headers). Otherwise it stores the record again under an id nobody can
+// predict (counted by IDCollisions).
 func (s *Store) Publish(ctx context.Context, rec *Record) (uint64, error) {
-	ack, err := s.pub.PublishMsg(ctx, rec.Msg(s.Subject(rec)))
+	msg := rec.Msg(s.Subject(rec))
+	ack, err := s.pub.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("dlq: dead-letter %s/%d: %w", rec.Stream, rec.Sequence, err)
 	}
+	if !ack.Duplicate {
+		return ack.Sequence, nil
+	}
+	ours, err := s.storedAs(ctx, rec, ack.Sequence)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: dead-letter %s/%d: answered as a duplicate of entry %d, which could not be checked: %w", rec.Stream, rec.Sequence, ack.Sequence, err)
+	}
+	if ours {
+		return ack.Sequence, nil
+	}
+	s.collisions.Add(1)
+	msg.Header.Set(bus.HeaderMsgID, rec.MsgID()+"."+strings.ToLower(envelope.NewID()))
+	ack, err = s.pub.PublishMsg(ctx, msg)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("dlq: dead-letter %s/%d (its id was taken by another message): %w", rec.Stream, rec.Sequence, err)
+	case ack.Duplicate:
+		return 0, fmt.Errorf("dlq: dead-letter %s/%d: a fresh id was answered as a duplicate", rec.Stream, rec.Sequence)
+	}
 	return ack.Sequence, nil
+}
+
+// IDCollisions counts the dead letters Publish stored under a fresh id
+// because a message that was not theirs held their id (a neighbour's
+// decoy, or an entry purged and its id reused by another publisher).
+func (s *Store) IDCollisions() uint64 { return s.collisions.Load() }
+
+// storedAs reports whether the DLQ entry seq is rec: whether the first of
+// rec.Agent's dead letters from seq on is seq itself and carries rec's
+// provenance. It reads the headers only, with a short-lived push consumer
+// filtered on the agent's DLQ subjects (the filter is in the API subject,
+// so an agent's permissions can pin it to its own dead letters), removed
+// by the server once unused.
+func (s *Store) storedAs(ctx context.Context, rec *Record, seq uint64) (bool, error) {
+	nc := s.js.Conn()
+	inbox := nc.NewInbox() // not under the request multiplexer's prefix: nothing else reads it
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	cons, err := s.js.CreatePushConsumer(ctx, s.topo.DLQStream(), jetstream.ConsumerConfig{
+		Name:              rec.Agent + "_dlqcheck_" + strings.ToLower(envelope.NewID()[16:]),
+		FilterSubject:     s.topo.AgentDLQ(rec.Agent),
+		DeliverSubject:    inbox,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       seq,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		InactiveThreshold: 5 * time.Second,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return false, err
+	}
+	if cons.CachedInfo().NumPending == 0 {
+		return false, nil // none of the agent's dead letters is at seq or after
+	}
+	m, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return false, err
+	}
+	h := m.Header
+	return md.Sequence.Stream == seq && h.Get(HeaderAgent) == rec.Agent && h.Get(HeaderStream) == rec.Stream &&
+		h.Get(HeaderSequence) == strconv.FormatUint(rec.Sequence, 10), nil
 }
 
 // Get returns the entry with sequence seq, or ErrNotFound.

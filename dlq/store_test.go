@@ -439,3 +439,49 @@ func TestListWithoutReplaysThenFill(t *testing.T) {
 		t.Fatalf("not replayed, without replays: %d entries", len(left))
 	}
 }
+
+// A duplicate answer proves nothing: the DLQ deduplicates over every
+// agent, and a neighbour can publish its own dead letters with the id
+// this one will have. Publish stores the record anyway (under a fresh
+// id), and still stores a real re-publish once.
+func TestPublishDoesNotTrustADuplicateAnswer(t *testing.T) {
+	conn, store := newStore(t)
+	rec := &dlq.Record{Data: []byte("task"), Header: nats.Header{}, Reason: dlq.ReasonPermanent,
+		Agent: "victim", Subject: topo.TaskSubject("victim", envelope.TaskRequest), Stream: topo.TasksStream(), Sequence: 7,
+		FirstFailure: time.Now(), LastFailure: time.Now()}
+	decoy := nats.NewMsg(topo.DLQSubject("attacker", "x"))
+	decoy.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
+	decoy.Data = []byte("decoy")
+	if _, err := conn.JetStream().PublishMsg(ctxT(t), decoy); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := store.Publish(ctxT(t), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := store.Get(ctxT(t), seq)
+	if err != nil || e.Agent != "victim" || e.Sequence != 7 || string(e.Data) != "task" {
+		t.Fatalf("entry %d: %+v, %v", seq, e, err)
+	}
+	if n := store.IDCollisions(); n != 1 {
+		t.Errorf("IDCollisions = %d, want 1", n)
+	}
+	// Our own first publish of another record, then its re-publish (a
+	// term lost after dead-lettering): one entry.
+	rec2 := *rec
+	rec2.Sequence = 8
+	first, err := store.Publish(ctxT(t), &rec2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := store.Publish(ctxT(t), &rec2)
+	if err != nil || again != first {
+		t.Fatalf("re-publish: entry %d (first %d), %v", again, first, err)
+	}
+	if n := len(list(t, store, dlq.Filter{Agent: "victim"})); n != 2 {
+		t.Errorf("%d entries of victim, want 2", n)
+	}
+	if n := store.IDCollisions(); n != 1 {
+		t.Errorf("IDCollisions = %d, want 1", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,15 @@ type maxDeliveriesAdvisory struct {
 // by its stream sequence, dead-letters it with ReasonMaxDeliveries and
 // removes it from the tasks stream. Replicas of one agent share the
 // sweeper's durable consumer.
+//
+// Advisories are messages like any other: anyone allowed to publish on
+// $JS.EVENT.ADVISORY.> can write one. So the sweeper believes an advisory
+// only when the server agrees: it must name the tasks stream and this
+// agent's consumer, the message at its sequence must be on this agent's
+// task subjects, and the consumer must have delivered that message (its
+// delivered sequence is at least the advisory's) as many times as its
+// MaxDeliver. Any other advisory is refused (logged, counted in Swept)
+// and moves nothing.
 type Sweeper struct {
 	js    jetstream.JetStream
 	topo  bus.Topology
@@ -43,8 +53,11 @@ type Sweeper struct {
 	cons jetstream.Consumer
 	cc   jetstream.ConsumeContext
 
-	swept, gone atomic.Uint64
+	swept, gone, refused atomic.Uint64
 }
+
+// errNotBelieved marks an advisory the server's state contradicts.
+var errNotBelieved = errors.New("dlq: sweeper: advisory contradicted by the server")
 
 // NewSweeper creates (or joins) the durable consumer of agent's
 // MAX_DELIVERIES advisories. A nil logger discards logs.
@@ -99,6 +112,10 @@ func (s *Sweeper) Stop(ctx context.Context) error {
 // advisories named a task already gone (settled after all).
 func (s *Sweeper) Swept() (deadLettered, gone uint64) { return s.swept.Load(), s.gone.Load() }
 
+// Refused returns how many advisories the sweeper did not believe (see
+// Sweeper): forged, or about another agent's tasks.
+func (s *Sweeper) Refused() uint64 { return s.refused.Load() }
+
 func (s *Sweeper) handle(m jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -108,18 +125,28 @@ func (s *Sweeper) handle(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	if err := s.sweep(ctx, adv); err != nil {
+	err := s.sweep(ctx, adv)
+	switch {
+	case errors.Is(err, errNotBelieved):
+		s.refused.Add(1)
+		s.log.Warn("MAX_DELIVERIES advisory refused: the server's state contradicts it (forged, or not this agent's task)",
+			"agent", s.agent, "stream", adv.Stream, "consumer", adv.Consumer, "stream_seq", adv.StreamSeq, "err", err)
+		_ = m.Term()
+	case err != nil:
 		s.log.Error("sweeping a task that exceeded MaxDeliver failed; will retry", "agent", s.agent, "stream_seq", adv.StreamSeq, "err", err)
 		_ = m.NakWithDelay(time.Second)
-		return
+	default:
+		_ = m.Ack()
 	}
-	_ = m.Ack()
 }
 
 // sweep dead-letters the task named by adv, then deletes it from the
 // tasks stream. Safe to repeat: the dead letter's id is derived from the
 // task's stream sequence.
 func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
+	if adv.Stream != s.topo.TasksStream() || adv.Consumer != s.agent {
+		return fmt.Errorf("%w: it names %s/%s, this sweeper's consumer is %s/%s", errNotBelieved, adv.Stream, adv.Consumer, s.topo.TasksStream(), s.agent)
+	}
 	st, err := s.js.Stream(ctx, adv.Stream)
 	if err != nil {
 		return err
@@ -130,6 +157,9 @@ func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.believe(ctx, adv, msg.Subject); err != nil {
 		return err
 	}
 	rec := &Record{
@@ -244,4 +274,30 @@ func strandedTasks(ctx context.Context, js jetstream.JetStream, topo bus.Topolog
 		seq = msg.Sequence + 1
 	}
 	return out, nil
+}
+
+// believe checks adv against the server: the task at its sequence, on
+// subject, must be one of this agent's, and the agent's consumer must have
+// delivered it, as often as it may. It returns an error wrapping
+// errNotBelieved when the server contradicts adv, or the request's error.
+func (s *Sweeper) believe(ctx context.Context, adv maxDeliveriesAdvisory, subject string) error {
+	prefix := strings.TrimSuffix(s.topo.AgentTasks(s.agent), ">")
+	if !strings.HasPrefix(subject, prefix) {
+		return fmt.Errorf("%w: task %d is on %s, not one of %s's subjects", errNotBelieved, adv.StreamSeq, subject, s.agent)
+	}
+	cons, err := s.js.Consumer(ctx, adv.Stream, s.agent)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: consumer %s does not exist", errNotBelieved, s.agent)
+	}
+	if err != nil {
+		return err
+	}
+	info := cons.CachedInfo()
+	if info.Delivered.Stream < adv.StreamSeq {
+		return fmt.Errorf("%w: consumer %s has delivered up to task %d, not %d", errNotBelieved, s.agent, info.Delivered.Stream, adv.StreamSeq)
+	}
+	if max := info.Config.MaxDeliver; max > 0 && adv.Deliveries < uint64(max) {
+		return fmt.Errorf("%w: %d deliveries, below the consumer's MaxDeliver %d", errNotBelieved, adv.Deliveries, max)
+	}
+	return nil
 }

@@ -158,8 +158,8 @@ func encodedSize(e *Envelope) (int, error) {
 		size += len(encodedKeys[fDeadline]) + timeSize(e.Deadline)
 	}
 	if len(e.Extensions) > 0 {
-		if len(e.Extensions) > math.MaxUint32 {
-			return 0, invalid("extensions", "%d entries is more than a msgpack map can hold", len(e.Extensions))
+		if len(e.Extensions) > MaxExtensions {
+			return 0, invalid("extensions", "%d entries, limit %d", len(e.Extensions), MaxExtensions)
 		}
 		size += len(encodedKeys[fExtensions]) + mapHeaderSize(len(e.Extensions))
 		for k, v := range e.Extensions {

@@ -68,8 +68,12 @@ func (d *decoder) scan(data []byte) error {
 		return malformedf("", 0, "an envelope is a msgpack map, got %s", codeName(h.code))
 	}
 	var (
-		seen    uint32
-		unknown map[string]struct{} // keys this version does not know, to find duplicates
+		seen uint32
+		// unknown holds the keys this version does not know, to find
+		// duplicates; allocated at the first one, so that the common
+		// envelope (none) pays nothing for it.
+		unknown  *[MaxUnknownKeys]span
+		nUnknown int
 	)
 	off := h.body
 	for range h.n {
@@ -89,13 +93,21 @@ func (d *decoder) scan(data []byte) error {
 		off = ke
 		f := fieldNumber(key)
 		if f < 0 {
-			if _, dup := unknown[string(key)]; dup {
-				return malformedf("", keyStart, "duplicate key %.64q", key)
-			}
+			// A bounded number, compared without allocating: a body of
+			// unknown keys costs no more than any other body.
 			if unknown == nil {
-				unknown = make(map[string]struct{})
+				unknown = new([MaxUnknownKeys]span)
 			}
-			unknown[string(key)] = struct{}{}
+			for _, u := range unknown[:nUnknown] {
+				if bytes.Equal(data[u.start:u.end], key) {
+					return malformedf("", keyStart, "duplicate key %.64q", key)
+				}
+			}
+			if nUnknown == MaxUnknownKeys {
+				return malformedf("", keyStart, "more than %d unknown keys", MaxUnknownKeys)
+			}
+			unknown[nUnknown] = span{ks, ke}
+			nUnknown++
 			if off, err = skipValue(data, off); err != nil {
 				return malformed(unknownKeyLabel(key), err)
 			}
@@ -184,6 +196,9 @@ func (d *decoder) scanExtensions(data []byte, h header) (int, error) {
 	case kindMap:
 	default:
 		return 0, malformedf(name, start, "got %s, want map or nil", codeName(h.code))
+	}
+	if h.n > MaxExtensions {
+		return 0, malformedf(name, start, "%d entries, limit %d", h.n, MaxExtensions)
 	}
 	off := h.body
 	for range 2 * h.n {

@@ -2,7 +2,8 @@
 // JetStream: the Envelope, its payload types, its identifiers, its msgpack
 // wire codec, its validation, and its JSON form for CLIs and sidecar agents.
 //
-// It imports nothing else from jetagent; everything else imports it.
+// It imports nothing else from jetagent but internal/errkind (the one
+// ErrMalformed it shares with package resilience); everything else imports it.
 //
 // # Wire shape
 //

@@ -22,6 +22,16 @@ const DefaultMaxClockSkew = 5 * time.Minute
 // stack in every decoder that later walks the payload, in every language.
 const MaxPayloadDepth = 128
 
+// MaxUnknownKeys is how many keys this version does not know an envelope
+// may carry (skipped, for forward compatibility), and MaxExtensions how
+// many entries its extensions map may hold. More is ErrMalformed: these
+// bound what a reader spends on a hostile body to a small multiple of its
+// size, whatever it is made of.
+const (
+	MaxUnknownKeys = 64
+	MaxExtensions  = 64
+)
+
 // Envelope is one message between agents. On the wire it is a msgpack map
 // whose keys are given next to each field (see docs/wire.md).
 type Envelope struct {

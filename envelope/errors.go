@@ -1,13 +1,20 @@
 package envelope
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/jetagent/jetagent/internal/errkind"
+)
 
 // Sentinel errors. Every failure this package reports wraps exactly one of them,
 // so callers branch with errors.Is and read details with errors.As(*FieldError).
 var (
 	// ErrMalformed: the bytes are not a well-formed envelope (not msgpack, not a
-	// map, a field of the wrong msgpack type, a duplicated key, trailing bytes...).
-	ErrMalformed = errors.New("envelope: malformed")
+	// map, a field of the wrong msgpack type, a duplicated key, trailing bytes...),
+	// or a payload does not decode into the handler's type. It is the same value
+	// as resilience.ErrMalformed, so resilience.Classify reports KindMalformed
+	// for it: never retried.
+	ErrMalformed = errkind.ErrMalformed
 	// ErrTooLarge: the encoded envelope is longer than Limits.MaxSize.
 	ErrTooLarge = errors.New("envelope: too large")
 	// ErrMissingField: a required field is empty.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -528,6 +529,20 @@ func goldenVectors(t *testing.T) []goldenVector {
 	bad("bad-payload-type", "invalid_field", rawMap(replaceField(min, "payload_type", "Task Request")...), none)
 	bad("bad-id", "invalid_field", rawMap(replaceField(min, "id", "id with spaces")...), none)
 	bad("empty-extension-key", "invalid_field", rawMap(append(slices.Clone(min), "extensions", map[string]string{"": "x"})...), none)
+	bad("control-character", "invalid_field", rawMap(append(slices.Clone(min), "task_id", "t\r\nInjected: 1")...), none)
+	bad("reply-to-wildcard", "invalid_field", rawMap(append(slices.Clone(min), "reply_to", "jetagent.replies.>")...), none)
+	bad("reply-to-system-subject", "invalid_field", rawMap(append(slices.Clone(min), "reply_to", "$KV.SNAPSHOTS.a.t1")...), none)
+	bad("reply-to-empty-token", "invalid_field", rawMap(append(slices.Clone(min), "reply_to", "jetagent.replies.")...), none)
+	many := slices.Clone(min)
+	for i := range MaxUnknownKeys + 1 {
+		many = append(many, fmt.Sprintf("x_%d", i), nil)
+	}
+	bad("too-many-unknown-keys", "malformed", rawMap(many...), none)
+	ext := map[string]string{}
+	for i := range MaxExtensions + 1 {
+		ext[fmt.Sprintf("k%d", i)] = ""
+	}
+	bad("too-many-extensions", "malformed", rawMap(append(slices.Clone(min), "extensions", ext)...), none)
 	bad("clock-skew", "bad_timestamp", rawMap(replaceField(min, "timestamp", goldenT0.Add(time.Hour))...), none)
 	bad("expired", "expired", rawMap(append(slices.Clone(min), "deadline", goldenT0.Add(-time.Second))...), none)
 	bad("too-large", "too_large", rawMap(min...), goldenEntry{MaxSize: 64})

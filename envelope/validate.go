@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 	"unicode"
@@ -9,6 +10,10 @@ import (
 
 // maxIDLen is the longest envelope id Validate accepts, in bytes.
 const maxIDLen = 128
+
+// MaxKeyLen is the longest task_id, idempotency_key and reply_to Validate
+// accepts, in bytes: they become store keys and subjects.
+const MaxKeyLen = 1024
 
 // Limits are the checks Validate and Parse apply beyond the required fields.
 // The zero value gives the defaults.
@@ -65,7 +70,13 @@ func (l *Limits) now() time.Time {
 //   - ErrInvalidField: the id is longer than 128 bytes or contains whitespace,
 //     control characters, '*' or '>' (it becomes a NATS header and may appear
 //     in subjects); the payload type is not Valid; an extension key is empty;
-//     a string field, extension key or value is not valid UTF-8;
+//     a string field, extension key or value is not valid UTF-8; version,
+//     sender, recipient, correlation_id, trace_id, task_id or idempotency_key
+//     contains a control character (C0 including tab, DEL, C1: they end up in
+//     HTTP headers, process environments and logs); task_id or
+//     idempotency_key is longer than MaxKeyLen bytes; reply_to is not a
+//     literal, non-system NATS subject (see ValidReplyTo); more than MaxExtensions
+//     extensions;
 //   - ErrBadTimestamp: the timestamp is more than l.MaxClockSkew before or after
 //     l.ReceivedAt (unless l.IgnoreClockSkew);
 //   - ErrExpired: a deadline is set and is before l.Now().
@@ -98,6 +109,9 @@ func (e *Envelope) Validate(l Limits) error {
 		return invalid("payload_type", "%.80q is not dot-separated tokens of [a-z0-9_-], at most %d bytes", e.PayloadType, maxPayloadTypeLen)
 	}
 	if err := checkStrings(e); err != nil {
+		return err
+	}
+	if err := checkReplyTo(e.ReplyTo); err != nil {
 		return err
 	}
 	var now time.Time
@@ -167,29 +181,45 @@ func badIDChar(r rune, at int) error {
 	return invalid("id", "character %q at byte %d is not allowed (whitespace, control, '*' and '>' are not)", r, at)
 }
 
-// checkStrings reports an empty extension key, or the first string that is not
-// valid UTF-8: msgpack str holds UTF-8, and decoders in other languages reject
-// anything else.
+// checkStrings reports an empty extension key, the first string that is not
+// valid UTF-8 (msgpack str holds UTF-8, and decoders in other languages reject
+// anything else), the first identifier-like field with a control character,
+// a task_id or idempotency_key longer than MaxKeyLen, or too many extensions.
+// It allocates nothing: it runs on every delivery.
 func checkStrings(e *Envelope) error {
-	switch {
-	case !utf8.ValidString(e.ID):
+	if !utf8.ValidString(e.ID) {
 		return notUTF8("id", e.ID)
-	case !utf8.ValidString(e.Version):
-		return notUTF8("version", e.Version)
-	case !utf8.ValidString(e.Sender):
-		return notUTF8("sender", e.Sender)
-	case !utf8.ValidString(e.Recipient):
-		return notUTF8("recipient", e.Recipient)
-	case !utf8.ValidString(e.CorrelationID): // payload_type is ASCII when Valid
-		return notUTF8("correlation_id", e.CorrelationID)
-	case !utf8.ValidString(e.TraceID):
-		return notUTF8("trace_id", e.TraceID)
-	case !utf8.ValidString(e.ReplyTo):
-		return notUTF8("reply_to", e.ReplyTo)
-	case !utf8.ValidString(e.TaskID):
-		return notUTF8("task_id", e.TaskID)
-	case !utf8.ValidString(e.IdempotencyKey):
-		return notUTF8("idempotency_key", e.IdempotencyKey)
+	}
+	// payload_type is ASCII when Valid; reply_to has rules of its own.
+	if err := checkText("version", e.Version); err != nil {
+		return err
+	}
+	if err := checkText("sender", e.Sender); err != nil {
+		return err
+	}
+	if err := checkText("recipient", e.Recipient); err != nil {
+		return err
+	}
+	if err := checkText("correlation_id", e.CorrelationID); err != nil {
+		return err
+	}
+	if err := checkText("trace_id", e.TraceID); err != nil {
+		return err
+	}
+	if err := checkText("task_id", e.TaskID); err != nil {
+		return err
+	}
+	if err := checkText("idempotency_key", e.IdempotencyKey); err != nil {
+		return err
+	}
+	if len(e.TaskID) > MaxKeyLen {
+		return invalid("task_id", "%d bytes, limit %d", len(e.TaskID), MaxKeyLen)
+	}
+	if len(e.IdempotencyKey) > MaxKeyLen {
+		return invalid("idempotency_key", "%d bytes, limit %d", len(e.IdempotencyKey), MaxKeyLen)
+	}
+	if len(e.Extensions) > MaxExtensions {
+		return invalid("extensions", "%d entries, limit %d", len(e.Extensions), MaxExtensions)
 	}
 	for k, v := range e.Extensions {
 		switch {
@@ -207,6 +237,117 @@ func checkStrings(e *Envelope) error {
 func notUTF8(field, value string) error {
 	return invalid(field, "%.40q is not valid UTF-8", value)
 }
+
+// checkText reports s when it is not valid UTF-8 or holds a control
+// character: C0 (tab included), DEL or C1. One pass, no allocation.
+func checkText(field, s string) error {
+	i := printablePrefix(s) // what identifiers nearly always are, all of it
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return badChar(field, rune(c), i)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			return notUTF8(field, s)
+		}
+		if r <= 0x9f { // C1 controls, U+0080..U+009F
+			return badChar(field, r, i)
+		}
+		i += size
+	}
+	return nil
+}
+
+// printablePrefix returns the length of the longest prefix of s made of
+// printable ASCII (0x20..0x7e), eight bytes at a time.
+func printablePrefix(s string) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		below := (x - 0x20*ones) &^ x // high bit set in a byte < 0x20 (or >= 0x80)
+		y := x ^ 0x7f*ones
+		del := (y - ones) &^ y // high bit set in a byte == 0x7f
+		if (x|below|del)&highs != 0 {
+			break
+		}
+	}
+	for i < len(s) && s[i] >= 0x20 && s[i] < 0x7f {
+		i++
+	}
+	return i
+}
+
+func badChar(field string, r rune, at int) error {
+	return invalid(field, "control character %q at byte %d", r, at)
+}
+
+// subjectBytes classes the bytes of a literal subject: 1 a token byte
+// (printable ASCII but space, '*' and '>'), 2 the separator, 0 refused.
+var subjectBytes = func() (t [256]uint8) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = 1
+	}
+	t['*'], t['>'], t['.'] = 0, 0, 2
+	return t
+}()
+
+// checkReplyTo reports a reply_to that ValidReplyTo refuses, saying why.
+// One table lookup per byte, no allocation.
+func checkReplyTo(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > MaxKeyLen {
+		return invalid("reply_to", "%d bytes, limit %d", len(s), MaxKeyLen)
+	}
+	if s[0] == '$' {
+		// $JS.API, $KV, $O, $SYS...: a reply there would be a request to
+		// the server (or a write to a bucket) made with the agent's rights.
+		return invalid("reply_to", "%.80q is a system subject ('$')", s)
+	}
+	atSeparator := true // an empty token before a leading '.'
+	for i := 0; i < len(s); i++ {
+		switch subjectBytes[s[i]] {
+		case 1:
+			atSeparator = false
+		case 2:
+			if atSeparator {
+				return emptyToken(s, i)
+			}
+			atSeparator = true
+		default:
+			if c := s[i]; c == '*' || c == '>' {
+				return invalid("reply_to", "%.80q has the wildcard %q at byte %d: a reply goes to one literal subject", s, c, i)
+			}
+			return invalid("reply_to", "%.80q has %q at byte %d: a subject is printable ASCII without spaces", s, rune(s[i]), i)
+		}
+	}
+	if atSeparator {
+		return emptyToken(s, len(s))
+	}
+	return nil
+}
+
+func emptyToken(s string, at int) error {
+	return invalid("reply_to", "%.80q has an empty token at byte %d (a leading, trailing or doubled '.')", s, at)
+}
+
+// ValidReplyTo reports whether s can be an envelope's reply_to: empty (no
+// reply), or a literal NATS subject of at most MaxKeyLen bytes: printable
+// ASCII without spaces, no wildcard ('*', '>'), tokens separated by single
+// dots, none empty, and not a system subject (starting with '$': the
+// JetStream API, KV buckets, object stores), which a reply would turn into
+// a request or a write made with the replying agent's rights.
+func ValidReplyTo(s string) bool { return checkReplyTo(s) == nil }
 
 // Parse decodes and validates one envelope, in this order: it rejects data
 // longer than l.MaxSize with an error wrapping ErrTooLarge (before decoding

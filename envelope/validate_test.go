@@ -49,6 +49,42 @@ func TestValidate(t *testing.T) {
 		{"empty extension key", edit(func(e *Envelope) { e.Extensions[""] = "x" }), fixedClock(t0), ErrInvalidField, "extensions", "empty key"},
 		{"sender not UTF-8", edit(func(e *Envelope) { e.Sender = "a\xffb" }), fixedClock(t0), ErrInvalidField, "sender", "UTF-8"},
 		{"extension value not UTF-8", edit(func(e *Envelope) { e.Extensions["k"] = "\xc3" }), fixedClock(t0), ErrInvalidField, "extensions", "UTF-8"},
+		// Control characters end up in HTTP headers, environments and logs.
+		{"task id with CR LF", edit(func(e *Envelope) { e.TaskID = "t\r\nX: y" }), fixedClock(t0), ErrInvalidField, "task_id", `'\r'`},
+		{"task id with NUL", edit(func(e *Envelope) { e.TaskID = "t\x00" }), fixedClock(t0), ErrInvalidField, "task_id", `'\x00'`},
+		{"task id with tab", edit(func(e *Envelope) { e.TaskID = "t\tu" }), fixedClock(t0), ErrInvalidField, "task_id", ""},
+		{"task id with C1", edit(func(e *Envelope) { e.TaskID = "t\u0085" }), fixedClock(t0), ErrInvalidField, "task_id", ""},
+		{"task id with unicode", edit(func(e *Envelope) { e.TaskID = "задача-1 é" }), fixedClock(t0), nil, "", ""},
+		{"task id too long", edit(func(e *Envelope) { e.TaskID = strings.Repeat("t", MaxKeyLen+1) }), fixedClock(t0), ErrInvalidField, "task_id", "1025 bytes"},
+		{"task id at the limit", edit(func(e *Envelope) { e.TaskID = strings.Repeat("t", MaxKeyLen) }), fixedClock(t0), nil, "", ""},
+		{"idempotency key with LF", edit(func(e *Envelope) { e.IdempotencyKey = "k\n" }), fixedClock(t0), ErrInvalidField, "idempotency_key", ""},
+		{"idempotency key too long", edit(func(e *Envelope) { e.IdempotencyKey = strings.Repeat("k", MaxKeyLen+1) }), fixedClock(t0), ErrInvalidField, "idempotency_key", ""},
+		{"recipient with DEL", edit(func(e *Envelope) { e.Recipient = "a\x7f" }), fixedClock(t0), ErrInvalidField, "recipient", ""},
+		{"sender with ESC", edit(func(e *Envelope) { e.Sender = "\x1b[31mred" }), fixedClock(t0), ErrInvalidField, "sender", ""},
+		{"version with NUL", edit(func(e *Envelope) { e.Version = "1\x00" }), fixedClock(t0), ErrInvalidField, "version", ""},
+		{"correlation id with LF", edit(func(e *Envelope) { e.CorrelationID = "c\n" }), fixedClock(t0), ErrInvalidField, "correlation_id", ""},
+		{"trace id with CR", edit(func(e *Envelope) { e.TraceID = "\r" }), fixedClock(t0), ErrInvalidField, "trace_id", ""},
+		{"extension value with LF is fine", edit(func(e *Envelope) { e.Extensions["note"] = "two\nlines" }), fixedClock(t0), nil, "", ""},
+		{"too many extensions", edit(func(e *Envelope) {
+			for i := range MaxExtensions + 1 {
+				e.Extensions[strings.Repeat("k", i+1)] = "v"
+			}
+		}), fixedClock(t0), ErrInvalidField, "extensions", "limit 64"},
+		// reply_to is one literal subject.
+		{"reply_to with space", edit(func(e *Envelope) { e.ReplyTo = "jetagent.replies.c.a b" }), fixedClock(t0), ErrInvalidField, "reply_to", "' '"},
+		{"reply_to with gt", edit(func(e *Envelope) { e.ReplyTo = "jetagent.replies.>" }), fixedClock(t0), ErrInvalidField, "reply_to", "wildcard"},
+		{"reply_to with star", edit(func(e *Envelope) { e.ReplyTo = "jetagent.*.c" }), fixedClock(t0), ErrInvalidField, "reply_to", "wildcard"},
+		{"reply_to star inside a token", edit(func(e *Envelope) { e.ReplyTo = "jetagent.a*b" }), fixedClock(t0), ErrInvalidField, "reply_to", "wildcard"},
+		{"reply_to trailing dot", edit(func(e *Envelope) { e.ReplyTo = "jetagent.replies." }), fixedClock(t0), ErrInvalidField, "reply_to", "empty token"},
+		{"reply_to leading dot", edit(func(e *Envelope) { e.ReplyTo = ".jetagent" }), fixedClock(t0), ErrInvalidField, "reply_to", "empty token"},
+		{"reply_to doubled dot", edit(func(e *Envelope) { e.ReplyTo = "a..b" }), fixedClock(t0), ErrInvalidField, "reply_to", "empty token"},
+		{"reply_to with NUL", edit(func(e *Envelope) { e.ReplyTo = "a.\x00" }), fixedClock(t0), ErrInvalidField, "reply_to", ""},
+		{"reply_to not ASCII", edit(func(e *Envelope) { e.ReplyTo = "a.é" }), fixedClock(t0), ErrInvalidField, "reply_to", ""},
+		{"reply_to too long", edit(func(e *Envelope) { e.ReplyTo = strings.Repeat("r.", MaxKeyLen/2) + "x" }), fixedClock(t0), ErrInvalidField, "reply_to", "limit"},
+		{"reply_to a KV key", edit(func(e *Envelope) { e.ReplyTo = "$KV.JETAGENT_SNAPSHOTS_a.a.t1" }), fixedClock(t0), ErrInvalidField, "reply_to", "system subject"},
+		{"reply_to the JetStream API", edit(func(e *Envelope) { e.ReplyTo = "$JS.API.STREAM.DELETE.X" }), fixedClock(t0), ErrInvalidField, "reply_to", "system subject"},
+		{"reply_to an inbox", edit(func(e *Envelope) { e.ReplyTo = "_INBOX.abc.1" }), fixedClock(t0), nil, "", ""},
+		{"reply_to one token", edit(func(e *Envelope) { e.ReplyTo = "x" }), fixedClock(t0), nil, "", ""},
 		{"timestamp at the skew limit ahead", edit(func(e *Envelope) { e.Timestamp = t0.Add(DefaultMaxClockSkew) }), fixedClock(t0), nil, "", ""},
 		{"timestamp ahead", edit(func(e *Envelope) { e.Timestamp = t0.Add(DefaultMaxClockSkew + 1) }), fixedClock(t0), ErrBadTimestamp, "timestamp", "5m0.000000001s ahead"},
 		{"timestamp behind", edit(func(e *Envelope) { e.Timestamp = t0.Add(-6 * time.Minute) }), fixedClock(t0), ErrBadTimestamp, "timestamp", "6m0s behind"},
@@ -155,5 +191,29 @@ func TestParse(t *testing.T) {
 				t.Errorf("too-large error %q does not give the sizes", err)
 			}
 		})
+	}
+}
+
+// printablePrefix (eight bytes at a time) agrees with the plain loop on
+// every byte value at every position.
+func TestPrintablePrefix(t *testing.T) {
+	naive := func(s string) int {
+		i := 0
+		for i < len(s) && s[i] >= 0x20 && s[i] < 0x7f {
+			i++
+		}
+		return i
+	}
+	base := []byte("abcdefghijklmnopqrstuvwxyz012345")
+	for n := 0; n <= len(base); n++ {
+		for pos := 0; pos < n; pos++ {
+			for c := 0; c < 256; c++ {
+				b := append([]byte(nil), base[:n]...)
+				b[pos] = byte(c)
+				if got, want := printablePrefix(string(b)), naive(string(b)); got != want {
+					t.Fatalf("printablePrefix(%q) = %d, want %d", b, got, want)
+				}
+			}
+		}
 	}
 }

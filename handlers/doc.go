@@ -21,11 +21,15 @@
 //     up to ExecConfig.MaxStderr bytes per task (the rest is counted, not
 //     kept); its last line is quoted in the error of a failed task;
 //   - environment: the agent's own, less JETAGENT_* variables (the agent's
-//     settings, credentials among them), plus ExecConfig.Env, plus
-//     JETAGENT_AGENT, JETAGENT_ENVELOPE_ID, JETAGENT_ATTEMPT (delivery
-//     number, from 1), JETAGENT_DEADLINE (RFC 3339, when the task is
-//     killed) and TRACEPARENT (W3C trace context: the handler's span when
-//     the runtime traces, else the task's);
+//     settings, credentials among them), and with ExecConfig.EnvInherit
+//     only the variables it lists (recommended: the agent's cloud
+//     credentials or OTEL_EXPORTER_OTLP_HEADERS are none of the program's
+//     business), plus ExecConfig.Env, plus JETAGENT_AGENT,
+//     JETAGENT_ENVELOPE_ID, JETAGENT_ATTEMPT (delivery number, from 1),
+//     JETAGENT_DEADLINE (RFC 3339, when the task is killed) and TRACEPARENT
+//     (W3C trace context: the handler's span when the runtime traces, else
+//     the task's). A value from the task that an environment cannot hold
+//     (a NUL byte) fails the task permanently before anything runs;
 //   - deadline: the program runs in a process group of its own; when the
 //     handler's deadline passes, the whole group is killed (SIGKILL), so its
 //     children die too, and the task counts as timed out (transient). When
@@ -44,13 +48,20 @@
 //     traceparent (as TRACEPARENT for exec);
 //   - 2xx: success; the body is the answer (one JSON value; empty: no
 //     payload), at most HTTPConfig.MaxResponse bytes, else permanent;
-//   - 429 or 503 with Retry-After (seconds or an HTTP date):
-//     resilience.RetryAfter, redelivered after that delay (capped by
-//     HTTPConfig.MaxRetryAfter); without Retry-After, transient;
-//   - 408, other 5xx, connection errors: transient (connection errors wrap
-//     resilience.ErrConnection);
-//   - other 4xx, and 1xx or 3xx (redirects are not followed): permanent;
-//   - the handler's deadline ends the request: timed out (transient).
+//   - other statuses, by kind (DefaultStatusKind, each status overridable
+//     with HTTPConfig.Statuses): transient for 401, 403 and 404 (an expired
+//     token or a route not deployed yet is the service's problem: the
+//     breaker holds tasks until it is fixed), 408, 425, 429 and 5xx;
+//     permanent for the other 4xx, and 1xx or 3xx (redirects are not
+//     followed). A transient status with Retry-After (seconds or an HTTP
+//     date) is resilience.RetryAfter, redelivered after that delay (capped
+//     by HTTPConfig.MaxRetryAfter);
+//   - connection errors: transient (they wrap resilience.ErrConnection);
+//   - a header value from the task that HTTP cannot carry (control
+//     characters): permanent, and nothing is sent;
+//   - the handler's deadline ends the request: timed out (transient); so
+//     does HTTPConfig.ResponseHeaderTimeout, when set, if the response's
+//     headers do not come in time.
 //
 // Error bodies and stderr lines are quoted (shortened) in the returned
 // errors, so they reach the dead-letter record and the logs.

@@ -50,6 +50,14 @@ type ExecConfig struct {
 	// doc for what it inherits). Zero: none added.
 	Env map[string]string
 
+	// EnvInherit, when not nil, is the allow-list of the agent's own
+	// environment variables the program inherits: names, or prefixes
+	// ending in '*' ("LC_*"); the rest (cloud credentials, tokens,
+	// OTEL_EXPORTER_OTLP_HEADERS...) stays with the agent. An empty,
+	// non-nil list inherits nothing. JETAGENT_* variables are never
+	// inherited. Nil: every variable but JETAGENT_* is inherited.
+	EnvInherit []string
+
 	// Dir is the program's working directory. Zero: the agent's.
 	Dir string
 
@@ -99,10 +107,21 @@ func (e *ExitError) Error() string {
 
 // Exec returns a handler that runs cfg.Command for each task, with the
 // contract of the package doc. It returns ErrNoCommand when cfg.Command is
-// empty or its program is "".
+// empty or its program is "", and an error naming the entry when a
+// variable of cfg.Env or a pattern of cfg.EnvInherit is unusable.
 func Exec(cfg ExecConfig) (runtime.Handler, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, ErrNoCommand
+	}
+	for k, v := range cfg.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return nil, fmt.Errorf("handlers: exec: Env %q: a name must be non-empty without '=' or NUL, a value without NUL", k)
+		}
+	}
+	for _, p := range cfg.EnvInherit {
+		if name := strings.TrimSuffix(p, "*"); strings.ContainsAny(name, "=*\x00") || p == "" {
+			return nil, fmt.Errorf("handlers: exec: EnvInherit %q: a variable name, or a prefix ending in '*'", p)
+		}
 	}
 	if cfg.MaxOutput <= 0 {
 		cfg.MaxOutput = DefaultMaxOutput
@@ -113,7 +132,7 @@ func Exec(cfg ExecConfig) (runtime.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &execHandler{cfg: cfg, env: childEnv(os.Environ(), cfg.Env)}
+	h := &execHandler{cfg: cfg, env: childEnv(os.Environ(), cfg.Env, cfg.EnvInherit)}
 	return h.handle, nil
 }
 
@@ -122,13 +141,14 @@ type execHandler struct {
 	env []string // inherited and configured variables, without the task's
 }
 
-// childEnv returns environ without JETAGENT_* variables, plus extra
+// childEnv returns environ without JETAGENT_* variables, and with only
+// the variables inherit allows when inherit is not nil, plus extra
 // (sorted by name, overriding inherited ones).
-func childEnv(environ []string, extra map[string]string) []string {
+func childEnv(environ []string, extra map[string]string, inherit []string) []string {
 	out := make([]string, 0, len(environ)+len(extra)+4)
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "JETAGENT_") {
+		if strings.HasPrefix(name, "JETAGENT_") || inherit != nil && !allowed(name, inherit) {
 			continue
 		}
 		if _, ok := extra[name]; ok {
@@ -145,6 +165,17 @@ func childEnv(environ []string, extra map[string]string) []string {
 		out = append(out, k+"="+extra[k])
 	}
 	return out
+}
+
+// allowed reports whether name matches an EnvInherit pattern: the name
+// itself, or a prefix ending in '*'.
+func allowed(name string, inherit []string) bool {
+	for _, p := range inherit {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(name, prefix) || p == name {
+			return true
+		}
+	}
+	return false
 }
 
 // errOutputTooLarge is the cancellation cause of a program killed for
@@ -172,6 +203,15 @@ func (h *execHandler) handle(ctx context.Context, t *runtime.Task) (any, error) 
 	}
 	if tp := traceParent(ctx, t); tp != "" {
 		cmd.Env = append(cmd.Env, "TRACEPARENT="+tp) // OpenTelemetry's environment carrier
+	}
+	// A value from the task that an environment cannot hold is the task's
+	// fault (bad input): refuse it permanently, not as a failure to start
+	// the program, which the breaker counts.
+	for _, kv := range cmd.Env[len(h.env):] {
+		if strings.IndexByte(kv, 0) >= 0 {
+			name, _, _ := strings.Cut(kv, "=")
+			return nil, resilience.Permanent(fmt.Errorf("exec %s: %s from the task holds a NUL byte: it cannot be passed to a program", prog, name))
+		}
 	}
 	cmd.Stdin = bytes.NewReader(append(in, '\n'))
 	cmd.WaitDelay = pipeGrace // bounds the stdin copy once the program exited

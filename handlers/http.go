@@ -8,10 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
@@ -57,6 +61,21 @@ type HTTPConfig struct {
 	// Zero: 5 minutes.
 	MaxRetryAfter time.Duration
 
+	// Statuses sets the kind of failure a response status means,
+	// overriding the defaults (see DefaultStatusKind): for each status
+	// from 300 to 599, resilience.KindTransient (redelivered after the
+	// backoff delay, or its Retry-After; counted by the subject's breaker)
+	// or resilience.KindPermanent (dead-lettered at once). Zero: the
+	// defaults.
+	Statuses map[int]resilience.Kind
+
+	// ResponseHeaderTimeout bounds the wait for the response's headers
+	// once the request is sent: a service that accepts and never answers
+	// fails the attempt as a timeout (transient) then, rather than at the
+	// handler's deadline. Zero: the handler's deadline only (a service that
+	// answers when its work is done, say a model call, may take minutes).
+	ResponseHeaderTimeout time.Duration
+
 	// Client sends the requests. Nil: a client shared by every HTTP
 	// handler, with no proxy (the service is local), 5s to connect, idle
 	// connections closed after 30s, and redirects not followed. Either
@@ -97,9 +116,29 @@ var sharedClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
+// DefaultStatusKind is the kind of failure a non-2xx status means unless
+// HTTPConfig.Statuses says otherwise: transient for 401, 403 and 404 (an
+// expired credential or a route not deployed yet says something about
+// the service, not the task: the breaker holds tasks until it is fixed
+// instead of dead-lettering every one of them in seconds), 408, 425, 429
+// and 5xx; permanent for the other 4xx (the service refused this task),
+// and for 1xx and 3xx, which a POST to a local service should never get
+// (redirects are not followed).
+func DefaultStatusKind(code int) resilience.Kind {
+	switch {
+	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound,
+		code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
+		return resilience.KindTransient
+	default:
+		return resilience.KindPermanent
+	}
+}
+
 // HTTP returns a handler that POSTs each task's envelope JSON to cfg.URL,
 // with the contract of the package doc. It returns an error wrapping
-// ErrBadURL when cfg.URL is not an absolute http or https URL.
+// ErrBadURL when cfg.URL is not an absolute http or https URL, and an
+// error naming the entry when cfg.Statuses has a status outside 300..599
+// or a kind other than transient or permanent.
 func HTTP(cfg HTTPConfig) (runtime.Handler, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
@@ -113,6 +152,17 @@ func HTTP(cfg HTTPConfig) (runtime.Handler, error) {
 	}
 	if cfg.MaxRetryAfter <= 0 {
 		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	for code, kind := range cfg.Statuses {
+		if code < 300 || code > 599 {
+			return nil, fmt.Errorf("handlers: http: Statuses: %d is not a failure status (300..599)", code)
+		}
+		if kind != resilience.KindTransient && kind != resilience.KindPermanent {
+			return nil, fmt.Errorf("handlers: http: Statuses[%d]: %s, want transient or permanent", code, kind)
+		}
+	}
+	if cfg.ResponseHeaderTimeout < 0 {
+		return nil, fmt.Errorf("handlers: http: negative ResponseHeaderTimeout %v", cfg.ResponseHeaderTimeout)
 	}
 	if cfg.Client == nil {
 		cfg.Client = sharedClient
@@ -140,16 +190,31 @@ func (h *httpHandler) handle(ctx context.Context, t *runtime.Task) (any, error) 
 	if err != nil {
 		return nil, resilience.Permanent(fmt.Errorf("%s: envelope has no JSON form: %w", what, err))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
+	rctx, release := h.headerDeadline(ctx)
+	defer release()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return nil, resilience.Permanent(fmt.Errorf("%s: %w", what, err))
 	}
 	h.setHeaders(ctx, req, t)
+	// A header value the task carries that HTTP cannot send is the task's
+	// fault (bad input), never the service's: refuse it before sending,
+	// permanently, rather than as a connection error the breaker counts.
+	for name, vs := range req.Header {
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, resilience.Permanent(fmt.Errorf("%s: header %s: %.80q cannot be sent (control characters)", what, name, v))
+			}
+		}
+	}
 
 	resp, err := h.cfg.Client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil, deadlineError(ctx, what)
+		case errors.Is(context.Cause(rctx), errNoResponseHeaders):
+			return nil, fmt.Errorf("%s: %w: no response headers within %v", what, resilience.ErrTimeout, h.cfg.ResponseHeaderTimeout)
 		}
 		return nil, fmt.Errorf("%s: %w: %w", what, resilience.ErrConnection, err)
 	}
@@ -177,16 +242,60 @@ func (h *httpHandler) handle(ctx context.Context, t *runtime.Task) (any, error) 
 	if text := bytes.TrimSpace(b); len(text) > 0 {
 		serr.Body = snippet(text)
 	}
-	switch code := resp.StatusCode; {
-	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			return nil, resilience.RetryAfter(min(d, h.cfg.MaxRetryAfter), serr)
-		}
-		return nil, resilience.Transient(serr)
-	case code == http.StatusRequestTimeout || code >= 500:
-		return nil, resilience.Transient(serr)
-	default: // other 4xx; 1xx and 3xx, which a POST answered by a local service should never get
+	if h.kindOf(resp.StatusCode) == resilience.KindPermanent {
 		return nil, resilience.Permanent(serr)
+	}
+	if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		return nil, resilience.RetryAfter(min(d, h.cfg.MaxRetryAfter), serr)
+	}
+	return nil, resilience.Transient(serr)
+}
+
+// kindOf is the kind of failure status code means for this handler.
+func (h *httpHandler) kindOf(code int) resilience.Kind {
+	if k, ok := h.cfg.Statuses[code]; ok {
+		return k
+	}
+	return DefaultStatusKind(code)
+}
+
+// errNoResponseHeaders is the cancellation cause of a request whose
+// response headers did not come within ResponseHeaderTimeout.
+var errNoResponseHeaders = errors.New("no response headers in time")
+
+// headerDeadline returns the request's context: ctx, cancelled with
+// errNoResponseHeaders when ResponseHeaderTimeout passes after the request
+// was written and before the response's first byte. release frees it once
+// the response is done with. It works with any HTTPConfig.Client.
+func (h *httpHandler) headerDeadline(ctx context.Context) (rctx context.Context, release func()) {
+	if h.cfg.ResponseHeaderTimeout <= 0 {
+		return ctx, func() {}
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	var mu sync.Mutex
+	var timer *time.Timer
+	done := false
+	stopTimer := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done && timer == nil {
+				timer = time.AfterFunc(h.cfg.ResponseHeaderTimeout, func() { cancel(errNoResponseHeaders) })
+			}
+		},
+		GotFirstResponseByte: stopTimer,
+	})
+	return rctx, func() {
+		stopTimer()
+		cancel(nil)
 	}
 }
 

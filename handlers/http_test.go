@@ -139,8 +139,12 @@ func TestHTTPOutcomes(t *testing.T) {
 		{name: "500", status: 500, body: "boom", kind: resilience.KindTransient, errHas: `500 Internal Server Error: "boom"`},
 		{name: "502", status: 502, kind: resilience.KindTransient},
 		{name: "408", status: 408, kind: resilience.KindTransient},
-		{name: "404", status: 404, body: "no such route", kind: resilience.KindPermanent, errHas: `404 Not Found: "no such route"`},
+		{name: "404", status: 404, body: "no such route", kind: resilience.KindTransient, errHas: `404 Not Found: "no such route"`},
+		{name: "401", status: 401, kind: resilience.KindTransient},
+		{name: "403 with Retry-After", status: 403, header: map[string]string{"Retry-After": "3"}, kind: resilience.KindRetryAfter, delay: 3 * time.Second},
 		{name: "400", status: 400, kind: resilience.KindPermanent},
+		{name: "422", status: 422, body: "no such sku", kind: resilience.KindPermanent, errHas: `422 Unprocessable Entity: "no such sku"`},
+		{name: "400 with Retry-After", status: 400, header: map[string]string{"Retry-After": "3"}, kind: resilience.KindPermanent},
 		{name: "redirect not followed", status: 302, header: map[string]string{"Location": "/elsewhere"}, kind: resilience.KindPermanent, errHas: "302 Found"},
 	}
 	for _, c := range cases {

@@ -202,8 +202,8 @@ func TestHTTPUnderTheRuntime(t *testing.T) {
 				return
 			}
 			_, _ = io.WriteString(w, `{"after":"retry"}`)
-		case "missing":
-			http.NotFound(w, r)
+		case "refused":
+			http.Error(w, "no such sku", http.StatusUnprocessableEntity)
 		case "broken":
 			http.Error(w, "boom", http.StatusInternalServerError)
 		case "slow":
@@ -241,11 +241,11 @@ func TestHTTPUnderTheRuntime(t *testing.T) {
 		t.Errorf("busy-once: attempts at %v, want 2, the second after Retry-After (1s)", at)
 	}
 
-	missing := publish(t, conn, "web", "missing")
+	refused := publish(t, conn, "web", "refused")
 	broken := publish(t, conn, "web", "broken")
 	slow := publish(t, conn, "short", "slow")
 	dl := deadLetters(t, conn, "web", 2)
-	checkDeadLetter(t, dl, missing, "404", dlq.ReasonPermanent, 1, "404 Not Found")
+	checkDeadLetter(t, dl, refused, "422", dlq.ReasonPermanent, 1, `422 Unprocessable Entity: "no such sku"`)
 	checkDeadLetter(t, dl, broken, "500", dlq.ReasonMaxAttempts, 3, `500 Internal Server Error: "boom"`)
 	checkDeadLetter(t, deadLetters(t, conn, "short", 1), slow, "slow server", dlq.ReasonMaxAttempts, 3, "handler deadline passed")
 	if st := rt.Stats(); st.Succeeded != 2 || st.DeadLettered != 2 || st.Retried != 1+2 {

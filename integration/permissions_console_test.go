@@ -115,7 +115,7 @@ func TestConsoleRunsWithTheOperatorPermissions(t *testing.T) {
 		}
 		return seq != 0
 	})
-	kv, err := snapshot.NewKV(ctx, s.admin.JetStream(), s.topo)
+	kv, err := snapshot.NewKV(s.admin.JetStream(), s.topo)
 	if err != nil {
 		t.Fatal(err)
 	}

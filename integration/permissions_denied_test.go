@@ -71,7 +71,7 @@ func TestAgentCannotReachBeyondItsPermissions(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	adminKV, err := snapshot.NewKV(ctx, s.admin.JetStream(), s.topo)
+	adminKV, err := snapshot.NewKV(s.admin.JetStream(), s.topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,23 +131,25 @@ func TestAgentCannotReachBeyondItsPermissions(t *testing.T) {
 			return st.DeleteMsg(ctx, 1)
 		})
 	})
-	t.Run("read B's snapshot", func(t *testing.T) {
-		s.expectDenied(t, "agent-A", "publish", jsAPI+"DIRECT.GET.KV_JETAGENT_SNAPSHOTS.$KV.JETAGENT_SNAPSHOTS.B.t1", func(ctx context.Context, c *bus.Conn) error {
-			kv, err := snapshot.NewKV(ctx, c.JetStream(), s.topo)
+	t.Run("open B's snapshot bucket", func(t *testing.T) {
+		s.expectDenied(t, "agent-A", "publish", jsAPI+"STREAM.INFO.KV_JETAGENT_SNAPSHOTS_B", func(ctx context.Context, c *bus.Conn) error {
+			kv, err := snapshot.NewKV(c.JetStream(), s.topo)
 			if err != nil {
-				return fmt.Errorf("open bucket: %w", err)
+				return err
 			}
 			_, err = kv.Load(ctx, "B", "t1")
 			return err
 		})
 	})
+	t.Run("read B's snapshot", func(t *testing.T) {
+		s.expectDenied(t, "agent-A", "publish", jsAPI+"DIRECT.GET.KV_JETAGENT_SNAPSHOTS_B.$KV.JETAGENT_SNAPSHOTS_B.B.t1", func(ctx context.Context, c *bus.Conn) error {
+			_, err := c.NATS().RequestWithContext(ctx, jsAPI+"DIRECT.GET.KV_JETAGENT_SNAPSHOTS_B.$KV.JETAGENT_SNAPSHOTS_B.B.t1", nil)
+			return err
+		})
+	})
 	t.Run("overwrite B's snapshot", func(t *testing.T) {
-		s.expectDenied(t, "agent-A", "publish", "$KV.JETAGENT_SNAPSHOTS.B.t1", func(ctx context.Context, c *bus.Conn) error {
-			kv, err := c.JetStream().KeyValue(ctx, s.topo.SnapshotBucket())
-			if err != nil {
-				return fmt.Errorf("open bucket: %w", err)
-			}
-			_, err = kv.Put(ctx, "B.t1", []byte("forged"))
+		s.expectDenied(t, "agent-A", "publish", "$KV.JETAGENT_SNAPSHOTS_B.B.t1", func(ctx context.Context, c *bus.Conn) error {
+			_, err := c.JetStream().Publish(ctx, "$KV."+s.topo.SnapshotBucket("B")+".B.t1", []byte("forged"))
 			return err
 		})
 	})
@@ -167,7 +169,7 @@ func TestAgentCannotReachBeyondItsPermissions(t *testing.T) {
 	// Its own snapshots and durable stay within reach (the same bucket,
 	// the same consumer API).
 	own := s.connect(t, "agent-A", nil)
-	kv, err := snapshot.NewKV(ctx, own.JetStream(), s.topo)
+	kv, err := snapshot.NewKV(own.JetStream(), s.topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,8 +255,8 @@ func TestClientAndReplayToolStayInTheirLanes(t *testing.T) {
 	t.Run("replay writes snapshots", func(t *testing.T) {
 		// The operator's user reads checkpoints (the console shows them)
 		// but never writes one: cancelling goes through the agent.
-		s.expectDenied(t, "replay", "publish", "$KV.JETAGENT_SNAPSHOTS.A.t1", func(ctx context.Context, c *bus.Conn) error {
-			_, err := c.JetStream().Publish(ctx, "$KV.JETAGENT_SNAPSHOTS.A.t1", []byte("forged"))
+		s.expectDenied(t, "replay", "publish", "$KV.JETAGENT_SNAPSHOTS_A.t1", func(ctx context.Context, c *bus.Conn) error {
+			_, err := c.JetStream().Publish(ctx, "$KV.JETAGENT_SNAPSHOTS_A.t1", []byte("forged"))
 			return err
 		})
 	})

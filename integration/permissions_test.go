@@ -38,10 +38,10 @@ import (
 const jsAPI = "$JS.API."
 
 // agentPermissions lets agent consume its own tasks, answer, dead-letter,
-// checkpoint under its own snapshot keys, count attempts in its own
+// checkpoint in its own snapshot bucket, count attempts in its own
 // records bucket, park its tasks and sweep its own poison tasks.
 func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
-	tasks, adv, snaps := topo.TasksStream(), topo.AdvisoriesStream(), topo.SnapshotBucket()
+	tasks, adv, snaps := topo.TasksStream(), topo.AdvisoriesStream(), topo.SnapshotBucket(agent)
 	records := topo.RecordsBucket(agent)
 	sweeper := agent + "_sweeper"
 	return &server.Permissions{
@@ -52,8 +52,10 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			jsAPI + "STREAM.INFO." + topo.RepliesStream(),
 			jsAPI + "STREAM.INFO." + topo.DLQStream(),
 			jsAPI + "STREAM.INFO." + adv,
-			jsAPI + "STREAM.INFO.KV_" + snaps,
 			jsAPI + "STREAM.INFO.KV_" + topo.ReplaysBucket(),
+			// Its own buckets, checked (bus.ProvisionAgent) when first needed.
+			jsAPI + "STREAM.INFO.KV_" + snaps,
+			jsAPI + "STREAM.INFO.KV_" + records,
 			// The agent's durable consumer: created with its filter in the
 			// subject (the server checks it matches the request's), pulled,
 			// its deliveries settled; its info for readiness and backlog.
@@ -62,16 +64,18 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			jsAPI + "CONSUMER.INFO." + tasks + "." + agent,
 			"$JS.ACK." + tasks + "." + agent + ".>",
 			"$JS.ACK.*.*." + tasks + "." + agent + ".>", // ack subjects, v2 format
-			// Replies (to any client) and the agent's own dead letters.
+			// Replies (to any client) and the agent's own dead letters; and
+			// a consumer on those only (any name, its filter pinned), to
+			// check what the DLQ holds before trusting a duplicate answer.
 			topo.ReplySubject(">"),
 			topo.AgentDLQ(agent),
-			// Snapshots: write and read the agent's own keys only.
+			jsAPI + "CONSUMER.CREATE." + topo.DLQStream() + ".*." + topo.AgentDLQ(agent),
+			// Snapshots, in the agent's own bucket: write, read.
 			"$KV." + snaps + "." + agent + ".>",
 			jsAPI + "DIRECT.GET.KV_" + snaps + ".$KV." + snaps + "." + agent + ".>",
 			// Its own records bucket (provisioned with bus.ProvisionAgent):
-			// attempt records, keys att.<stream seq>, opened, written
-			// (create, compare-and-swap, delete) and read.
-			jsAPI + "STREAM.INFO.KV_" + records,
+			// attempt records, keys att.<stream seq>, written (create,
+			// compare-and-swap, delete) and read.
 			"$KV." + records + ".att.>",
 			jsAPI + "DIRECT.GET.KV_" + records + ".$KV." + records + ".att.>",
 			// Parking: tasks of a subject whose breaker is open are copied
@@ -101,11 +105,21 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 // replayPermissions lets the operator's tools (the replay tool and the
 // console) read the dead letters, replay them as tasks, record replays and
 // delete dead letters one by one; the console also reads the agents'
-// consumers, task snapshots and status reports, and cancels tasks.
-func replayPermissions(topo bus.Topology) *server.Permissions {
-	dlqStream, replays, snaps := topo.DLQStream(), topo.ReplaysBucket(), topo.SnapshotBucket()
+// consumers, the task snapshots of the agents named and their status
+// reports, and cancels tasks.
+func replayPermissions(topo bus.Topology, agents ...string) *server.Permissions {
+	dlqStream, replays := topo.DLQStream(), topo.ReplaysBucket()
+	var snapshots []string
+	for _, a := range agents {
+		snaps := topo.SnapshotBucket(a)
+		snapshots = append(snapshots,
+			jsAPI+"STREAM.INFO.KV_"+snaps,
+			jsAPI+"CONSUMER.CREATE.KV_"+snaps+".*.$KV."+snaps+".>",
+			jsAPI+"CONSUMER.DELETE.KV_"+snaps+".*",
+			"$JS.FC.KV_"+snaps+".>")
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
+		Publish: &server.SubjectPermission{Allow: append([]string{
 			jsAPI + "STREAM.INFO." + dlqStream,
 			jsAPI + "STREAM.INFO.KV_" + replays,
 			// list, stats, replay, purge: an ephemeral consumer on the DLQ.
@@ -125,14 +139,11 @@ func replayPermissions(topo bus.Topology) *server.Permissions {
 			// Replayed tasks, to any agent (and the console's task.cancel).
 			topo.AgentTasks("*"),
 			// The console, read-only: the agents' consumers and queued
-			// tasks, and their task snapshots (list and history watchers).
+			// tasks; and, below, the task snapshots of each agent named
+			// (list and history watchers on its own bucket).
 			jsAPI + "STREAM.INFO." + topo.TasksStream(),
 			jsAPI + "CONSUMER.LIST." + topo.TasksStream(),
-			jsAPI + "STREAM.INFO.KV_" + snaps,
-			jsAPI + "CONSUMER.CREATE.KV_" + snaps + ".*.$KV." + snaps + ".>",
-			jsAPI + "CONSUMER.DELETE.KV_" + snaps + ".*",
-			"$JS.FC.KV_" + snaps + ".>",
-		}},
+		}, snapshots...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			"_INBOX_replay.>",
 			// The console: the agents' status reports.
@@ -169,22 +180,26 @@ type secured struct {
 	password []string       // every password, to look for leaks
 }
 
-func startSecured(t *testing.T) *secured {
+// securedUser is a NATS user beyond the documented roles, e.g. an
+// attacker's with the narrower or odd permissions a test needs.
+type securedUser struct {
+	name  string
+	perms *server.Permissions
+}
+
+func startSecured(t *testing.T, extra ...securedUser) *secured {
 	t.Helper()
 	topo := bus.Topology{}
 	s := &secured{topo: topo, pw: map[string]string{}, pwFile: map[string]string{}, logs: &testio.Buffer{}}
 	dir := t.TempDir()
 	users := []*server.User{}
-	for _, u := range []struct {
-		name  string
-		perms *server.Permissions
-	}{
+	for _, u := range append([]securedUser{
 		{"admin", nil},
 		{"agent-A", agentPermissions(topo, "A")},
 		{"agent-B", agentPermissions(topo, "B")},
-		{"replay", replayPermissions(topo)},
+		{"replay", replayPermissions(topo, "A", "B")},
 		{"client-C", clientPermissions(topo, "C", "A")},
-	} {
+	}, extra...) {
 		pw := "pw-" + strings.ToLower(envelope.NewID())
 		s.pw[u.name], s.password = pw, append(s.password, pw)
 		s.pwFile[u.name] = filepath.Join(dir, u.name+".password")
@@ -366,11 +381,12 @@ func TestLeastPrivilegeRolesDoTheirJobs(t *testing.T) {
 	if reply := send("--payload", `{"hello":"world"}`); !reflect.DeepEqual(reply["payload"], map[string]any{"hello": "world"}) {
 		t.Errorf("echo reply = %v", reply)
 	}
-	// Snapshots under the agent's own keys: written by task.cancel, read by state.query.
+	// Snapshots in the agent's own bucket: written by task.cancel (a marker
+	// for a task not seen yet), read by state.query.
 	if reply := send("--type", "task.cancel", "--task-id", "t1"); !strings.Contains(fmt.Sprint(reply["payload"]), "cancelled") {
 		t.Errorf("task.cancel reply = %v", reply)
 	}
-	if reply := send("--type", "state.query", "--task-id", "t1"); !strings.Contains(fmt.Sprint(reply["payload"]), "found:true") {
+	if reply := send("--type", "state.query", "--task-id", "t1"); !strings.Contains(fmt.Sprint(reply["payload"]), "status:cancelled") {
 		t.Errorf("state.query reply = %v", reply)
 	}
 
@@ -478,7 +494,7 @@ func TestSecurityDocMatchesTheTestedPermissions(t *testing.T) {
 	want := map[string]*server.Permissions{
 		"admin":    nil,
 		"agent-A":  agentPermissions(topo, "A"),
-		"replay":   replayPermissions(topo),
+		"replay":   replayPermissions(topo, "A"),
 		"client-C": clientPermissions(topo, "C", "A"),
 	}
 	if len(opts.Users) != len(want) {

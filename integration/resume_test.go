@@ -29,7 +29,7 @@ func TestTaskSurvivesSIGKILLBetweenSteps(t *testing.T) {
 	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
-	store, err := snapshot.NewKV(ctx, conn.JetStream(), topo)
+	store, err := snapshot.NewKV(conn.JetStream(), topo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ type stateCollector struct {
 	inFlight, queued, holding               *prometheus.Desc
 	pending, ackPending, deadLetters        *prometheus.Desc
 	consumeErrors, missedHeartbeats, panics *prometheus.Desc
+	unstoredReplies                         *prometheus.Desc
 	scrapeErrors                            *prometheus.CounterVec
 
 	mu      sync.Mutex
@@ -38,6 +39,7 @@ func newStateCollector(timeout time.Duration) *stateCollector {
 		consumeErrors:    desc("consume_errors_total", "Errors reported by the pull machinery (it keeps pulling through them)."),
 		missedHeartbeats: desc("consume_missed_heartbeats_total", "Pull stalls: consume errors that were missed pull heartbeats."),
 		panics:           desc("handler_panics_total", "Handler panics recovered (also counted as transient failures)."),
+		unstoredReplies:  desc("replies_unstored_total", "Replies published with core NATS to a reply_to outside the replies stream: not stored, lost if nobody listens at that moment."),
 		scrapeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "jetagent", Name: "scrape_errors_total",
 			Help: "Scrapes that could not read the agent's backlog from the server (its consumer and DLQ gauges are left out of that scrape).",
@@ -58,7 +60,7 @@ func (c *stateCollector) add(agent string, rt *runtime.Runtime) {
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.inFlight, c.queued, c.holding, c.pending, c.ackPending, c.deadLetters,
-		c.consumeErrors, c.missedHeartbeats, c.panics} {
+		c.consumeErrors, c.missedHeartbeats, c.panics, c.unstoredReplies} {
 		ch <- d
 	}
 	c.scrapeErrors.Describe(ch)
@@ -75,13 +77,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	for agent, rts := range agents {
-		var inFlight, queued, holding, consumeErrs, missed, panics uint64
+		var inFlight, queued, holding, consumeErrs, missed, panics, unstored uint64
 		for _, rt := range rts {
 			st, sub := rt.Stats(), rt.SubscriberStats()
 			inFlight += uint64(rt.InFlight())
 			queued += st.Queued
 			holding += st.Holding
 			panics += st.Panics
+			unstored += st.UnstoredReplies
 			consumeErrs += sub.ConsumeErrors
 			missed += sub.MissedHeartbeats
 		}
@@ -97,6 +100,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.consumeErrors, consumeErrs)
 		counter(c.missedHeartbeats, missed)
 		counter(c.panics, panics)
+		counter(c.unstoredReplies, unstored)
 		if b, ok := backlog(ctx, rts); ok {
 			gauge(c.pending, b.Pending)
 			gauge(c.ackPending, b.AckPending)

@@ -17,5 +17,6 @@
 // fails fast, with no attempt), then the operation under Retry, then
 // Fallback around both.
 //
-// resilience imports nothing of jetagent.
+// resilience imports nothing of jetagent but internal/errkind (the one
+// ErrMalformed it shares with package envelope).
 package resilience

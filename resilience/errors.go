@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jetagent/jetagent/internal/errkind"
 )
 
 // Kinds of failure callers branch on with errors.Is. An error that wraps
@@ -36,8 +38,11 @@ var (
 	// is not the request's; it is never returned as the answer.
 	ErrCorrelationMismatch = errors.New("correlation id mismatch")
 
-	// ErrMalformed means a message could not be decoded or validated.
-	ErrMalformed = errors.New("malformed message")
+	// ErrMalformed means a message could not be decoded or validated. It
+	// is the same value as envelope.ErrMalformed (what envelope.Parse and
+	// Task.Decode wrap), so a payload a handler cannot decode is
+	// KindMalformed: dead-lettered at once, never retried.
+	ErrMalformed = errkind.ErrMalformed
 )
 
 // Kind is the class of a failure, as Classify reports it.

@@ -18,6 +18,7 @@ const (
 	DefaultConcurrency     = 4
 	DefaultHandlerTimeout  = 5 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultCancelMarkerTTL = time.Hour
 )
 
 // Config configures a [Runtime]. Agent is required; every other zero value
@@ -78,8 +79,17 @@ type Config struct {
 
 	// Snapshots stores task checkpoints (Task.Step, Task.Checkpoint) and
 	// answers task.cancel, state.query and state.restore. Nil: the
-	// topology's KV bucket, opened at Start.
+	// agent's KV bucket (bus.Topology.SnapshotBucket), provisioned or
+	// checked with bus.ProvisionAgent the first time a task needs it, so
+	// an agent that never checkpoints needs none.
 	Snapshots snapshot.Store
+
+	// CancelMarkerTTL is how long the marker a task.cancel leaves for a
+	// task the agent has not seen (queued, or not sent yet) waits for it:
+	// the task is cancelled if it arrives before, and runs normally after.
+	// At least a second; the snapshot bucket raises it to its marker TTL
+	// (bus.Topology.SnapshotMarkerTTL). Zero: 1 hour.
+	CancelMarkerTTL time.Duration
 
 	// KeepSnapshots leaves the snapshot of a completed, cancelled or
 	// dead-lettered task in place (for the bucket's TTL to remove) instead
@@ -137,6 +147,9 @@ func (c Config) withDefaults() Config {
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
 	}
+	if c.CancelMarkerTTL == 0 {
+		c.CancelMarkerTTL = DefaultCancelMarkerTTL
+	}
 	return c
 }
 
@@ -158,6 +171,9 @@ func (c Config) validate(raw Config) error {
 	}
 	if c.HandlerTimeout <= 0 {
 		return fmt.Errorf("runtime: HandlerTimeout must be positive, got %v", c.HandlerTimeout)
+	}
+	if c.CancelMarkerTTL < time.Second {
+		return fmt.Errorf("runtime: CancelMarkerTTL must be at least 1s, got %v", c.CancelMarkerTTL)
 	}
 	return c.Topology.Validate()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
@@ -30,11 +31,25 @@ type RestoreRequest struct {
 	From string `msgpack:"from"`
 }
 
+// ownerUnseen is the owner of the cancel marker of a task the agent had
+// not seen: it says "cancelled", not "found".
+const ownerUnseen = "cancel-unseen"
+
 func stateOf(taskID string, s *snapshot.Snapshot) TaskState {
 	if s == nil {
 		return TaskState{TaskID: taskID}
 	}
-	return TaskState{TaskID: taskID, Found: true, Status: s.Status, Step: s.Step, Running: s.Running, Updated: s.Updated}
+	return TaskState{TaskID: taskID, Found: s.Owner != ownerUnseen, Status: s.Status, Step: s.Step, Running: s.Running, Updated: s.Updated}
+}
+
+// storeError marks the store's refusals of what a task asked for
+// (snapshot.ErrInvalid: a task id or agent name it cannot hold) as
+// permanent: retrying the same input cannot succeed.
+func storeError(err error) error {
+	if errors.Is(err, snapshot.ErrInvalid) {
+		return resilience.Permanent(err)
+	}
+	return err
 }
 
 // controlHandlers are the built-in handlers of the task-control payload
@@ -55,7 +70,10 @@ func controlTaskID(t *Task) (string, error) {
 }
 
 // handleCancel marks the task cancelled; a running task stops at its next
-// Step or Checkpoint, one not started yet stops at its first.
+// Step or Checkpoint, one not started yet stops at its first. For a task
+// the agent has no snapshot of, it answers found: false and leaves a
+// marker that cancels the task if it arrives within CancelMarkerTTL, then
+// expires: cancels of ids that never come leave nothing behind.
 func (r *Runtime) handleCancel(ctx context.Context, t *Task) (any, error) {
 	id, err := controlTaskID(t)
 	if err != nil {
@@ -67,8 +85,9 @@ func (r *Runtime) handleCancel(ctx context.Context, t *Task) (any, error) {
 		next := snapshot.Snapshot{Agent: r.cfg.Agent, TaskID: id, Status: snapshot.Cancelled, Owner: "cancel"}
 		switch {
 		case errors.Is(err, snapshot.ErrNotFound):
+			next.Owner, next.TTL = ownerUnseen, r.cfg.CancelMarkerTTL
 		case err != nil:
-			return nil, err
+			return nil, storeError(err)
 		case s.Status.Terminal():
 			return Reply{Type: envelope.TaskUpdate, Payload: stateOf(id, s)}, nil
 		default:
@@ -81,7 +100,7 @@ func (r *Runtime) handleCancel(ctx context.Context, t *Task) (any, error) {
 			continue // the task moved on meanwhile: look again
 		}
 		if err != nil {
-			return nil, err
+			return nil, storeError(err)
 		}
 		next.Revision = newRev
 		r.cfg.Logger.Info("task cancelled", "agent", r.cfg.Agent, "task_id", id)
@@ -98,7 +117,7 @@ func (r *Runtime) handleStateQuery(ctx context.Context, t *Task) (any, error) {
 	}
 	s, err := r.snapshots.Load(ctx, r.cfg.Agent, id)
 	if err != nil && !errors.Is(err, snapshot.ErrNotFound) {
-		return nil, err
+		return nil, storeError(err)
 	}
 	return Reply{Type: envelope.TaskUpdate, Payload: stateOf(id, s)}, nil
 }
@@ -114,19 +133,22 @@ func (r *Runtime) handleStateRestore(ctx context.Context, t *Task) (any, error) 
 	if err := t.Decode(&req); err != nil || req.From == "" {
 		return nil, resilience.Permanent(fmt.Errorf("%w: state.restore needs a payload {\"from\": agent}", envelope.ErrInvalidField))
 	}
+	if err := bus.ValidateName(req.From); err != nil {
+		return nil, resilience.Permanent(fmt.Errorf("%w: state.restore from: %w", envelope.ErrInvalidField, err))
+	}
 	src, err := r.snapshots.Load(ctx, req.From, id)
-	if errors.Is(err, snapshot.ErrNotFound) {
-		return nil, resilience.Permanent(fmt.Errorf("runtime: restore %s: agent %s has no snapshot of it", id, req.From))
+	if errors.Is(err, snapshot.ErrNotFound) || errors.Is(err, snapshot.ErrNoBucket) {
+		return nil, resilience.Permanent(fmt.Errorf("runtime: restore %s: agent %s has no snapshot of it: %w", id, req.From, err))
 	}
 	if err != nil {
-		return nil, err
+		return nil, storeError(err)
 	}
 	for range 10 {
 		var rev uint64
 		if cur, err := r.snapshots.Load(ctx, r.cfg.Agent, id); err == nil {
 			rev = cur.Revision
 		} else if !errors.Is(err, snapshot.ErrNotFound) {
-			return nil, err
+			return nil, storeError(err)
 		}
 		copied := *src
 		copied.Agent, copied.Running, copied.Owner, copied.Updated = r.cfg.Agent, 0, "restore", time.Now().UTC()
@@ -138,7 +160,7 @@ func (r *Runtime) handleStateRestore(ctx context.Context, t *Task) (any, error) 
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, storeError(err)
 		}
 		copied.Revision = newRev
 		r.cfg.Logger.Info("task restored", "agent", r.cfg.Agent, "task_id", id, "from", req.From, "step", copied.Step)

@@ -14,6 +14,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -42,7 +43,7 @@ func (r *Runtime) process(s *slot, j job) {
 	if env == nil { // a new delivery (held and waiting ones were parsed already)
 		r.stats.received.Add(1)
 		if r.cfg.Observer != nil {
-			r.cfg.Observer.Delivered(d.Subject)
+			r.cfg.Observer.Delivered(r.observedSubject(d.Subject))
 		}
 		r.account(jp) // reads nothing for a first delivery
 		if r.exhausted(jp) {
@@ -59,6 +60,11 @@ func (r *Runtime) process(s *slot, j job) {
 		env, err = envelope.Parse(d.Data, lim)
 		if err != nil {
 			r.observe(d.Subject, r.deadLetter(d, env, rejectReason(err), err), 0) // env is nil unless it decoded
+			r.forget(jp)
+			return
+		}
+		if err := r.checkAddress(d.Subject, env); err != nil {
+			r.observe(d.Subject, r.deadLetter(d, env, dlq.ReasonInvalid, err), 0)
 			r.forget(jp)
 			return
 		}
@@ -282,15 +288,25 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 		return err
 	}
 	if !strings.HasPrefix(req.ReplyTo, r.cfg.Topology.ReplySubject("")) {
-		if err := r.conn.NATS().PublishMsg(msg); err != nil {
-			return fmt.Errorf("publish reply to %s: %w", req.ReplyTo, err)
-		}
-		return nil
+		return r.replyUnstored(req, msg)
 	}
 	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
 	defer cancel()
 	_, err = r.pub.PublishMsg(ctx, msg)
 	return err
+}
+
+// replyUnstored publishes msg, the reply to req, with core NATS: its
+// reply_to is outside the replies stream, so nothing stores it and it is
+// lost if nobody listens now. It says so (log, Stats.UnstoredReplies).
+func (r *Runtime) replyUnstored(req *envelope.Envelope, msg *nats.Msg) error {
+	r.stats.unstoredReplies.Add(1)
+	r.cfg.Logger.Info("reply_to is outside the replies stream: reply published unstored (lost if nobody listens)",
+		"agent", r.cfg.Agent, "reply_to", req.ReplyTo, "envelope_id", req.ID)
+	if err := r.conn.NATS().PublishMsg(msg); err != nil {
+		return fmt.Errorf("publish reply to %s: %w", req.ReplyTo, err)
+	}
+	return nil
 }
 
 // retry hands d back for redelivery after delay, or, when delay is zero,

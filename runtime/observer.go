@@ -23,6 +23,11 @@ import (
 // goroutine and its breakers' transitions, concurrently: they must be safe
 // for concurrent use, quick, and must not block (they run on the hot path,
 // between a delivery's arrival and its settlement).
+//
+// The subject passed to Delivered and Settled is the delivery's subject
+// when the agent has a handler for its payload type (the subject's tail),
+// and UnhandledSubject otherwise: the subjects an Observer sees are
+// bounded by the agent's handlers, not by what clients invent.
 type Observer interface {
 	// Delivered is called when a worker takes a new delivery of subject
 	// (a held delivery released later is not delivered again).
@@ -102,7 +107,7 @@ type Outcome struct {
 // observe reports an outcome to the observer, if any.
 func (r *Runtime) observe(subject string, o Outcome, handler time.Duration) {
 	if r.cfg.Observer != nil {
-		r.cfg.Observer.Settled(subject, o, handler)
+		r.cfg.Observer.Settled(r.observedSubject(subject), o, handler)
 	}
 }
 

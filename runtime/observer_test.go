@@ -135,8 +135,9 @@ func TestObserverSeesEveryOutcomeStatsCounts(t *testing.T) {
 	}
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
-	if obs.delivered[subject] != 5 || obs.delivered[unknownSubject] != 1 {
-		t.Errorf("delivered = %v, want 5 on %s (2 attempts of one task) and 1 on %s", obs.delivered, subject, unknownSubject)
+	if obs.delivered[subject] != 5 || obs.delivered[runtime.UnhandledSubject] != 1 || len(obs.delivered) != 2 {
+		t.Errorf("delivered = %v, want 5 on %s (2 attempts of one task) and 1 on %s (%s has no handler)",
+			obs.delivered, subject, runtime.UnhandledSubject, unknownSubject)
 	}
 	kinds := map[resilience.Kind]int{}
 	for _, e := range obs.settled {

@@ -72,11 +72,15 @@ type Stats struct {
 	// Heartbeats counts InProgress signals sent for queued deliveries,
 	// slow handlers and held deliveries.
 	Heartbeats uint64
+	// UnstoredReplies counts replies published with core NATS because the
+	// request's reply_to is outside the replies stream: nothing stores
+	// them, so they are lost if nobody listens at that moment.
+	UnstoredReplies uint64
 }
 
 type counters struct {
 	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
-	cancelled, duplicates, abandoned, skipped, parked                              atomic.Uint64
+	cancelled, duplicates, abandoned, skipped, parked, unstoredReplies             atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -92,8 +96,14 @@ type Runtime struct {
 	snapshots snapshot.Store
 	dlq       *dlq.Store
 	replica   string // names this runtime in snapshot owners
-	stats     counters
-	tracer    trace.Tracer // nil: no spans
+	// taskPrefix is "<prefix>.tasks.<agent>.": a task subject without its
+	// payload type; ownPrefix "<prefix>." and replyPrefix
+	// "<prefix>.replies.".
+	taskPrefix, ownPrefix, replyPrefix string
+	stats                              counters
+	tracer                             trace.Tracer // nil: no spans
+	// agentBuckets are ensured on first use (snapshots.go).
+	agentBuckets agentBuckets
 
 	mu       sync.Mutex
 	started  bool
@@ -149,17 +159,20 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runtime{
-		cfg:        full,
-		conn:       conn,
-		pub:        bus.NewPublisher(conn.JetStream()),
-		dlq:        dlq.NewStore(conn.JetStream(), full.Topology),
-		replica:    strings.ToLower(envelope.NewID()[16:]),
-		tracer:     tracerOf(full.TracerProvider),
-		handlers:   make(map[envelope.PayloadType]Handler),
-		handlerCtx: ctx,
-		cancel:     cancel,
-		abort:      make(chan struct{}),
-		unparkNow:  make(chan struct{}, 1),
+		cfg:         full,
+		conn:        conn,
+		pub:         bus.NewPublisher(conn.JetStream()),
+		dlq:         dlq.NewStore(conn.JetStream(), full.Topology),
+		replica:     strings.ToLower(envelope.NewID()[16:]),
+		taskPrefix:  strings.TrimSuffix(full.Topology.AgentTasks(full.Agent), ">"),
+		ownPrefix:   strings.TrimSuffix(full.Topology.ReplySubject(""), "replies."),
+		replyPrefix: full.Topology.ReplySubject(""),
+		tracer:      tracerOf(full.TracerProvider),
+		handlers:    make(map[envelope.PayloadType]Handler),
+		handlerCtx:  ctx,
+		cancel:      cancel,
+		abort:       make(chan struct{}),
+		unparkNow:   make(chan struct{}, 1),
 	}
 	r.hold.bySubject = make(map[string]*heldSubject)
 	r.records.rt = r
@@ -231,11 +244,12 @@ func (r *Runtime) Start(ctx context.Context) error {
 	}
 	r.snapshots = r.cfg.Snapshots
 	if r.snapshots == nil {
-		kv, err := snapshot.NewKV(ctx, r.conn.JetStream(), r.cfg.Topology)
+		// Opens nothing yet: the agent's bucket is ensured on first use.
+		kv, err := snapshot.NewKV(r.conn.JetStream(), r.cfg.Topology)
 		if err != nil {
 			return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 		}
-		r.snapshots = kv
+		r.snapshots = &ownSnapshots{kv: kv, agent: r.cfg.Agent, rt: r}
 	}
 	for typ, h := range r.controlHandlers() {
 		if r.handlers[typ] == nil {
@@ -467,6 +481,8 @@ func (r *Runtime) Stats() Stats {
 		Cancelled:    r.stats.cancelled.Load(),
 		Duplicates:   r.stats.duplicates.Load(),
 		Abandoned:    r.stats.abandoned.Load(),
+
+		UnstoredReplies: r.stats.unstoredReplies.Load(),
 	}
 }
 

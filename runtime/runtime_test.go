@@ -274,12 +274,14 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 	js := conn.JetStream()
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
 
-	bad := []struct {
-		data   []byte
-		reason dlq.Reason
-	}{
-		{[]byte("definitely not msgpack"), dlq.ReasonMalformed},
-		{make([]byte, 4097), dlq.ReasonTooLarge},
+	type badInput struct {
+		data    []byte
+		reason  dlq.Reason
+		subject string // zero: subject
+	}
+	bad := []badInput{
+		{data: []byte("definitely not msgpack"), reason: dlq.ReasonMalformed},
+		{data: make([]byte, 4097), reason: dlq.ReasonTooLarge},
 	}
 	// badEnvelope encodes a valid request spoiled by mutate.
 	badEnvelope := func(mutate func(*envelope.Envelope)) []byte {
@@ -291,19 +293,23 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 		}
 		return data
 	}
-	bad = append(bad, []struct {
-		data   []byte
-		reason dlq.Reason
-	}{
-		{badEnvelope(func(e *envelope.Envelope) { e.PayloadType = envelope.MessageSend }), dlq.ReasonUnknownType},
-		{badEnvelope(func(e *envelope.Envelope) { e.Sender = "" }), dlq.ReasonInvalid},
-		{badEnvelope(func(e *envelope.Envelope) { e.Timestamp = time.Now().Add(-time.Hour) }), dlq.ReasonBadTimestamp},
-		{badEnvelope(func(e *envelope.Envelope) { e.Deadline = time.Now().Add(-time.Second) }), dlq.ReasonExpired},
+	bad = append(bad, []badInput{
+		{data: badEnvelope(func(e *envelope.Envelope) { e.PayloadType = envelope.MessageSend }), reason: dlq.ReasonUnknownType,
+			subject: topo.TaskSubject("echo", envelope.MessageSend)},
+		{data: badEnvelope(func(e *envelope.Envelope) { e.PayloadType = envelope.MessageSend }), reason: dlq.ReasonInvalid}, // not the subject's type
+		{data: badEnvelope(func(e *envelope.Envelope) { e.Sender = "" }), reason: dlq.ReasonInvalid},
+		{data: badEnvelope(func(e *envelope.Envelope) { e.Timestamp = time.Now().Add(-time.Hour) }), reason: dlq.ReasonBadTimestamp},
+		{data: badEnvelope(func(e *envelope.Envelope) { e.Deadline = time.Now().Add(-time.Second) }), reason: dlq.ReasonExpired},
 	}...)
+	for i := range bad {
+		if bad[i].subject == "" {
+			bad[i].subject = subject
+		}
+	}
 
 	bySeq := make(map[uint64]int) // stream sequence -> index in bad
 	for i, b := range bad {
-		ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: b.data})
+		ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: b.subject, Data: b.data})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +322,7 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 	recs := dlqMessages(t, conn, len(bad))
 	for _, r := range recs { // workers run in parallel: match by original sequence
 		i := bySeq[r.Sequence]
-		if r.Reason != bad[i].reason || r.Deliveries != 1 || r.Subject != subject {
+		if r.Reason != bad[i].reason || r.Deliveries != 1 || r.Subject != bad[i].subject {
 			t.Errorf("dead letter %d: reason %q deliveries %d subject %q, want %q after one delivery", i, r.Reason, r.Deliveries, r.Subject, bad[i].reason)
 		}
 		if len(r.Data) != len(bad[i].data) {

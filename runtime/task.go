@@ -169,7 +169,7 @@ func (t *Task) load(ctx context.Context) error {
 	case errors.Is(err, snapshot.ErrNotFound):
 		t.snap = nil
 	case err != nil:
-		return fmt.Errorf("runtime: task %s: load checkpoint: %w", t.taskID, err)
+		return fmt.Errorf("runtime: task %s: load checkpoint: %w", t.taskID, storeError(err))
 	default:
 		t.snap = s
 	}
@@ -235,7 +235,7 @@ func (t *Task) write(ctx context.Context, change func(*snapshot.Snapshot)) error
 		return &takenError{owner: owner, same: ok && oseq == seq}
 	}
 	if err != nil {
-		return fmt.Errorf("runtime: task %s: checkpoint: %w", t.taskID, err)
+		return fmt.Errorf("runtime: task %s: checkpoint: %w", t.taskID, storeError(err))
 	}
 	next.Revision = newRev
 	t.snap = &next

@@ -83,7 +83,7 @@ func TestTaskResumesAfterTheLastCheckpoint(t *testing.T) {
 	if st := rt.Stats(); st.Retried != 1 {
 		t.Errorf("stats = %+v", st)
 	}
-	store, _ := snapshot.NewKV(ctxT(t), conn.JetStream(), topo)
+	store, _ := snapshot.NewKV(conn.JetStream(), topo)
 	waitFor(t, "the snapshot to go", func() bool {
 		_, err := store.Load(ctxT(t), "echo", req.ID)
 		return errors.Is(err, snapshot.ErrNotFound)
@@ -200,8 +200,11 @@ func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
 // primary stopped, through state.query and state.restore.
 func TestStateRestoreHandsATaskToABackupAgent(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
-	store, err := snapshot.NewKV(ctxT(t), conn.JetStream(), topo)
+	store, err := snapshot.NewKV(conn.JetStream(), topo)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), topo, "primary"); err != nil {
 		t.Fatal(err)
 	}
 	// The primary got to step 6 and died.

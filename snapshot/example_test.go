@@ -102,7 +102,8 @@ func exampleConn(ctx context.Context) (conn *bus.Conn, stop func(), err error) {
 	}, nil
 }
 
-// NewKV opens the bucket that bus.Provision created. This example runs an
+// NewKV keeps each agent's snapshots in the agent's own bucket (created by
+// bus.ProvisionAgent), opened when first used. This example runs an
 // embedded server; an agent would use its bus connection.
 func ExampleNewKV() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -115,14 +116,14 @@ func ExampleNewKV() {
 	defer stop()
 
 	topo := bus.Topology{Memory: true}
-	_, err = snapshot.NewKV(ctx, conn.JetStream(), topo)
-	fmt.Println("before provisioning, bucket missing:", err != nil)
-	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
+	store, err := snapshot.NewKV(conn.JetStream(), topo)
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	store, err := snapshot.NewKV(ctx, conn.JetStream(), topo)
-	if err != nil {
+	_, err = store.Load(ctx, "summarizer", "report 2026/Q1")
+	fmt.Println("before provisioning, bucket missing:", errors.Is(err, snapshot.ErrNoBucket))
+	if err := bus.ProvisionAgent(ctx, conn.JetStream(), topo, "summarizer"); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -139,7 +140,7 @@ func ExampleNewKV() {
 	_ = store.Delete(ctx, "summarizer", "report 2026/Q1")
 	_, err = store.Load(ctx, "summarizer", "report 2026/Q1")
 	fmt.Println("after delete:", errors.Is(err, snapshot.ErrNotFound))
-	fmt.Println("purge markers:", store.PurgeDeleteMarkers(ctx, 0))
+	fmt.Println("purge markers:", store.PurgeDeleteMarkers(ctx, "summarizer", 0))
 	// Output:
 	// before provisioning, bucket missing: true
 	// second create conflicts: true

@@ -19,17 +19,36 @@ import (
 // deadline (single requests use the jetstream default of 5 seconds).
 const scanTimeout = 30 * time.Second
 
-// KV is a [Store] on a JetStream key-value bucket: one key per task (see
-// [Key]), its value the msgpack encoding of the [Snapshot], its revision
-// the stream sequence of that message. The bucket's history depth is how
-// many revisions History can return, and its TTL (if any) removes
-// snapshots not updated for that long.
+// KV is a [Store] on JetStream key-value buckets, one per agent (see
+// bus.Topology.SnapshotBucket): one key per task (see [Key]), its value the
+// msgpack encoding of the [Snapshot], its revision the stream sequence of
+// that message. A bucket's history depth is how many revisions History can
+// return, and its TTL (if any) removes snapshots not updated for that long.
+//
+// Each agent's bucket is its own because a KV bucket allows rollups (its
+// purges are rollups) and NATS permissions filter subjects, not headers:
+// in a bucket shared by agents, one allowed to write a single key of its
+// own could purge everyone's snapshots with a "Nats-Rollup: all" header.
+//
+// Buckets are opened when first used, not by NewKV: an agent that never
+// checkpoints needs no bucket. The handles of a few agents are kept
+// (its own, and those it restores from); others are opened per call.
 //
 // Save is one compare-and-swap publish (Create or Update with the expected
 // last sequence of the key), so it holds across replicas and processes.
 // Delete purges the key: its history goes, and one purge marker stays
 // behind (see [KV.Delete] and [KV.PurgeDeleteMarkers]).
 type KV struct {
+	js   jetstream.JetStream
+	topo bus.Topology
+	one  *bucket // NewKVFromBucket: every agent in this one bucket
+
+	mu      sync.Mutex
+	buckets map[string]*bucket // by agent, at most maxOpenBuckets
+}
+
+// bucket is one opened bucket.
+type bucket struct {
 	kv jetstream.KeyValue
 	// markerTTL, when positive, makes Delete's purge marker expire (the
 	// bucket allows per-message TTLs: bus.Topology sets LimitMarkerTTL),
@@ -37,45 +56,83 @@ type KV struct {
 	markerTTL time.Duration
 }
 
+// maxOpenBuckets bounds the bucket handles a KV keeps: agent names come
+// from envelopes too (state.restore), so they must not grow a cache.
+const maxOpenBuckets = 16
+
 var _ Store = (*KV)(nil)
 
-// NewKV opens the snapshot bucket of topo (created by bus.Provision). It
-// returns an error wrapping jetstream.ErrBucketNotFound that says to run
-// bus.Provision when the bucket does not exist, and the error of
-// topo.Validate for an unusable topology.
-func NewKV(ctx context.Context, js jetstream.JetStream, topo bus.Topology) (*KV, error) {
+// ErrNoBucket: the agent's snapshot bucket does not exist (provision it
+// with bus.ProvisionAgent). Errors wrapping it also wrap
+// jetstream.ErrBucketNotFound.
+var ErrNoBucket = errors.New("snapshot: no snapshot bucket for the agent")
+
+// NewKV returns a store on the snapshot buckets of topo's agents (each
+// created by bus.ProvisionAgent). It opens nothing: each agent's bucket is
+// opened the first time it is needed, and a missing one is then an error
+// wrapping ErrNoBucket. It returns the error of topo.Validate for an
+// unusable topology.
+func NewKV(js jetstream.JetStream, topo bus.Topology) (*KV, error) {
 	if err := topo.Validate(); err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	name := topo.SnapshotBucket()
-	kv, err := js.KeyValue(ctx, name)
+	return &KV{js: js, topo: topo, buckets: make(map[string]*bucket)}, nil
+}
+
+// NewKVFromBucket returns a KV that keeps every agent's snapshots in one
+// bucket the caller opened (any bucket; its history depth bounds History,
+// and Snapshot.TTL needs a bucket with LimitMarkerTTL). Give such a bucket
+// to one agent only: see KV for why.
+func NewKVFromBucket(kv jetstream.KeyValue) *KV { return &KV{one: &bucket{kv: kv}} }
+
+// bucket returns agent's bucket, opening it if need be.
+func (k *KV) bucket(ctx context.Context, agent string) (*bucket, error) {
+	if k.one != nil {
+		return k.one, nil
+	}
+	k.mu.Lock()
+	b := k.buckets[agent]
+	k.mu.Unlock()
+	if b != nil {
+		return b, nil
+	}
+	name := k.topo.SnapshotBucket(agent)
+	kv, err := k.js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("snapshot: bucket %s does not exist (run bus.Provision first): %w", name, err)
+		return nil, fmt.Errorf("%w %s: bucket %s does not exist (run bus.ProvisionAgent for it): %w", ErrNoBucket, agent, name, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: open bucket %s: %w", name, err)
 	}
-	k := &KV{kv: kv}
+	b = &bucket{kv: kv}
 	if st, err := kv.Status(ctx); err == nil {
-		k.markerTTL = st.LimitMarkerTTL()
+		b.markerTTL = st.LimitMarkerTTL()
 	}
-	return k, nil
+	k.mu.Lock()
+	if len(k.buckets) < maxOpenBuckets {
+		k.buckets[agent] = b
+	}
+	k.mu.Unlock()
+	return b, nil
 }
-
-// NewKVFromBucket returns a KV on a bucket the caller opened (any bucket;
-// its history depth bounds History).
-func NewKVFromBucket(kv jetstream.KeyValue) *KV { return &KV{kv: kv} }
 
 // Save writes s if the task's stored revision is expected (0: the task
 // has no snapshot, or it was deleted) and returns the new revision. It
-// does not modify s.
+// does not modify s. A TTL is the message's own (Nats-TTL).
 //
-// Errors: ErrInvalid (see Store.Save); ErrConflict wrapping the server's
+// Errors: ErrInvalid (see Store.Save); ErrNoBucket; ErrConflict wrapping the server's
 // answer (jetstream.ErrKeyExists, jetstream.ErrKeyRevisionMismatch, or the
 // API error 10071 / 10164) when another writer got there first; otherwise
 // the request's error (timeout, no JetStream) wrapped.
 func (k *KV) Save(ctx context.Context, s *Snapshot, expected uint64) (uint64, error) {
 	key, err := checkSnapshot(s)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkTTL(s, expected); err != nil {
+		return 0, err
+	}
+	b, err := k.bucket(ctx, s.Agent)
 	if err != nil {
 		return 0, err
 	}
@@ -88,11 +145,14 @@ func (k *KV) Save(ctx context.Context, s *Snapshot, expected uint64) (uint64, er
 	// returns, so the pooled buffer can be reused afterwards.
 	data := enc.buf.Bytes()
 	var rev uint64
-	if expected == 0 {
+	switch {
+	case expected == 0 && s.TTL > 0:
+		rev, err = b.kv.Create(ctx, key, data, jetstream.KeyTTL(s.TTL))
+	case expected == 0:
 		// Create also succeeds over a delete or purge marker.
-		rev, err = k.kv.Create(ctx, key, data)
-	} else {
-		rev, err = k.kv.Update(ctx, key, data, expected)
+		rev, err = b.kv.Create(ctx, key, data)
+	default:
+		rev, err = b.kv.Update(ctx, key, data, expected)
 	}
 	if err != nil {
 		if isConflict(err) {
@@ -119,13 +179,18 @@ func isConflict(err error) bool {
 
 // Load returns the task's latest snapshot with its Revision.
 // Errors: ErrInvalid; ErrNotFound (never saved, deleted, or expired by
-// the bucket's TTL); ErrCorrupt; the request's error wrapped.
+// the bucket's TTL or its own); ErrNoBucket; ErrCorrupt; the request's
+// error wrapped.
 func (k *KV) Load(ctx context.Context, agent, taskID string) (*Snapshot, error) {
 	key, err := Key(agent, taskID)
 	if err != nil {
 		return nil, err
 	}
-	e, err := k.kv.Get(ctx, key)
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	e, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
@@ -148,7 +213,11 @@ func (k *KV) History(ctx context.Context, agent, taskID string, n int) ([]*Snaps
 	if n < 1 {
 		return nil, fmt.Errorf("%w: history of %d snapshots", ErrInvalid, n)
 	}
-	entries, err := k.scan(ctx, key, jetstream.IncludeHistory())
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := b.scan(ctx, key, jetstream.IncludeHistory())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: history %s: %w", key, err)
 	}
@@ -178,17 +247,21 @@ func (k *KV) History(ctx context.Context, agent, taskID string, n int) ([]*Snaps
 // the delete, and it consumes a revision), even for a task that had no
 // snapshot: call Delete only for tasks that checkpointed, and remove old
 // markers with PurgeDeleteMarkers, or give the bucket a TTL.
-// Errors: ErrInvalid; the request's error wrapped.
+// Errors: ErrInvalid; ErrNoBucket; the request's error wrapped.
 func (k *KV) Delete(ctx context.Context, agent, taskID string) error {
 	key, err := Key(agent, taskID)
 	if err != nil {
 		return err
 	}
-	var opts []jetstream.KVDeleteOpt
-	if k.markerTTL > 0 {
-		opts = append(opts, jetstream.PurgeTTL(k.markerTTL))
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return err
 	}
-	if err := k.kv.Purge(ctx, key, opts...); err != nil {
+	var opts []jetstream.KVDeleteOpt
+	if b.markerTTL > 0 {
+		opts = append(opts, jetstream.PurgeTTL(b.markerTTL))
+	}
+	if err := b.kv.Purge(ctx, key, opts...); err != nil {
 		return fmt.Errorf("snapshot: delete %s: %w", key, err)
 	}
 	return nil
@@ -204,7 +277,11 @@ func (k *KV) List(ctx context.Context, agent string) ([]*Snapshot, error) {
 	if err := checkAgent(agent); err != nil {
 		return nil, err
 	}
-	entries, err := k.scan(ctx, agent+".>")
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := b.scan(ctx, agent+".>")
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: list %s: %w", agent, err)
 	}
@@ -238,10 +315,10 @@ func (k *KV) List(ctx context.Context, agent string) ([]*Snapshot, error) {
 // marker, then stops it. It gives the watcher its own cancellable context
 // (nats.go keeps one goroutine per watcher waiting on that context) and
 // drains the watcher after Stop (its callback blocks on a full channel).
-func (k *KV) scan(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+func (b *bucket) scan(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
 	ctx, cancel := withScanTimeout(ctx)
 	defer cancel()
-	w, err := k.kv.Watch(ctx, filter, opts...)
+	w, err := b.kv.Watch(ctx, filter, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -293,10 +370,14 @@ func (k *KV) Watch(ctx context.Context, agent string) (<-chan Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
 	// The watcher's own context ends with forward, also when the
 	// connection closes first: nats.go waits on it in a goroutine.
 	ctx, cancel := context.WithCancel(ctx)
-	w, err := k.kv.Watch(ctx, agent+".>", jetstream.UpdatesOnly())
+	w, err := b.kv.Watch(ctx, agent+".>", jetstream.UpdatesOnly())
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("snapshot: watch %s: %w", agent, err)
@@ -342,18 +423,25 @@ func forward(ctx context.Context, cancel context.CancelFunc, agent string, w jet
 	}
 }
 
-// PurgeDeleteMarkers removes the markers Delete leaves in the bucket that
-// are older than olderThan (zero or less: all of them), so that a bucket
-// without TTL does not grow by one marker per deleted task. Watchers are
-// not affected. When ctx has no deadline it gives up after 30 seconds.
-// Errors: the requests' errors wrapped.
-func (k *KV) PurgeDeleteMarkers(ctx context.Context, olderThan time.Duration) error {
+// PurgeDeleteMarkers removes the markers Delete leaves in agent's bucket
+// that are older than olderThan (zero or less: all of them), so that a
+// bucket without marker TTL does not grow by one marker per deleted task.
+// Watchers are not affected. When ctx has no deadline it gives up after
+// 30 seconds. Errors: ErrInvalid; ErrNoBucket; the requests' errors wrapped.
+func (k *KV) PurgeDeleteMarkers(ctx context.Context, agent string, olderThan time.Duration) error {
+	if err := checkAgent(agent); err != nil {
+		return err
+	}
+	b, err := k.bucket(ctx, agent)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := withScanTimeout(ctx)
 	defer cancel()
 	if olderThan <= 0 {
 		olderThan = -1 // jetstream: any age (its zero means 30 minutes)
 	}
-	if err := k.kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(olderThan)); err != nil {
+	if err := b.kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(olderThan)); err != nil {
 		return fmt.Errorf("snapshot: purge delete markers: %w", err)
 	}
 	return nil

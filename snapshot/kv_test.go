@@ -13,34 +13,42 @@ import (
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/jetagent/jetagent/snapshot/snapshottest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestKVConformance runs the suite on one embedded server, each subtest
-// on its own provisioned topology (its own bucket).
+// on its own provisioned topology (its own buckets).
 func TestKVConformance(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	var n atomic.Int64
 	snapshottest.Run(t, func(t *testing.T) snapshot.Store {
-		store, _ := newKV(t, conn.JetStream(), bus.Topology{Memory: true, Prefix: fmt.Sprintf("c%d", n.Add(1))})
+		// Markers (and so TTLs) of a second, for the suite's TTL test.
+		store, _ := newKV(t, conn.JetStream(), bus.Topology{Memory: true, Prefix: fmt.Sprintf("c%d", n.Add(1)), SnapshotMarkerTTL: time.Second})
 		return store
 	})
 }
 
-// newKV provisions topo and opens its snapshot store and raw bucket.
+// newKV provisions topo and the buckets of the suite's agents, and opens
+// the snapshot store and agent "a"'s raw bucket.
 func newKV(t testing.TB, js jetstream.JetStream, topo bus.Topology) (*snapshot.KV, jetstream.KeyValue) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := bus.Provision(ctx, js, topo); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
-	store, err := snapshot.NewKV(ctx, js, topo)
+	for _, agent := range snapshottest.Agents {
+		if err := bus.ProvisionAgent(ctx, js, topo, agent); err != nil {
+			t.Fatalf("provision %s: %v", agent, err)
+		}
+	}
+	store, err := snapshot.NewKV(js, topo)
 	if err != nil {
 		t.Fatalf("NewKV: %v", err)
 	}
-	raw, err := js.KeyValue(ctx, topo.SnapshotBucket())
+	raw, err := js.KeyValue(ctx, topo.SnapshotBucket("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,16 +63,52 @@ func provisioned(t *testing.T, topo bus.Topology) (*snapshot.KV, jetstream.KeyVa
 	return store, raw, conn.JetStream()
 }
 
-func TestNewKVMissingBucket(t *testing.T) {
+// A store opens an agent's bucket when first used: NewKV needs none, and
+// an agent without a bucket gets ErrNoBucket then, naming what to run.
+func TestNewKVOpensBucketsLazily(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
-	_, err := snapshot.NewKV(t.Context(), conn.JetStream(), bus.Topology{})
-	if !errors.Is(err, jetstream.ErrBucketNotFound) || !strings.Contains(err.Error(), "bus.Provision") {
-		t.Fatalf("NewKV without provisioning: %v", err)
+	topo := bus.Topology{Memory: true}
+	store, err := snapshot.NewKV(conn.JetStream(), topo)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err = snapshot.NewKV(t.Context(), conn.JetStream(), bus.Topology{Prefix: "bad.prefix"})
-	if !errors.Is(err, bus.ErrInvalidName) {
+	_, err = store.Load(t.Context(), "a", "t")
+	if !errors.Is(err, snapshot.ErrNoBucket) || !errors.Is(err, jetstream.ErrBucketNotFound) || !strings.Contains(err.Error(), "bus.ProvisionAgent") {
+		t.Fatalf("Load without the agent's bucket: %v", err)
+	}
+	if err := bus.ProvisionAgent(t.Context(), conn.JetStream(), topo, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Load(t.Context(), "a", "t"); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Fatalf("Load once provisioned: %v", err)
+	}
+	if _, err = snapshot.NewKV(conn.JetStream(), bus.Topology{Prefix: "bad.prefix"}); !errors.Is(err, bus.ErrInvalidName) {
 		t.Fatalf("NewKV with a bad prefix: %v", err)
+	}
+}
+
+// Each agent's snapshots live in its own bucket: a rollup in one (which
+// anyone allowed to write one key of it can send) leaves the others'.
+func TestKVAgentsHaveBucketsOfTheirOwn(t *testing.T) {
+	store, _, js := provisioned(t, bus.Topology{Memory: true})
+	ctx := t.Context()
+	for _, agent := range []string{"a", "b"} {
+		if _, err := store.Save(ctx, &snapshot.Snapshot{Agent: agent, TaskID: "t", Step: 3, Status: snapshot.Working}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topo := bus.Topology{Memory: true}
+	m := nats.NewMsg("$KV." + topo.SnapshotBucket("a") + ".a.x")
+	m.Header.Set("Nats-Rollup", "all")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Load(ctx, "a", "t"); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Fatalf("a's own rollup: %v", err)
+	}
+	if got, err := store.Load(ctx, "b", "t"); err != nil || got.Step != 3 {
+		t.Fatalf("b's snapshot after a's rollup: %+v, %v", got, err)
 	}
 }
 
@@ -233,13 +277,13 @@ func TestKVPurgeDeleteMarkers(t *testing.T) {
 	if st.Values() != 4 {
 		t.Fatalf("%d messages before purging markers, want 4 (3 markers, 1 value)", st.Values())
 	}
-	if err := store.PurgeDeleteMarkers(ctx, time.Hour); err != nil {
+	if err := store.PurgeDeleteMarkers(ctx, "a", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ = raw.Status(ctx); st.Values() != 4 {
 		t.Fatalf("%d messages after purging markers older than an hour, want 4", st.Values())
 	}
-	if err := store.PurgeDeleteMarkers(ctx, 0); err != nil {
+	if err := store.PurgeDeleteMarkers(ctx, "a", 0); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ = raw.Status(ctx); st.Values() != 1 {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jetagent/jetagent/bus"
 )
@@ -13,9 +14,10 @@ import (
 // Memory is a [Store] in memory, for tests and single-process use, with
 // the semantics of [KV]: revisions come from one store-wide counter (like
 // a stream sequence, so they only grow, also across a Delete), each task
-// keeps its last few revisions, and Delete removes a task with its
-// history. Snapshots are copied in and out. The zero value is not usable:
-// call NewMemory.
+// keeps its last few revisions, Delete removes a task with its history,
+// and a snapshot saved with a TTL is removed by a timer (as a delete)
+// unless saved again first. Snapshots are copied in and out. The zero
+// value is not usable: call NewMemory.
 //
 // Watchers never slow Save down: each has an unbounded queue drained by
 // its own goroutine, so a watcher that stops reading holds memory (every
@@ -63,10 +65,14 @@ func (m *Memory) Save(ctx context.Context, s *Snapshot, expected uint64) (uint64
 	if err != nil {
 		return 0, err
 	}
+	if err := checkTTL(s, expected); err != nil {
+		return 0, err
+	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	c := clone(s)
+	c.TTL = 0
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	tasks := m.agents[s.Agent]
@@ -90,7 +96,23 @@ func (m *Memory) Save(ctx context.Context, s *Snapshot, expected uint64) (uint64
 	}
 	tasks[s.TaskID] = append(hist, c)
 	m.notify(Event{Agent: c.Agent, TaskID: c.TaskID, Snapshot: c})
+	if s.TTL > 0 {
+		rev := c.Revision
+		time.AfterFunc(s.TTL, func() { m.expire(c.Agent, c.TaskID, rev) })
+	}
 	return c.Revision, nil
+}
+
+// expire removes the task if its latest revision is still rev (the one
+// saved with a TTL), as a Delete would.
+func (m *Memory) expire(agent, taskID string, rev uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	hist := m.agents[agent][taskID]
+	if len(hist) == 0 || hist[len(hist)-1].Revision != rev {
+		return
+	}
+	m.remove(agent, taskID)
 }
 
 // Load returns a copy of the task's latest snapshot with its Revision.
@@ -149,17 +171,22 @@ func (m *Memory) Delete(ctx context.Context, agent, taskID string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tasks := m.agents[agent]
-	if _, ok := tasks[taskID]; !ok {
+	if _, ok := m.agents[agent][taskID]; !ok {
 		return nil
 	}
+	m.remove(agent, taskID)
+	return nil
+}
+
+// remove deletes a task that exists and tells watchers; m.mu is held.
+func (m *Memory) remove(agent, taskID string) {
+	tasks := m.agents[agent]
 	delete(tasks, taskID)
 	if len(tasks) == 0 {
 		delete(m.agents, agent)
 	}
 	m.rev++ // the delete takes a revision, as a purge marker does
 	m.notify(Event{Agent: agent, TaskID: taskID})
-	return nil
 }
 
 // List returns copies of the latest snapshot of every task of agent,

@@ -101,6 +101,14 @@ type Snapshot struct {
 	// expected revision is its argument and the new one its result).
 	// Revisions of one task only grow, also across a Delete.
 	Revision uint64 `msgpack:"-"`
+	// TTL, when positive, makes the store remove this snapshot TTL after
+	// Save unless it was saved again or deleted meanwhile; at least one
+	// second, and only on a Save that creates the snapshot (expected 0):
+	// a marker for a task not seen yet (a cancel) must not outlive its
+	// use. KV buckets raise it to their marker TTL
+	// (bus.Topology.SnapshotMarkerTTL). Load and the other reads leave it
+	// zero.
+	TTL time.Duration `msgpack:"-"`
 }
 
 // Event is a change seen by Watch: a new snapshot, or its deletion.
@@ -119,10 +127,11 @@ type Store interface {
 	// Save writes s (keyed by s.Agent and s.TaskID) if the stored
 	// revision is expected (0: no snapshot may exist yet), and returns the
 	// new revision, larger than any earlier revision of the task. It does
-	// not modify s. Errors: ErrConflict (another writer got there first,
+	// not modify s. With s.TTL set the snapshot disappears after it (see
+	// Snapshot.TTL). Errors: ErrConflict (another writer got there first,
 	// the task was deleted, or expected is not 0 for a missing task),
 	// ErrInvalid (nil s, bad key, invalid Status, negative Step or
-	// Running).
+	// Running, a TTL under a second or with expected not 0).
 	Save(ctx context.Context, s *Snapshot, expected uint64) (uint64, error)
 	// Load returns the latest snapshot, with its Revision, or ErrNotFound.
 	// ErrCorrupt: the stored value does not decode.
@@ -200,6 +209,19 @@ func ParseKey(key string) (agent, taskID string, err error) {
 func checkAgent(agent string) error {
 	if !plainToken(agent) {
 		return fmt.Errorf("%w: agent %q", ErrInvalid, agent)
+	}
+	return nil
+}
+
+// checkTTL refuses a TTL under a second, or on a Save that updates.
+func checkTTL(s *Snapshot, expected uint64) error {
+	switch {
+	case s.TTL == 0:
+		return nil
+	case s.TTL < time.Second:
+		return fmt.Errorf("%w: TTL %v is under a second", ErrInvalid, s.TTL)
+	case expected != 0:
+		return fmt.Errorf("%w: a TTL is set only when the snapshot is created (expected revision 0, got %d)", ErrInvalid, expected)
 	}
 	return nil
 }

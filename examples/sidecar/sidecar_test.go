@@ -21,6 +21,7 @@ import (
 	"github.com/jetagent/jetagent/internal/testio"
 	"github.com/jetagent/jetagent/runtime"
 	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestMain(m *testing.M) {
@@ -44,6 +45,38 @@ func TestConfigIsValid(t *testing.T) {
 	// the file itself is valid: only the flag is refused (a usage error)
 	if code != 2 || !strings.Contains(errb.String(), "--concurrency") {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// The example runs its programs with an environment allow-list, so that
+// the agent's own credentials never reach them (handler.env_inherit).
+func TestExampleProgramsInheritAnAllowList(t *testing.T) {
+	data, err := os.ReadFile("agents.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Agents []struct {
+			Name    string
+			Handler map[string]any
+		}
+	}
+	if err := yaml.Unmarshal(data, &file); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range file.Agents {
+		if a.Handler["kind"] != "exec" {
+			continue
+		}
+		list, ok := a.Handler["env_inherit"].([]any)
+		if !ok || len(list) == 0 {
+			t.Errorf("agent %s: exec handler without an env_inherit allow-list", a.Name)
+		}
+		for _, v := range list {
+			if s, _ := v.(string); strings.Contains(s, "AWS") || strings.Contains(s, "OTEL") || s == "*" {
+				t.Errorf("agent %s: env_inherit lets %q through", a.Name, s)
+			}
+		}
 	}
 }
 

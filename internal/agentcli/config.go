@@ -143,6 +143,8 @@ var settings = []*setting{
 		usage: "dead-letter envelopes whose timestamp is further than this from the server's receive time", check: positive},
 	{key: "keep_snapshots", scope: scopeAgent, kind: kindBool, def: false, flag: "keep-snapshots", env: "JETAGENT_KEEP_SNAPSHOTS",
 		usage: "keep a finished task's snapshot (for topology.snapshot_ttl to remove) instead of deleting it"},
+	{key: "cancel_marker_ttl", scope: scopeAgent, kind: kindDuration, def: runtime.DefaultCancelMarkerTTL, flag: "cancel-marker-ttl", env: "JETAGENT_CANCEL_MARKER_TTL",
+		usage: "how long a task.cancel for a task not seen yet waits for it (the snapshot bucket's marker TTL is the floor)", check: atLeastDuration(time.Second)},
 	{key: "backoff.base", scope: scopeAgent, kind: kindDuration, def: resilience.DefaultBaseDelay, flag: "backoff-base", env: "JETAGENT_BACKOFF_BASE",
 		usage: "redelivery delay after the first failed attempt; doubles with each attempt", check: positive},
 	{key: "backoff.max", scope: scopeAgent, kind: kindDuration, def: resilience.DefaultMaxDelay, flag: "backoff-max", env: "JETAGENT_BACKOFF_MAX",
@@ -168,6 +170,8 @@ var settings = []*setting{
 		usage: "exec: program and arguments run per task (a list, or one string split like a shell does)", check: checkCommand},
 	{key: "handler.env", scope: scopeAgent, handler: handlerExec, kind: kindMap, def: map[string]string{}, defDoc: "none", flag: "exec-env", env: "JETAGENT_EXEC_ENV",
 		usage: "exec: variables added to the program's environment (NAME=value)", check: checkEnvNames},
+	{key: "handler.env_inherit", scope: scopeAgent, handler: handlerExec, kind: kindList, def: []string(nil), defDoc: "every variable but JETAGENT_*", flag: "exec-env-inherit", env: "JETAGENT_EXEC_ENV_INHERIT",
+		usage: "exec: the agent's variables the program inherits: names, or prefixes ending in '*' (an empty list: none); the agent's credentials stay out", check: checkEnvInherit},
 	{key: "handler.dir", scope: scopeAgent, handler: handlerExec, kind: kindString, def: "", defDoc: "the config file's directory, else the working directory", flag: "exec-dir", env: "JETAGENT_EXEC_DIR",
 		usage: "exec: the program's working directory (relative: to the config file's directory)"},
 	{key: "handler.max_output", scope: scopeAgent, handler: handlerExec, kind: kindBytes, def: int64(handlers.DefaultMaxOutput), flag: "exec-max-output", env: "JETAGENT_EXEC_MAX_OUTPUT",
@@ -182,6 +186,10 @@ var settings = []*setting{
 		usage: "http: response body limit; a longer body dead-letters the task", check: bytesRange(1, math.MaxInt64)},
 	{key: "handler.max_retry_after", scope: scopeAgent, handler: handlerHTTP, kind: kindDuration, def: handlers.DefaultMaxRetryAfter, flag: "http-max-retry-after", env: "JETAGENT_HTTP_MAX_RETRY_AFTER",
 		usage: "http: cap of the delay a Retry-After header may ask for", check: positive},
+	{key: "handler.statuses", scope: scopeAgent, handler: handlerHTTP, kind: kindMap, def: map[string]string{}, defDoc: "401, 403, 404, 408, 425, 429, 5xx transient; other 4xx, 3xx permanent", flag: "http-status", env: "JETAGENT_HTTP_STATUS",
+		usage: "http: failure kind of a response status (STATUS=transient or STATUS=permanent), overriding the default", check: checkStatuses},
+	{key: "handler.response_header_timeout", scope: scopeAgent, handler: handlerHTTP, kind: kindDuration, def: time.Duration(0), defDoc: "0, the handler deadline", flag: "http-response-header-timeout", env: "JETAGENT_HTTP_RESPONSE_HEADER_TIMEOUT",
+		usage: "http: how long to wait for the response headers once the request is sent (then a transient timeout)", check: nonNegative},
 
 	// each breaker rule (file only)
 	{key: "pattern", scope: scopeRule, kind: kindString, required: true,
@@ -522,6 +530,28 @@ func checkOptionalListen(v any) error {
 		return nil
 	}
 	return checkListen(v)
+}
+
+func checkEnvInherit(v any) error {
+	for _, p := range v.([]string) {
+		if name := strings.TrimSuffix(p, "*"); p == "" || strings.ContainsAny(name, "=* \t\x00") {
+			return fmt.Errorf("%q: want a variable name, or a prefix ending in '*'", p)
+		}
+	}
+	return nil
+}
+
+func checkStatuses(v any) error {
+	for code, kind := range v.(map[string]string) {
+		n, err := strconv.Atoi(code)
+		if err != nil || n < 300 || n > 599 {
+			return fmt.Errorf("%q: want a status from 300 to 599", code)
+		}
+		if kind != "transient" && kind != "permanent" {
+			return fmt.Errorf("%s: %q: want transient or permanent", code, kind)
+		}
+	}
+	return nil
 }
 
 func checkTypes(v any) error {

@@ -336,7 +336,8 @@ func TestValidConfigResolves(t *testing.T) {
 		Breaker:        resilience.BreakerSettings{Threshold: 3, OpenTimeout: 15 * time.Second},
 		BreakerRules: []resilience.BreakerRule{{Pattern: "demo.tasks.upper.task.update",
 			Settings: resilience.BreakerSettings{Threshold: 10, OpenTimeout: 15 * time.Second}}},
-		Limits: envelope.Limits{MaxClockSkew: envelope.DefaultMaxClockSkew},
+		CancelMarkerTTL: runtime.DefaultCancelMarkerTTL,
+		Limits:          envelope.Limits{MaxClockSkew: envelope.DefaultMaxClockSkew},
 	}
 	if !reflect.DeepEqual(up.runtime, wantRT) {
 		t.Errorf("runtime config\n got %+v\nwant %+v", up.runtime, wantRT)
@@ -375,14 +376,15 @@ func TestDefaultsAreTheLibraryDefaults(t *testing.T) {
 	}
 	a := cfg.agents[0]
 	want := runtime.Config{
-		Agent:          "echo",
-		Topology:       topo,
-		Consumer:       bus.ConsumerConfig{AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver, Prefetch: bus.DefaultPrefetch},
-		Concurrency:    runtime.DefaultConcurrency,
-		HandlerTimeout: runtime.DefaultHandlerTimeout,
-		Backoff:        resilience.Backoff{Base: resilience.DefaultBaseDelay, Max: resilience.DefaultMaxDelay},
-		Breaker:        resilience.BreakerSettings{Threshold: resilience.DefaultBreakerThreshold, OpenTimeout: resilience.DefaultBreakerOpenTimeout},
-		Limits:         envelope.Limits{MaxClockSkew: envelope.DefaultMaxClockSkew},
+		Agent:           "echo",
+		Topology:        topo,
+		Consumer:        bus.ConsumerConfig{AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver, Prefetch: bus.DefaultPrefetch},
+		Concurrency:     runtime.DefaultConcurrency,
+		HandlerTimeout:  runtime.DefaultHandlerTimeout,
+		Backoff:         resilience.Backoff{Base: resilience.DefaultBaseDelay, Max: resilience.DefaultMaxDelay},
+		Breaker:         resilience.BreakerSettings{Threshold: resilience.DefaultBreakerThreshold, OpenTimeout: resilience.DefaultBreakerOpenTimeout},
+		CancelMarkerTTL: runtime.DefaultCancelMarkerTTL,
+		Limits:          envelope.Limits{MaxClockSkew: envelope.DefaultMaxClockSkew},
 	}
 	if !reflect.DeepEqual(a.runtime, want) || a.kind != handlerEcho || !slices.Equal(a.types, []envelope.PayloadType{envelope.TaskRequest}) {
 		t.Errorf("agent defaults\n got %+v\nwant %+v", a.runtime, want)
@@ -611,5 +613,55 @@ func TestSettingsTableIsConsistent(t *testing.T) {
 				t.Errorf("%s: --help shows the default %q, the table says %v", s.key, f.DefValue, s.def)
 			}
 		}
+	}
+}
+
+// The hardening settings of the exec and http kinds: the environment
+// allow-list (an empty list inherits nothing), per-status failure kinds
+// and the response header timeout.
+func TestHandlerHardeningSettings(t *testing.T) {
+	file := writeConfig(t, `
+agents:
+	- name: none
+		handler: {kind: exec, command: [prog], env_inherit: []}
+	- name: some
+		handler: {kind: exec, command: [prog], env_inherit: [PATH, "LC_*"]}
+	- name: all
+		handler: {kind: exec, command: [prog]}
+	- name: web
+		handler: {kind: http, url: "http://127.0.0.1:1/", statuses: {"404": permanent, "409": transient}, response_header_timeout: 20s}
+`)
+	cfg, probs := loadConfig(configSources{file: file})
+	if probs != nil {
+		t.Fatal(probs)
+	}
+	by := map[string]agentConfig{}
+	for _, a := range cfg.agents {
+		by[a.name] = a
+	}
+	if e := by["none"].exec.EnvInherit; e == nil || len(e) != 0 {
+		t.Errorf("env_inherit []: %#v, want an empty non-nil list", e)
+	}
+	if e := by["some"].exec.EnvInherit; !slices.Equal(e, []string{"PATH", "LC_*"}) {
+		t.Errorf("env_inherit: %#v", e)
+	}
+	if e := by["all"].exec.EnvInherit; e != nil {
+		t.Errorf("no env_inherit: %#v, want nil (inherit all)", e)
+	}
+	web := by["web"].http
+	if !reflect.DeepEqual(web.Statuses, map[int]resilience.Kind{404: resilience.KindPermanent, 409: resilience.KindTransient}) || web.ResponseHeaderTimeout != 20*time.Second {
+		t.Errorf("http settings %+v", web)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{`statuses: {"200": permanent}`, `"200": want a status from 300 to 599`},
+		{`statuses: {"503": maybe}`, `503: "maybe": want transient or permanent`},
+	} {
+		got := problemsOf(t, "agents:\n\t- name: w\n\t\thandler: {kind: http, url: \"http://127.0.0.1:1/\", "+c.yaml+"}\n")
+		if len(got) != 1 || !strings.Contains(got[0], c.want) {
+			t.Errorf("%s: problems %v, want one with %q", c.yaml, got, c.want)
+		}
+	}
+	if got := problemsOf(t, "agents:\n\t- name: x\n\t\thandler: {kind: exec, command: [p], env_inherit: [\"A=B\"]}\n"); len(got) != 1 || !strings.Contains(got[0], "prefix ending in '*'") {
+		t.Errorf("bad env_inherit: problems %v", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
@@ -273,13 +274,14 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 			MaxDeliver: get("max_deliver").(int),
 			Prefetch:   get("prefetch").(int),
 		},
-		Concurrency:    get("concurrency").(int),
-		HandlerTimeout: get("handler_timeout").(time.Duration),
-		Backoff:        resilience.Backoff{Base: base, Max: maxDelay, NoJitter: !get("backoff.jitter").(bool)},
-		Breaker:        breaker,
-		BreakerRules:   rules,
-		KeepSnapshots:  get("keep_snapshots").(bool),
-		Limits:         envelope.Limits{MaxClockSkew: get("max_clock_skew").(time.Duration)},
+		Concurrency:     get("concurrency").(int),
+		HandlerTimeout:  get("handler_timeout").(time.Duration),
+		Backoff:         resilience.Backoff{Base: base, Max: maxDelay, NoJitter: !get("backoff.jitter").(bool)},
+		Breaker:         breaker,
+		BreakerRules:    rules,
+		KeepSnapshots:   get("keep_snapshots").(bool),
+		CancelMarkerTTL: get("cancel_marker_ttl").(time.Duration),
+		Limits:          envelope.Limits{MaxClockSkew: get("max_clock_skew").(time.Duration)},
 	}
 
 	needs := func(key, flag string) {
@@ -303,11 +305,12 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 			break
 		}
 		ac.exec = handlers.ExecConfig{
-			Command:   cmd.v.([]string),
-			Env:       get("handler.env").(map[string]string),
-			Dir:       d.execDir(a),
-			MaxOutput: int(get("handler.max_output").(int64)),
-			MaxStderr: int(get("handler.max_stderr").(int64)),
+			Command:    cmd.v.([]string),
+			Env:        get("handler.env").(map[string]string),
+			EnvInherit: get("handler.env_inherit").([]string),
+			Dir:        d.execDir(a),
+			MaxOutput:  int(get("handler.max_output").(int64)),
+			MaxStderr:  int(get("handler.max_stderr").(int64)),
 		}
 	case handlerHTTP:
 		u, ok := a.vals["handler.url"]
@@ -318,13 +321,32 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 			break
 		}
 		ac.http = handlers.HTTPConfig{
-			URL:           u.v.(string),
-			Header:        get("handler.headers").(map[string]string),
-			MaxResponse:   get("handler.max_response").(int64),
-			MaxRetryAfter: get("handler.max_retry_after").(time.Duration),
+			URL:                   u.v.(string),
+			Header:                get("handler.headers").(map[string]string),
+			MaxResponse:           get("handler.max_response").(int64),
+			MaxRetryAfter:         get("handler.max_retry_after").(time.Duration),
+			Statuses:              statusKinds(get("handler.statuses").(map[string]string)),
+			ResponseHeaderTimeout: get("handler.response_header_timeout").(time.Duration),
 		}
 	}
 	return ac, probs
+}
+
+// statusKinds turns handler.statuses (checked by checkStatuses) into
+// HTTPConfig.Statuses; nil when empty.
+func statusKinds(m map[string]string) map[int]resilience.Kind {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[int]resilience.Kind, len(m))
+	for code, kind := range m {
+		n, _ := strconv.Atoi(code)
+		out[n] = resilience.KindTransient
+		if kind == "permanent" {
+			out[n] = resilience.KindPermanent
+		}
+	}
+	return out
 }
 
 // execDir is the exec program's working directory: handler.dir (relative

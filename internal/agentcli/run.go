@@ -268,13 +268,7 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		}
 		return err
 	}
-	for _, a := range built {
-		// Each agent's own records bucket (attempt accounting). Without
-		// it an agent still runs, counting every delivery as an attempt.
-		if err := bus.ProvisionAgent(ctx, conn.JetStream(), cfg.topology, a.name); err != nil {
-			log.Warn("agent's records bucket not provisioned; every delivery will count as an attempt", "agent", a.name, "err", err)
-		}
-	}
+	provisionAgents(ctx, conn, cfg.topology, built, log)
 	checks := []ophttp.Check{ophttp.Connection(conn)}
 	for _, a := range built {
 		rc := a.runtime
@@ -470,4 +464,18 @@ func drain(conn *bus.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = conn.Drain(ctx)
+}
+
+// provisionAgents creates (with an administrator's rights) or checks each
+// agent's own buckets up front, so that `agent run` with such a user once
+// provisions everything. A failure is only logged: the runtime ensures the
+// buckets again when a task first needs one, and an agent that never
+// checkpoints needs none.
+func provisionAgents(ctx context.Context, conn *bus.Conn, topo bus.Topology, agents []agentHandler, log *slog.Logger) {
+	for _, a := range agents {
+		if err := bus.ProvisionAgent(ctx, conn.JetStream(), topo, a.name); err != nil {
+			log.Warn("the agent's own buckets are not provisioned: tasks that checkpoint fail, and every delivery counts as an attempt, until they are (bus.ProvisionAgent with an administrator)",
+				"agent", a.name, "err", err)
+		}
+	}
 }

@@ -164,7 +164,7 @@ func findTask(ctx context.Context, s *session, taskID, agent string, history int
 	if err != nil {
 		return nil, err
 	}
-	store, err := snapshot.NewKV(ctx, s.conn.JetStream(), s.topo)
+	store, err := snapshot.NewKV(s.conn.JetStream(), s.topo)
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +381,7 @@ uses steps or checkpoints, and cancel markers. Tasks without steps leave none:
 				if err != nil {
 					return err
 				}
-				store, err := snapshot.NewKV(ctx, s.conn.JetStream(), s.topo)
+				store, err := snapshot.NewKV(s.conn.JetStream(), s.topo)
 				if err != nil {
 					return err
 				}

@@ -91,7 +91,10 @@ func TestTaskShowDecodesTheCheckpointAndLsFilters(t *testing.T) {
 	}
 	defer conn.Close()
 	topo := bus.Topology{}
-	store, err := snapshot.NewKV(ctx, conn.JetStream(), topo)
+	if err := bus.ProvisionAgent(ctx, conn.JetStream(), topo, "report"); err != nil { // each agent has its own snapshot bucket
+		t.Fatal(err)
+	}
+	store, err := snapshot.NewKV(conn.JetStream(), topo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -502,14 +502,26 @@ func (e *env) jetagentReplay(size int) (float64, error) {
 
 const kvOps = 2000
 
+// checkpointAgent owns the snapshot bucket the checkpoint pair measures
+// (raw puts and checkpoints go to the same bucket).
+const checkpointAgent = "ckpt"
+
+// snapshotBucket ensures checkpointAgent's snapshot bucket and returns it.
+func (e *env) snapshotBucket() (jetstream.KeyValue, error) {
+	if err := bus.ProvisionAgent(e.ctx, e.conn.JetStream(), topo, checkpointAgent); err != nil {
+		return nil, err
+	}
+	return e.conn.JetStream().KeyValue(e.ctx, topo.SnapshotBucket(checkpointAgent))
+}
+
 // rawKVPut: kvOps puts of one key; with cas, each an update expecting the
 // revision the one before returned, as a checkpoint does.
 func (e *env) rawKVPut(size int, cas bool) (float64, error) {
-	kv, err := e.conn.JetStream().KeyValue(e.ctx, topo.SnapshotBucket())
+	kv, err := e.snapshotBucket()
 	if err != nil {
 		return 0, err
 	}
-	key := e.unique("raw") + ".task"
+	key := checkpointAgent + "." + e.unique("raw")
 	val := payload(size + 128) // about what a snapshot with that state weighs
 	start := time.Now()
 	var rev uint64
@@ -530,12 +542,15 @@ func (e *env) rawKVPut(size int, cas bool) (float64, error) {
 }
 
 func (e *env) checkpoint(size int) (float64, error) {
-	store, err := snapshot.NewKV(e.ctx, e.conn.JetStream(), topo)
+	if _, err := e.snapshotBucket(); err != nil {
+		return 0, err
+	}
+	store, err := snapshot.NewKV(e.conn.JetStream(), topo)
 	if err != nil {
 		return 0, err
 	}
-	agent := e.unique("ckpt")
-	s := &snapshot.Snapshot{Agent: agent, TaskID: "task", Status: snapshot.Working, State: payload(size), Updated: time.Now()}
+	agent, task := checkpointAgent, e.unique("task")
+	s := &snapshot.Snapshot{Agent: agent, TaskID: task, Status: snapshot.Working, State: payload(size), Updated: time.Now()}
 	var rev uint64
 	start := time.Now()
 	for i := 0; i < kvOps; i++ {
@@ -544,5 +559,5 @@ func (e *env) checkpoint(size int) (float64, error) {
 			return 0, err
 		}
 	}
-	return float64(time.Since(start).Microseconds()) / kvOps, store.Delete(e.ctx, agent, "task")
+	return float64(time.Since(start).Microseconds()) / kvOps, store.Delete(e.ctx, agent, task)
 }

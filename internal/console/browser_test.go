@@ -451,7 +451,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS(`#cancel`)))
 		b.until("the notice", `location.search.includes("done=cancel-sent")`)
 		b.reloadUntil("the cancelled status", "/tasks/steps/report-42", `document.getElementById("status") && document.getElementById("status").textContent === "cancelled"`)
-		kv, err := snapshot.NewKV(ctxT(t), conn.JetStream(), topo)
+		kv, err := snapshot.NewKV(conn.JetStream(), topo)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,7 +26,7 @@ func (s *Server) snapshots(ctx context.Context) (*snapshot.KV, error) {
 	if s.snaps != nil {
 		return s.snaps, nil
 	}
-	kv, err := snapshot.NewKV(ctx, s.cfg.Conn.JetStream(), s.cfg.Topology)
+	kv, err := snapshot.NewKV(s.cfg.Conn.JetStream(), s.cfg.Topology)
 	if err != nil {
 		return nil, err
 	}

@@ -122,8 +122,8 @@ func TestPermanentErrorDeadLettersOnce(t *testing.T) {
 			t.Errorf("dead letter carries delivery key %s = %q", k, v)
 		}
 	}
-	if got := r.Header.Get(bus.HeaderMsgID); got != "dlq-"+testStream+"-1" {
-		t.Errorf("Nats-Msg-Id = %q, want dlq-%s-1", got, testStream)
+	if want := "dlq." + testAgent + "." + testStream + ".1"; r.Header.Get(bus.HeaderMsgID) != want {
+		t.Errorf("Nats-Msg-Id = %q, want %s", r.Header.Get(bus.HeaderMsgID), want)
 	}
 	if r.FirstFailure.IsZero() || r.LastFailure.Before(r.FirstFailure) || r.LastFailure.After(time.Now()) ||
 		r.LastFailure.Before(published.Add(-time.Minute)) {

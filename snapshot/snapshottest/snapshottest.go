@@ -28,9 +28,14 @@ import (
 // waitFor bounds every wait on a watcher: a failure guard, not a sleep.
 const waitFor = 10 * time.Second
 
+// Agents are the agent names the suite uses. A store that keeps each
+// agent apart (a KV bucket per agent) must have a place for each of them.
+var Agents = []string{"a", "ab", "A", "b", "b-a", "nobody"}
+
 // Run runs the suite as parallel subtests of t. Each subtest calls
 // newStore once and expects an empty store of its own, safe for
-// concurrent use, that keeps at least 3 revisions per task.
+// concurrent use, that keeps at least 3 revisions per task, holds the
+// snapshots of every agent in Agents, and supports Snapshot.TTL.
 func Run(t *testing.T, newStore func(t *testing.T) snapshot.Store) {
 	tests := []struct {
 		name string
@@ -52,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) snapshot.Store) {
 		{"RacersOneWinnerPerRound", testRacersRounds},
 		{"RacersNoLostUpdate", testRacersFree},
 		{"NoAliasing", testNoAliasing},
+		{"TTL", testTTL},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -684,4 +690,51 @@ func testNoAliasing(t *testing.T, s snapshot.Store) {
 	cancel()
 	closed(t, ch1)
 	closed(t, ch2)
+}
+
+// testTTL: a snapshot created with a TTL disappears by itself after it
+// (unless saved again first); a TTL is refused under a second and on an
+// update; reads never report one.
+func testTTL(t *testing.T, s snapshot.Store) {
+	ctx := context30s(t)
+	marker := snap("a", "ttl", 0)
+	marker.Status, marker.TTL = snapshot.Cancelled, time.Second
+	rev := save(t, s, marker, 0)
+	renewed := snap("a", "renewed", 0)
+	renewed.TTL = time.Second
+	renewedRev := save(t, s, renewed, 0)
+	renewedRev = save(t, s, snap("a", "renewed", 1), renewedRev)
+	keep := save(t, s, snap("a", "keep", 1), 0)
+	if got := load(t, s, "a", "ttl"); got.TTL != 0 || got.Status != snapshot.Cancelled || got.Revision != rev {
+		t.Fatalf("Load of a snapshot saved with a TTL: TTL %v, status %s, revision %d (want 0, cancelled, %d)", got.TTL, got.Status, got.Revision, rev)
+	}
+	short := snap("a", "short", 0)
+	short.TTL = time.Millisecond
+	_, err := s.Save(ctx, short, 0)
+	wantErr(t, "Save with a TTL under a second", err, snapshot.ErrInvalid)
+	update := snap("a", "ttl", 1)
+	update.TTL = time.Second
+	_, err = s.Save(ctx, update, rev)
+	wantErr(t, "Save with a TTL on an update", err, snapshot.ErrInvalid)
+
+	deadline := time.Now().Add(waitFor)
+	for {
+		_, err := s.Load(ctx, "a", "ttl")
+		if errors.Is(err, snapshot.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Load while waiting for the TTL: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the snapshot saved with a TTL of 1s is still there after %v", waitFor)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store's clock, not synchronising goroutines
+	}
+	same(t, load(t, s, "a", "keep"), snap("a", "keep", 1), keep)
+	same(t, load(t, s, "a", "renewed"), snap("a", "renewed", 1), renewedRev)
+	// Gone for good: the task can start over.
+	if again := save(t, s, snap("a", "ttl", 1), 0); again <= rev {
+		t.Fatalf("revision after the TTL %d, not above %d", again, rev)
+	}
 }
