@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,7 +61,11 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	for range 2 {
 		s, err := js.Stream(ctx, want.Name)
 		if err == nil {
-			return compareStream(want, s.CachedInfo().Config)
+			got := s.CachedInfo().Config
+			if err := compareStream(want, got); err != nil {
+				return err
+			}
+			return allowDirect(ctx, js, want, got)
 		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("bus: provision stream %s: %w", want.Name, err)
@@ -75,6 +80,24 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		// Another process created it between our lookup and create: compare.
 	}
 	return fmt.Errorf("bus: provision stream %s: created and deleted concurrently", want.Name)
+}
+
+// allowDirect turns direct gets on for a stream made before jetagent
+// wanted them (the replies stream, for clients' look-ups): an additive
+// change that leaves every message and consumer as it is. A user that
+// may not update streams (an agent's role) leaves it off without failing:
+// what it costs is the clients' look-ups, and each client says so once
+// when its look-up fails (an administrator's Provision turns it on).
+func allowDirect(ctx context.Context, js jetstream.JetStream, want, got jetstream.StreamConfig) error {
+	if !want.AllowDirect || got.AllowDirect {
+		return nil
+	}
+	got.AllowDirect = true
+	// A refused request may only time out: a short budget of its own.
+	uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, _ = js.UpdateStream(uctx, got) // see above: not having it is not fatal
+	return nil
 }
 
 // compareStream lists the settings jetagent relies on that differ.

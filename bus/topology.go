@@ -309,6 +309,8 @@ func (t Topology) streamConfigs() []jetstream.StreamConfig {
 			Name:        t.RepliesStream(),
 			Description: "jetagent replies, kept for late or reconnecting clients",
 			Subjects:    []string{p + ".replies.>"},
+			// Clients look a missed reply up by its subject (a direct get).
+			AllowDirect: true,
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      replyAge,

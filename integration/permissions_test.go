@@ -159,8 +159,11 @@ func clientPermissions(topo bus.Topology, client string, agents ...string) *serv
 	for _, a := range agents {
 		tasks = append(tasks, topo.AgentTasks(a))
 	}
+	// A reply missed during a reconnect is looked up in the replies
+	// stream: a direct get of the client's own reply subjects.
+	lookup := "$JS.API.DIRECT.GET." + topo.RepliesStream() + "." + topo.ReplySubject(client) + ".>"
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: tasks},
+		Publish: &server.SubjectPermission{Allow: append(tasks, lookup)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			topo.ReplySubject(client) + ".>",
 			"_INBOX_client-" + client + ".>",

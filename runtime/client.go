@@ -100,6 +100,10 @@ type ClientStats struct {
 	Unmatched uint64
 	// Undecodable counts reply messages that were not valid envelopes.
 	Undecodable uint64
+	// Lookups counts look-ups of a reply in the replies stream (before a
+	// re-send, and when an attempt timed out); Recovered counts the
+	// replies found that way, which the subscription had missed.
+	Lookups, Recovered uint64
 }
 
 // Client sends envelopes to agents over the tasks stream and waits for the
@@ -123,6 +127,8 @@ type Client struct {
 	done    chan struct{} // closed by Close
 
 	attempts, replies, mismatched, unmatched, undecodable atomic.Uint64
+	lookups, recovered                                    atomic.Uint64
+	lookupWarned                                          atomic.Bool
 }
 
 // waiter is one Send waiting for its reply.
@@ -336,7 +342,16 @@ func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envel
 	actx, cancel := context.WithTimeout(ctx, c.retry.AttemptTimeout)
 	defer cancel()
 
-	env.ReplyTo = c.replyBase + "." + env.ID
+	replyTo := c.replyBase + "." + env.ID
+	if env.ReplyTo == replyTo {
+		// A re-send: the reply to an earlier attempt may have been published
+		// while this client could not hear it (a reconnect). The replies
+		// stream kept it; re-sending would be deduplicated and answer nothing.
+		if rep := c.storedReply(ctx, env.ID); rep != nil {
+			return rep, nil
+		}
+	}
+	env.ReplyTo = replyTo
 	c.attempts.Add(1)
 	if _, err := c.publishEnvelope(actx, target, env); err != nil {
 		return nil, c.publishError(env, err)
@@ -347,6 +362,9 @@ func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envel
 	case <-c.done:
 		return nil, fmt.Errorf("runtime: send %s: %w", env.ID, ErrClientClosed)
 	case <-actx.Done():
+		if rep := c.storedReply(ctx, env.ID); rep != nil {
+			return rep, nil
+		}
 		err := fmt.Errorf("runtime: send %s to %s: no reply within %v: %w", env.ID, env.Recipient, c.retry.AttemptTimeout, resilience.ErrTimeout)
 		if n := w.mismatched.Load(); n > 0 {
 			err = fmt.Errorf("%w (%d replies with a mismatched correlation id discarded: %w)", err, n, resilience.ErrCorrelationMismatch)
@@ -356,6 +374,51 @@ func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envel
 		}
 		return nil, err
 	}
+}
+
+// storedReplyTimeout bounds one look-up of a reply in the replies stream.
+const storedReplyTimeout = 2 * time.Second
+
+// storedReply looks the reply to request id up in the replies stream (the
+// last message on its reply subject, with a direct get), for a reply
+// published while the client's subscription could not receive it. It
+// returns nil when there is none, or when the look-up fails (the stream
+// does not allow direct gets, the client may not read it): the caller then
+// re-sends or times out as it would without it. The look-up has a budget
+// of its own, so the last attempt's can run after the attempt timed out.
+func (c *Client) storedReply(ctx context.Context, id string) *envelope.Envelope {
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil // cancelled by the caller: it wants no answer
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storedReplyTimeout)
+	defer cancel()
+	subject := c.replyBase + "." + id
+	c.lookups.Add(1)
+	m, err := c.conn.NATS().RequestWithContext(lctx, "$JS.API.DIRECT.GET."+c.topo.RepliesStream()+"."+subject, nil)
+	if err != nil {
+		if c.lookupWarned.CompareAndSwap(false, true) {
+			c.log.Warn("reply look-up in the replies stream failed; a reply published during a reconnect is missed (the stream needs allow_direct, the client a grant for $JS.API.DIRECT.GET.<replies stream>.<its reply subjects>)",
+				"stream", c.topo.RepliesStream(), "err", err)
+		}
+		return nil
+	}
+	if status := m.Header.Get("Status"); status != "" {
+		return nil // 404: no reply stored (yet)
+	}
+	var env envelope.Envelope
+	if err := envelope.Unmarshal(m.Data, &env); err != nil {
+		c.undecodable.Add(1)
+		c.log.Warn("undecodable stored reply ignored", "subject", subject, "err", err)
+		return nil
+	}
+	if env.CorrelationID != id {
+		c.mismatched.Add(1)
+		c.log.Warn("stored reply with a mismatched correlation id ignored", "request", id, "correlation_id", env.CorrelationID)
+		return nil
+	}
+	c.replies.Add(1)
+	c.recovered.Add(1)
+	return &env
 }
 
 // publishError classifies a failed publish: not connected, or no JetStream
@@ -383,6 +446,8 @@ func (c *Client) Stats() ClientStats {
 		Mismatched:  c.mismatched.Load(),
 		Unmatched:   c.unmatched.Load(),
 		Undecodable: c.undecodable.Load(),
+		Lookups:     c.lookups.Load(),
+		Recovered:   c.recovered.Load(),
 	}
 }
 
