@@ -53,6 +53,11 @@ type Sweeper struct {
 	cons jetstream.Consumer
 	cc   jetstream.ConsumeContext
 
+	// OnDeadLettered, when set before Start, is called with each task the
+	// sweeper dead-lettered (the runtime releases its step claim, so that
+	// a replay of it runs).
+	OnDeadLettered func(ctx context.Context, rec *Record)
+
 	swept, gone, refused atomic.Uint64
 }
 
@@ -189,6 +194,9 @@ func (s *Sweeper) sweep(ctx context.Context, adv maxDeliveriesAdvisory) error {
 		return fmt.Errorf("dead-lettered, but not removed from %s: %w", adv.Stream, err)
 	}
 	s.swept.Add(1)
+	if s.OnDeadLettered != nil {
+		s.OnDeadLettered(ctx, rec)
+	}
 	s.log.Warn("dead-lettered a task that exceeded MaxDeliver", "agent", s.agent, "subject", msg.Subject, "stream_seq", adv.StreamSeq, "deliveries", adv.Deliveries)
 	return nil
 }

@@ -89,8 +89,32 @@ func (r *Runtime) deadLetterExhausted(j *job) Outcome {
 	out := r.deadLetterCounted(j.d, envp, reason, attemptsError(j, r.cfg.Consumer.MaxDeliver), uint64(a.before))
 	if out.Disposition == DeadLettered {
 		r.forget(j)
+		if envp != nil {
+			r.releaseClaim(taskIDOf(envp))
+		}
 	}
 	return out
+}
+
+// releaseClaim clears the step claim a run that never ended left in the
+// snapshot of a task now dead-lettered: a replay of it (or a re-send with
+// its task_id) would otherwise be refused as "taken" until the claim aged
+// out, and acked without running. The steps it completed stay recorded.
+func (r *Runtime) releaseClaim(taskID string) {
+	if r.snapshots == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	s, err := r.snapshots.Load(ctx, r.cfg.Agent, taskID)
+	if err != nil || s.Running == 0 {
+		return // none (or unreadable: the claim ages out after HandlerTimeout)
+	}
+	next := *s
+	next.Running, next.Owner, next.Updated = 0, "", time.Now().UTC()
+	if _, err := r.snapshots.Save(ctx, &next, s.Revision); err != nil {
+		r.cfg.Logger.Warn("the step claim of a dead-lettered task not released; a replay of it waits HandlerTimeout", "agent", r.cfg.Agent, "task_id", taskID, "err", err)
+	}
 }
 
 // markSuspectRun records, before a suspect's handler starts, that it runs:
