@@ -270,6 +270,10 @@ func (t Topology) snapshotMarkerTTL() time.Duration {
 	return t.SnapshotMarkerTTL
 }
 
+// DuplicateWindowOrDefault returns the tasks stream's duplicate window:
+// DuplicateWindow, or DefaultDuplicateWindow when it is zero.
+func (t Topology) DuplicateWindowOrDefault() time.Duration { return t.duplicates() }
+
 func (t Topology) duplicates() time.Duration {
 	if t.DuplicateWindow == 0 {
 		return DefaultDuplicateWindow

@@ -24,6 +24,7 @@ const (
 	ReasonPermanent     Reason = "permanent"      // the handler returned a permanent error
 	ReasonMaxAttempts   Reason = "max_attempts"   // transient failures exhausted the attempts
 	ReasonMaxDeliveries Reason = "max_deliveries" // delivered MaxDeliver times, never settled: the agent crashed or hung on it (sweeper)
+	ReasonReplyFailed   Reason = "reply_failed"   // the handler succeeded, its reply could never be published (the result is in HeaderResult)
 )
 
 // Provenance header names.
@@ -38,6 +39,11 @@ const (
 	HeaderFirstFail  = "Jetagent-Dlq-First-Failure"
 	HeaderLastFail   = "Jetagent-Dlq-Last-Failure"
 	HeaderTraceID    = "Jetagent-Dlq-Trace-Id"
+	// HeaderResult, on a reply_failed dead letter, is the reply the
+	// handler's result made (the msgpack envelope, base64), when it fits
+	// in 16 KiB; HeaderResultSize is its size either way.
+	HeaderResult     = "Jetagent-Dlq-Result"
+	HeaderResultSize = "Jetagent-Dlq-Result-Size"
 
 	// HeaderReplayOf marks a replayed task with the DLQ entry (sequence in
 	// the DLQ stream) it came from; HeaderReplayCount counts the replays

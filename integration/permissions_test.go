@@ -78,6 +78,15 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			// compare-and-swap, delete) and read.
 			"$KV." + records + ".att.>",
 			jsAPI + "DIRECT.GET.KV_" + records + ".$KV." + records + ".att.>",
+			// Execution records, keys exec.<ulid>: written in batches, and
+			// read by every replica with a KV watch (an ordered consumer of
+			// any name on those keys, with its flow control).
+			"$KV." + records + ".exec.>",
+			jsAPI + "CONSUMER.CREATE.KV_" + records + ".*.$KV." + records + ".exec.>",
+			jsAPI + "CONSUMER.DELETE.KV_" + records + ".*",
+			"$JS.FC.KV_" + records + ".>",
+			// A re-sent task that ran already gets its stored reply again.
+			jsAPI + "DIRECT.GET." + topo.RepliesStream() + "." + topo.ReplySubject(">"),
 			// Parking: tasks of a subject whose breaker is open are copied
 			// to the agent's parked subjects, and later moved back to its
 			// own task subjects (read and removed by sequence, below).

@@ -16,6 +16,7 @@ import (
 // Defaults of [Config].
 const (
 	DefaultConcurrency     = 4
+	DefaultExecRecordTTL   = 10 * time.Minute
 	DefaultHandlerTimeout  = 5 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultCancelMarkerTTL = time.Hour
@@ -96,6 +97,21 @@ type Config struct {
 	// of deleting it.
 	KeepSnapshots bool
 
+	// ExecRecordTTL is how long the runtime remembers that a task ran (its
+	// execution record, in the agent's records bucket): a re-send of the
+	// task, or another envelope with its task_id or idempotency_key,
+	// arriving within it is not run again and gets the stored reply. At
+	// least the topology's duplicate window (a client's whole retry budget
+	// should fit in it). Each replica keeps an index of the tasks of this
+	// span in memory, about 150 bytes a task. Zero: 10 minutes, or the
+	// duplicate window if longer.
+	ExecRecordTTL time.Duration
+
+	// DisableExecRecords turns the execution record off: re-sends are then
+	// dropped only by the server's duplicate window, which a server restart
+	// empties for consumed tasks (docs/concepts.md "Once").
+	DisableExecRecords bool
+
 	// DisableSweeper turns off the agent's sweeper, which dead-letters
 	// tasks the server stopped delivering after MaxDeliver deliveries that
 	// were never settled (the agent crashed or hung on them). Leave it on
@@ -150,6 +166,9 @@ func (c Config) withDefaults() Config {
 	if c.CancelMarkerTTL == 0 {
 		c.CancelMarkerTTL = DefaultCancelMarkerTTL
 	}
+	if c.ExecRecordTTL == 0 {
+		c.ExecRecordTTL = max(DefaultExecRecordTTL, c.Topology.DuplicateWindowOrDefault())
+	}
 	return c
 }
 
@@ -174,6 +193,9 @@ func (c Config) validate(raw Config) error {
 	}
 	if c.CancelMarkerTTL < time.Second {
 		return fmt.Errorf("runtime: CancelMarkerTTL must be at least 1s, got %v", c.CancelMarkerTTL)
+	}
+	if w := c.Topology.DuplicateWindowOrDefault(); !c.DisableExecRecords && c.ExecRecordTTL < w {
+		return fmt.Errorf("runtime: ExecRecordTTL %v is shorter than the duplicate window %v: a re-send between the two would run again", c.ExecRecordTTL, w)
 	}
 	return c.Topology.Validate()
 }

@@ -2,10 +2,12 @@ package runtime
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +23,10 @@ import (
 // settleTimeout bounds the publishes (reply, dead letter) that settle one
 // delivery, so a stuck server cannot wedge a worker.
 const settleTimeout = 10 * time.Second
+
+// errEncodeReply: the handler's result cannot be encoded; publishing it
+// again does not help.
+var errEncodeReply = errors.New("encode reply")
 
 // errPanic marks a recovered handler panic.
 var errPanic = errors.New("runtime: handler panicked")
@@ -70,6 +76,14 @@ func (r *Runtime) process(s *slot, j job) {
 		}
 		jp.env = env
 	} else if r.deadLetterIfExpired(jp) { // held, or waiting its turn, past its deadline
+		return
+	}
+	if seen, ok := r.execs.lookup(env); ok && !isControl(env.PayloadType) && !(seen.dead && isReplay(d)) {
+		// It ran already (a re-send the server's window no longer knew, a
+		// redelivery after its reply, another envelope of the task): not
+		// again. A dead letter replayed from the DLQ does run.
+		r.endTurn(jp)
+		r.observe(d.Subject, r.answerDuplicate(jp, env, seen), 0)
 		return
 	}
 	if jp.acct.suspect() && !jp.turn && !r.suspects.turn(jp, time.Now()) {
@@ -181,7 +195,8 @@ func (r *Runtime) breakerOutcome(err error, t *Task) error {
 //	success                      -> reply, then ack (then drop the snapshot)
 //	interrupted by shutdown      -> nak now (another replica takes it)
 //	cancelled (task.cancel)      -> task.update "cancelled" reply, ack, drop the snapshot
-//	task taken by a duplicate    -> ack (the other message runs it)
+//	task taken by a duplicate    -> nak with delay: answered from the execution record once the other run ends
+//	already ran (execution record) -> the stored reply again, ack (see answerDuplicate)
 //	taken by a newer delivery    -> nothing: that delivery owns the message
 //	permanent or malformed       -> dead letter, then term
 //	last attempt (MaxDeliver)    -> dead letter, then term
@@ -198,14 +213,30 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 	var taken *takenError
 	switch {
 	case err == nil:
-		if rerr := r.reply(env, result); rerr != nil {
-			log().Warn("reply not published; task will be redelivered", "err", rerr)
-			return r.retry(d, 0)
-		}
-		if aerr := d.Ack(); aerr != nil {
-			log().Warn("ack failed; task may be redelivered", "err", aerr)
+		if rerr := r.replyRetrying(env, result); rerr != nil {
+			return r.replyFailed(t, result, rerr)
 		}
 		r.stats.succeeded.Add(1)
+		if isControl(env.PayloadType) {
+			r.ackDone(d, log)
+			r.forget(&t.job)
+			return Outcome{Disposition: Succeeded}
+		}
+		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Reply: r.storedReplySubject(env)}
+		if !t.used && t.job.acct.rev == 0 {
+			// The common task: acked once its record is stored, by the
+			// committer, while this worker goes on.
+			r.execs.record(en, func(bool) { r.ackDone(d, log) })
+			return Outcome{Disposition: Succeeded}
+		}
+		// It checkpointed (or has an attempt record): its snapshot goes
+		// only once the task is recorded and acked for sure (AckSync).
+		stored := make(chan struct{})
+		r.execs.record(en, func(bool) { close(stored) })
+		<-stored
+		if aerr := r.ackSync(d); aerr != nil {
+			log().Warn("ack not confirmed; a redelivery finds the task's execution record", "err", aerr)
+		}
 		r.forget(&t.job)
 		r.dropSnapshot(t)
 		return Outcome{Disposition: Succeeded}
@@ -227,18 +258,27 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
 		return Outcome{Disposition: Abandoned}
 	case errors.Is(err, ErrTaskTaken):
-		_ = d.Ack()
-		r.stats.duplicates.Add(1)
-		log().Info("another message runs this task; duplicate acked", "task_id", t.taskID, "err", err)
-		return Outcome{Disposition: Duplicate}
+		// Another message runs the task now. This one waits (handed back,
+		// not an attempt): once that run ends, its execution record answers
+		// this one's reply_to; if it never ends, its claim ages out and
+		// this one runs.
+		r.noteGivenBack(&t.job)
+		r.stats.retried.Add(1)
+		if nerr := d.NakWithDelay(r.cfg.Backoff.Delay(int(d.NumDelivered))); nerr != nil {
+			log().Warn("nak failed; the task is redelivered after AckWait", "err", nerr)
+		}
+		log().Info("another message runs this task; this one waits for it to end", "task_id", t.taskID, "err", err)
+		return Outcome{Disposition: Retried}
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
 		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonPermanent, err)
+		r.recordDead(t, out)
 		r.dropSnapshot(t)
 		out.Failure = kind
 		return out
 	case t.Attempt >= r.cfg.Consumer.MaxDeliver:
 		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonMaxAttempts,
 			fmt.Errorf("attempt %d of %d failed: %w", t.Attempt, r.cfg.Consumer.MaxDeliver, err))
+		r.recordDead(t, out)
 		r.dropSnapshot(t)
 		out.Failure = kind
 		return out
@@ -250,6 +290,107 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		out.Failure = kind
 		return out
 	}
+}
+
+// ackDone acks a settled delivery, saying so when the ack fails.
+func (r *Runtime) ackDone(d *bus.Delivery, log func() *slog.Logger) {
+	if aerr := d.Ack(); aerr != nil {
+		log().Warn("ack failed; a redelivery finds the task's execution record", "err", aerr)
+	}
+}
+
+// ackSync acks d and waits for the server to confirm it.
+func (r *Runtime) ackSync(d *bus.Delivery) error {
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
+	defer cancel()
+	return d.AckSync(ctx)
+}
+
+// recordDead records that t's task was dead-lettered (out): a re-send of
+// it is not run again, a replay from the DLQ is.
+func (r *Runtime) recordDead(t *Task, out Outcome) {
+	if out.Disposition != DeadLettered || isControl(t.Envelope.PayloadType) {
+		return
+	}
+	r.execs.record(execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Dead: true}, func(bool) {})
+}
+
+// replyAttempts and replyPause bound the publishes of one reply: a reply
+// is retried, never the handler that made it.
+const (
+	replyAttempts = 4
+	replyPause    = 250 * time.Millisecond
+)
+
+// replyRetrying publishes the reply to req, retrying a failed publish
+// (replies stream unavailable, a reconnect) a few times.
+func (r *Runtime) replyRetrying(req *envelope.Envelope, result any) error {
+	var err error
+	for try := range replyAttempts {
+		if err = r.reply(req, result); err == nil || r.aborting() || errors.Is(err, errEncodeReply) {
+			return err
+		}
+		if try < replyAttempts-1 {
+			select {
+			case <-time.After(time.Duration(try+1) * replyPause):
+			case <-r.abort:
+				return err
+			}
+		}
+	}
+	return err
+}
+
+// replyFailed settles a task whose handler succeeded but whose reply
+// could not be published: the handler is not run again. The task is
+// recorded as run, and dead-lettered as reply_failed with the reply it
+// made; if even that fails, it is redelivered, and the redelivery, which
+// finds the record, tries the reply again.
+func (r *Runtime) replyFailed(t *Task, result any, cause error) Outcome {
+	env := t.Envelope
+	r.execs.record(execEntry{Task: t.taskID, Key: env.IdempotencyKey}, func(bool) {})
+	j := &t.job
+	h := make(nats.Header, len(j.d.Header)+2)
+	for k, v := range j.d.Header {
+		h[k] = v
+	}
+	if body, err := replyBody(env, result); err == nil {
+		h.Set(dlq.HeaderResultSize, strconv.Itoa(len(body)))
+		if len(body) <= maxResultHeader {
+			h.Set(dlq.HeaderResult, base64.StdEncoding.EncodeToString(body))
+		}
+	}
+	out := r.deadLetterAttemptsWith(j, h, env, dlq.ReasonReplyFailed,
+		fmt.Errorf("the handler succeeded; its reply to %s was not published: %w", env.ReplyTo, cause))
+	if out.Disposition == DeadLettered {
+		r.stats.replyFailed.Add(1)
+		r.forget(j)
+		r.dropSnapshot(t)
+	}
+	return out
+}
+
+// maxResultHeader bounds the result a reply_failed dead letter carries.
+const maxResultHeader = 16 << 10
+
+// replyBody is the encoded reply envelope req's result makes.
+func replyBody(req *envelope.Envelope, result any) ([]byte, error) {
+	typ, payload := envelope.TaskResponse, result
+	if rep, ok := result.(Reply); ok {
+		typ, payload = rep.Type, rep.Payload
+	}
+	out, err := req.NewReply(typ, payload)
+	if err != nil {
+		return nil, err
+	}
+	return envelope.Marshal(out)
+}
+
+// isControl reports whether typ is one of the runtime's control messages
+// (task.cancel, state.query, state.restore): they name a task without
+// being it, and have no execution record.
+func isControl(typ envelope.PayloadType) bool {
+	return typ == envelope.TaskCancel || typ == envelope.StateQuery || typ == envelope.StateRestore
 }
 
 // dropSnapshot removes the snapshot of a task that ended, if its handler
@@ -280,7 +421,7 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 	}
 	out, err := req.NewReply(typ, payload)
 	if err != nil {
-		return fmt.Errorf("encode reply: %w", err)
+		return fmt.Errorf("%w: %w", errEncodeReply, err)
 	}
 	out.Sender = r.cfg.Agent
 	msg, err := bus.EnvelopeMsg(req.ReplyTo, out)
@@ -356,7 +497,13 @@ func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq
 // record saying how many attempts it had (not deliveries), and drops the
 // task's attempt record.
 func (r *Runtime) deadLetterAttempts(j *job, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
-	out := r.deadLetterCounted(j.d, env, reason, cause, uint64(max(j.acct.attempt(), 1)))
+	return r.deadLetterAttemptsWith(j, j.d.Header, env, reason, cause)
+}
+
+// deadLetterAttemptsWith is deadLetterAttempts with the dead letter's
+// headers h in place of the delivery's.
+func (r *Runtime) deadLetterAttemptsWith(j *job, h nats.Header, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
+	out := r.deadLetterHeader(j.d, h, env, reason, cause, uint64(max(j.acct.attempt(), 1)))
 	if out.Disposition == DeadLettered {
 		r.forget(j)
 	}
@@ -364,10 +511,14 @@ func (r *Runtime) deadLetterAttempts(j *job, env *envelope.Envelope, reason dlq.
 }
 
 func (r *Runtime) deadLetterCounted(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) Outcome {
+	return r.deadLetterHeader(d, d.Header, env, reason, cause, deliveries)
+}
+
+func (r *Runtime) deadLetterHeader(d *bus.Delivery, h nats.Header, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) Outcome {
 	now := time.Now().UTC()
 	rec := dlq.Record{
 		Data:         d.Data,
-		Header:       d.Header,
+		Header:       h,
 		Reason:       reason,
 		Error:        cause.Error(),
 		Agent:        r.cfg.Agent,

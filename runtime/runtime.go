@@ -76,11 +76,20 @@ type Stats struct {
 	// request's reply_to is outside the replies stream: nothing stores
 	// them, so they are lost if nobody listens at that moment.
 	UnstoredReplies uint64
+	// Unrecorded counts tasks whose execution record could not be stored
+	// (records bucket unavailable): a re-send of one after a server
+	// restart may run it again.
+	Unrecorded uint64
+	// ReplyFailed counts tasks whose handler succeeded but whose reply
+	// could never be published: dead-lettered as reply_failed, with the
+	// result, instead of running the handler again.
+	ReplyFailed uint64
 }
 
 type counters struct {
 	received, succeeded, retried, deadLettered, returned, panics, held, heartbeats atomic.Uint64
 	cancelled, duplicates, abandoned, skipped, parked, unstoredReplies             atomic.Uint64
+	unrecorded, replyFailed                                                        atomic.Uint64
 }
 
 // Runtime runs one agent: it consumes the agent's tasks and dispatches each
@@ -115,6 +124,7 @@ type Runtime struct {
 	hold     holding
 	suspects suspects
 	records  records
+	execs    execRecords
 	workers  sync.WaitGroup
 	// background runs Start's asynchronous work; Stop waits for it.
 	background sync.WaitGroup
@@ -176,6 +186,7 @@ func New(conn *bus.Conn, cfg Config) (*Runtime, error) {
 	}
 	r.hold.bySubject = make(map[string]*heldSubject)
 	r.records.rt = r
+	r.execs.init(r)
 	rules := make([]resilience.BreakerRule, len(full.BreakerRules))
 	for i, rule := range full.BreakerRules {
 		rules[i] = resilience.BreakerRule{Pattern: rule.Pattern, Settings: r.breakerSettings(rule.Settings)}
@@ -271,6 +282,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 	r.parker.jobs = make(chan parkJob, r.cfg.Concurrency+r.cfg.Consumer.Prefetch+1)
 	r.parker.done = make(chan struct{})
 	r.background.Go(r.parkLoop)
+	r.execs.start(ctx) // before the first delivery: re-sends waiting in the stream are recognised
 	r.subPtr.Store(sub)
 	if err := sub.Start(r.enqueue); err != nil {
 		if r.sweeper != nil {
@@ -279,6 +291,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 		r.queue.close()
 		r.workers.Wait()
 		r.closeParker(ctx)
+		r.execs.stop()
 		close(r.beat)
 		<-r.beatDone
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
@@ -341,6 +354,12 @@ func (r *Runtime) serverConsumer() bus.ConsumerConfig {
 func (r *Runtime) startSweeper(ctx context.Context) *dlq.Sweeper {
 	sw, err := dlq.NewSweeper(ctx, r.conn.JetStream(), r.cfg.Topology, r.cfg.Agent, r.cfg.Logger)
 	if err == nil {
+		sw.OnDeadLettered = func(_ context.Context, rec *dlq.Record) {
+			var env envelope.Envelope
+			if envelope.Unmarshal(rec.Data, &env) == nil {
+				r.releaseClaim(taskIDOf(&env))
+			}
+		}
 		err = sw.Start()
 	}
 	if err != nil {
@@ -429,6 +448,7 @@ func (r *Runtime) stop(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	r.closeParker(ctx) // the workers are done: nothing more is parked
+	r.execs.stop()     // nor recorded: the last batch is stored, its tasks acked
 	close(r.beat)
 	<-r.beatDone
 	if r.sweeper != nil {
@@ -483,6 +503,8 @@ func (r *Runtime) Stats() Stats {
 		Abandoned:    r.stats.abandoned.Load(),
 
 		UnstoredReplies: r.stats.unstoredReplies.Load(),
+		Unrecorded:      r.stats.unrecorded.Load(),
+		ReplyFailed:     r.stats.replyFailed.Load(),
 	}
 }
 

@@ -1,0 +1,397 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/snapshot"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Execution records (issue 14, docs/concepts.md "Once"). The server's
+// duplicate window does not survive a restart for a work queue: it is
+// rebuilt from the messages still stored, and a work queue has deleted
+// the consumed ones. So the runtime keeps its own record of the tasks
+// whose handler returned, in the agent's records bucket, and checks it
+// before a handler runs: a task it finds is not run again, and its
+// stored reply is sent again to the new delivery's reply_to.
+//
+// The record costs no round trip on a task's path: the tasks that ended
+// are committed in batches ("exec.<ulid>", one entry per task, written
+// by one goroutine while the next batch fills), a task's delivery is
+// acknowledged once its batch is stored, and every replica reads the
+// batches (a KV watch) into an index in memory that the check consults.
+
+// execEntry is one task in a batch.
+type execEntry struct {
+	// Task is the task's id (task_id, or the envelope id).
+	Task string `msgpack:"t"`
+	// Key is the envelope's idempotency_key, if it had one.
+	Key string `msgpack:"k,omitempty"`
+	// Reply is the subject the reply was published to in the replies
+	// stream ("" when none was stored there).
+	Reply string `msgpack:"r,omitempty"`
+	// Dead is set when the task was dead-lettered rather than answered: a
+	// replay of it from the DLQ runs, a re-send does not.
+	Dead bool `msgpack:"d,omitempty"`
+}
+
+// execBatch is one stored record.
+type execBatch struct {
+	Entries []execEntry `msgpack:"e"`
+}
+
+// execSeen is what the index knows of a task.
+type execSeen struct {
+	at    time.Time
+	reply string
+	dead  bool
+}
+
+// execCommit is one entry waiting for its batch, and what to do once the
+// batch is stored (or could not be).
+type execCommit struct {
+	entry execEntry
+	then  func(stored bool)
+}
+
+// execBatchMax bounds the entries of one batch (a record of a few tens of
+// KiB at most).
+const execBatchMax = 512
+
+// execRecords is the runtime's execution record: the committer, and the
+// index of what ran.
+type execRecords struct {
+	rt  *Runtime
+	ttl time.Duration
+	on  bool
+
+	mu    sync.Mutex
+	seen  map[string]execSeen // by "t/<task>" and "k/<idempotency key>"
+	ready bool                // the watch delivered what was stored at start
+
+	commits chan execCommit
+	done    chan struct{} // closed when the committer has returned
+	stopW   context.CancelFunc
+}
+
+func (x *execRecords) init(r *Runtime) {
+	x.rt, x.ttl, x.on = r, r.cfg.ExecRecordTTL, !r.cfg.DisableExecRecords
+	x.seen = make(map[string]execSeen)
+}
+
+// start opens the bucket, starts the watch and the committer; it waits
+// (bounded) for the watch to deliver what was stored before the agent
+// started, so that re-sends waiting in the stream are recognised.
+func (x *execRecords) start(ctx context.Context) {
+	if !x.on {
+		return
+	}
+	r := x.rt
+	x.commits = make(chan execCommit, r.cfg.Concurrency+r.cfg.Consumer.Prefetch+1)
+	x.done = make(chan struct{})
+	wctx, cancel := context.WithCancel(context.Background())
+	x.stopW = cancel
+	caughtUp := make(chan struct{})
+	r.background.Go(func() { x.watch(wctx, caughtUp) })
+	go x.commitLoop()
+	select {
+	case <-caughtUp:
+	case <-ctx.Done():
+	case <-time.After(recordsTimeout):
+		r.cfg.Logger.Warn("execution records not read yet: a re-send of a task that ran before the agent started may run again until they are",
+			"agent", r.cfg.Agent)
+	}
+}
+
+// stop stores what is pending (the workers are done) and ends the watch.
+func (x *execRecords) stop() {
+	if !x.on || x.commits == nil {
+		return
+	}
+	close(x.commits)
+	<-x.done
+	x.stopW()
+}
+
+// watch reads every batch stored in the agent's records bucket into the
+// index, and prunes entries older than the TTL.
+func (x *execRecords) watch(ctx context.Context, caughtUp chan struct{}) {
+	r := x.rt
+	signal := sync.OnceFunc(func() { close(caughtUp) })
+	defer signal()
+	prune := time.NewTicker(max(x.ttl/8, time.Second))
+	defer prune.Stop()
+	for ctx.Err() == nil {
+		kv := r.records.open(ctx)
+		if kv == nil {
+			signal() // unavailable: the check runs on what this replica committed
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(recordsRetry):
+				continue
+			}
+		}
+		w, err := kv.Watch(ctx, "exec.>", jetstream.IgnoreDeletes())
+		if err != nil {
+			r.cfg.Logger.Warn("execution records not watched; will try again", "agent", r.cfg.Agent, "err", err)
+			signal()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(recordsRetry):
+				continue
+			}
+		}
+		x.follow(ctx, w, prune.C, signal)
+		_ = w.Stop()
+	}
+}
+
+// follow applies w's updates until ctx ends or w closes.
+func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune <-chan time.Time, signal func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-prune:
+			x.prune(now)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil { // the values stored at start are in
+				x.mu.Lock()
+				x.ready = true
+				x.mu.Unlock()
+				signal()
+				continue
+			}
+			var b execBatch
+			if msgpack.Unmarshal(e.Value(), &b) != nil {
+				continue
+			}
+			at := e.Created()
+			x.mu.Lock()
+			for _, en := range b.Entries {
+				x.addLocked(en, at)
+			}
+			x.mu.Unlock()
+		}
+	}
+}
+
+func (x *execRecords) addLocked(en execEntry, at time.Time) {
+	s := execSeen{at: at, reply: en.Reply, dead: en.Dead}
+	if old, ok := x.seen["t/"+en.Task]; !ok || old.dead || !s.dead {
+		x.seen["t/"+en.Task] = s // an answer replaces a dead letter, not the reverse
+	}
+	if en.Key != "" {
+		x.seen["k/"+en.Key] = s
+	}
+}
+
+func (x *execRecords) prune(now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for k, s := range x.seen {
+		if now.Sub(s.at) > x.ttl {
+			delete(x.seen, k)
+		}
+	}
+}
+
+// lookup returns what the index knows of env's task (or of its
+// idempotency key).
+func (x *execRecords) lookup(env *envelope.Envelope) (execSeen, bool) {
+	if !x.on {
+		return execSeen{}, false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.seen) == 0 {
+		return execSeen{}, false
+	}
+	if env.IdempotencyKey != "" {
+		if s, ok := x.seen["k/"+env.IdempotencyKey]; ok {
+			return s, true
+		}
+	}
+	s, ok := x.seen["t/"+taskIDOf(env)]
+	return s, ok
+}
+
+// record adds en to the index at once (this replica's next delivery of
+// the task sees it) and to the next batch; then runs once the batch is
+// stored, or could not be (then is never nil). With records off, then
+// runs at once.
+func (x *execRecords) record(en execEntry, then func(stored bool)) {
+	if !x.on || x.commits == nil {
+		then(false)
+		return
+	}
+	x.mu.Lock()
+	x.addLocked(en, time.Now())
+	x.mu.Unlock()
+	x.commits <- execCommit{entry: en, then: then}
+}
+
+// commitLoop stores batches: it takes what is pending (at least one
+// entry), stores it, runs the entries' continuations, and starts again,
+// so a batch grows while the previous one is being stored.
+func (x *execRecords) commitLoop() {
+	defer close(x.done)
+	batch := make([]execCommit, 0, execBatchMax)
+	for {
+		c, ok := <-x.commits
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], c)
+	fill:
+		for len(batch) < execBatchMax {
+			select {
+			case c, ok := <-x.commits:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, c)
+			default:
+				break fill
+			}
+		}
+		stored := x.store(batch)
+		for _, c := range batch {
+			c.then(stored)
+		}
+	}
+}
+
+// store writes one batch, retrying briefly; false when it could not.
+func (x *execRecords) store(batch []execCommit) bool {
+	r := x.rt
+	b := execBatch{Entries: make([]execEntry, len(batch))}
+	for i, c := range batch {
+		b.Entries[i] = c.entry
+	}
+	body, err := msgpack.Marshal(&b)
+	if err != nil {
+		return false
+	}
+	m := nats.NewMsg("$KV." + r.cfg.Topology.RecordsBucket(r.cfg.Agent) + ".exec." + envelope.NewID())
+	m.Data = body
+	var last error
+	for try := range 3 {
+		kv := r.records.open(context.Background())
+		if kv == nil {
+			last = errors.New("records bucket unavailable")
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), recordsTimeout)
+		_, last = r.conn.JetStream().PublishMsg(ctx, m, jetstream.WithMsgTTL(x.ttl))
+		cancel()
+		if last == nil {
+			return true
+		}
+		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond) // a retry's pause, not synchronisation
+	}
+	r.stats.unrecorded.Add(uint64(len(batch)))
+	r.cfg.Logger.Warn("execution record not stored: a re-send of these tasks after a server restart may run them again",
+		"agent", r.cfg.Agent, "tasks", len(batch), "err", last)
+	return false
+}
+
+// answerDuplicate settles a delivery of a task that already ran: it is not
+// run again; its reply_to gets the stored reply (re-addressed when the
+// delivery is another envelope of the task), or, when none is kept, a
+// task.update saying the task completed; then it is acked.
+func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen) Outcome {
+	d := j.d
+	log := r.deliveryLogger(d, env)
+	if env.ReplyTo != "" {
+		if err := r.resendReply(env, seen); err != nil {
+			log.Warn("a duplicate's reply not published; redelivering it", "err", err)
+			return r.retry(d, 0)
+		}
+	}
+	if err := d.Ack(); err != nil {
+		log.Warn("ack of a duplicate failed; it may be redelivered (and answered again)", "err", err)
+	}
+	r.forget(j)
+	r.stats.duplicates.Add(1)
+	log.Info("task already ran: not run again, its reply sent again", "task_id", taskIDOf(env))
+	return Outcome{Disposition: Duplicate}
+}
+
+// resendReply sends env's reply_to the reply the task got, from the
+// replies stream, or, when it is not kept, a task.update saying the task
+// completed (or failed: it was dead-lettered).
+func (r *Runtime) resendReply(env *envelope.Envelope, seen execSeen) error {
+	if seen.reply != "" {
+		stored, err := r.storedReply(seen.reply)
+		if err == nil && stored != nil { // re-addressed to this envelope (its correlation id)
+			return r.reply(env, Reply{Type: stored.PayloadType, Payload: rawPayload(stored.Payload)})
+		}
+	}
+	status := snapshot.Completed
+	if seen.dead {
+		status = snapshot.Failed // dead-lettered: the DLQ has it
+	}
+	return r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: taskIDOf(env), Found: true, Status: status}})
+}
+
+// storedReply reads the last reply on subject from the replies stream
+// (nil when there is none).
+func (r *Runtime) storedReply(subject string) (*envelope.Envelope, error) {
+	ctx, cancel := context.WithTimeout(r.handlerCtx, recordsTimeout)
+	defer cancel()
+	m, err := r.conn.NATS().RequestWithContext(ctx, "$JS.API.DIRECT.GET."+r.cfg.Topology.RepliesStream()+"."+subject, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the stored reply: %w", err)
+	}
+	if m.Header.Get("Status") != "" {
+		return nil, nil
+	}
+	var env envelope.Envelope
+	if err := envelope.Unmarshal(m.Data, &env); err != nil {
+		return nil, fmt.Errorf("decode the stored reply: %w", err)
+	}
+	return &env, nil
+}
+
+// rawPayload is an already-encoded msgpack payload, sent as it is.
+type rawPayload []byte
+
+var _ msgpack.CustomEncoder = rawPayload(nil)
+
+func (p rawPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if len(p) == 0 {
+		return enc.EncodeNil()
+	}
+	_, err := enc.Writer().Write(p)
+	return err
+}
+
+// storedReplySubject is where a reply to env is kept ("" when reply_to is
+// outside the replies stream).
+func (r *Runtime) storedReplySubject(env *envelope.Envelope) string {
+	if env.ReplyTo != "" && strings.HasPrefix(env.ReplyTo, r.replyPrefix) {
+		return env.ReplyTo
+	}
+	return ""
+}
+
+// isReplay reports whether d is a task replayed from the DLQ.
+func isReplay(d *bus.Delivery) bool {
+	return d.Header != nil && d.Header.Get(dlq.HeaderReplayOf) != ""
+}
