@@ -52,6 +52,10 @@ func (r *Runtime) process(s *slot, j job) {
 			r.cfg.Observer.Delivered(r.observedSubject(d.Subject))
 		}
 		r.account(jp) // reads nothing for a first delivery
+		if v, ok := r.execs.verdict(d.StreamSeq); ok { // failed for good; the DLQ refused it
+			r.observe(d.Subject, r.fileVerdict(jp, v), 0)
+			return
+		}
 		if r.exhausted(jp) {
 			r.observe(d.Subject, r.deadLetterExhausted(jp), 0)
 			return
@@ -270,13 +274,13 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		log().Info("another message runs this task; this one waits for it to end", "task_id", t.taskID, "err", err)
 		return Outcome{Disposition: Retried}
 	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
-		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonPermanent, err)
+		out := r.deadLetterVerdict(t, dlq.ReasonPermanent, err)
 		r.recordDead(t, out)
 		r.dropSnapshot(t)
 		out.Failure = kind
 		return out
 	case t.Attempt >= r.cfg.Consumer.MaxDeliver:
-		out := r.deadLetterAttempts(&t.job, env, dlq.ReasonMaxAttempts,
+		out := r.deadLetterVerdict(t, dlq.ReasonMaxAttempts,
 			fmt.Errorf("attempt %d of %d failed: %w", t.Attempt, r.cfg.Consumer.MaxDeliver, err))
 		r.recordDead(t, out)
 		r.dropSnapshot(t)
@@ -515,6 +519,16 @@ func (r *Runtime) deadLetterCounted(d *bus.Delivery, env *envelope.Envelope, rea
 }
 
 func (r *Runtime) deadLetterHeader(d *bus.Delivery, h nats.Header, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) Outcome {
+	if err := r.fileDead(d, h, env, reason, cause, deliveries); err != nil {
+		return r.retry(d, 0)
+	}
+	return Outcome{Disposition: DeadLettered, Reason: reason}
+}
+
+// fileDead copies d, with headers h, to the dead-letter stream, waits for
+// the copy to be stored, then terminates d. It returns the publish error
+// when the DLQ refused the copy (d is left unsettled).
+func (r *Runtime) fileDead(d *bus.Delivery, h nats.Header, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) error {
 	now := time.Now().UTC()
 	rec := dlq.Record{
 		Data:         d.Data,
@@ -540,13 +554,52 @@ func (r *Runtime) deadLetterHeader(d *bus.Delivery, h nats.Header, env *envelope
 	defer cancel()
 	if _, err := r.dlq.Publish(ctx, &rec); err != nil {
 		log.Error("dead-letter publish failed; the message stays in the tasks stream", "err", err, "cause", cause)
-		return r.retry(d, 0)
+		return err
 	}
 	if err := d.Term(string(reason)); err != nil {
 		log.Warn("term failed after dead-lettering; a redelivery will be dead-lettered again (same id, stored once)", "err", err)
 	}
 	r.stats.deadLettered.Add(1)
 	log.Warn("dead-lettered", "cause", cause)
+	return nil
+}
+
+// deadLetterVerdict dead-letters t, whose handler failed for good
+// (reason): as deadLetterAttempts, except that when the DLQ refuses it
+// the verdict is kept (see execRecords.verdicts) and the delivery handed
+// back after its backoff: its redeliveries file the dead letter again
+// without running the handler (issue 13 item 7).
+func (r *Runtime) deadLetterVerdict(t *Task, reason dlq.Reason, cause error) Outcome {
+	j := &t.job
+	attempts := uint64(max(j.acct.attempt(), 1))
+	if err := r.fileDead(j.d, j.d.Header, t.Envelope, reason, cause, attempts); err == nil {
+		r.forget(j)
+		return Outcome{Disposition: DeadLettered, Reason: reason}
+	}
+	d := j.d
+	en := execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Dead: true, Seq: d.StreamSeq,
+		Verdict: string(reason), Cause: cause.Error(), Attempts: attempts}
+	r.execs.noteVerdict(en, func(bool) { r.retry(d, 0) })
+	return Outcome{Disposition: Retried}
+}
+
+// fileVerdict settles a redelivery of a message whose handler already
+// failed for good while the DLQ refused its dead letter: it files the
+// dead letter again, the handler is not run.
+func (r *Runtime) fileVerdict(j *job, v execVerdict) Outcome {
+	d := j.d
+	var env envelope.Envelope // for its trace id, if it decodes
+	var envp *envelope.Envelope
+	if envelope.Unmarshal(d.Data, &env) == nil {
+		envp = &env
+	}
+	reason := dlq.Reason(v.reason)
+	if err := r.fileDead(d, d.Header, envp, reason, errors.New(v.cause), v.attempts); err != nil {
+		return r.retry(d, 0)
+	}
+	r.forget(j)
+	r.execs.clearVerdict(d.StreamSeq)
+	r.execs.record(execEntry{Task: v.task, Key: v.key, Dead: true, Seq: d.StreamSeq}, func(bool) {})
 	return Outcome{Disposition: DeadLettered, Reason: reason}
 }
 

@@ -43,6 +43,16 @@ type execEntry struct {
 	// Dead is set when the task was dead-lettered rather than answered: a
 	// replay of it from the DLQ runs, a re-send does not.
 	Dead bool `msgpack:"d,omitempty"`
+	// Seq is the tasks-stream sequence of the message a dead letter is
+	// about (set with Verdict, and when a verdict is filed).
+	Seq uint64 `msgpack:"s,omitempty"`
+	// Verdict, when set, is a dead-letter reason decided by the handler
+	// but not yet stored: the DLQ refused it. Redeliveries of message
+	// Seq file it again (with Cause and Attempts) instead of running the
+	// handler. A later entry of Seq without Verdict says it was filed.
+	Verdict  string `msgpack:"v,omitempty"`
+	Cause    string `msgpack:"c,omitempty"`
+	Attempts uint64 `msgpack:"n,omitempty"`
 }
 
 // execBatch is one stored record.
@@ -55,6 +65,17 @@ type execSeen struct {
 	at    time.Time
 	reply string
 	dead  bool
+}
+
+// execVerdict is a dead letter decided but not stored yet (see
+// execEntry.Verdict).
+type execVerdict struct {
+	at       time.Time
+	task     string
+	key      string
+	reason   string
+	cause    string
+	attempts uint64
 }
 
 // execCommit is one entry waiting for its batch, and what to do once the
@@ -77,6 +98,10 @@ type execRecords struct {
 
 	mu    sync.Mutex
 	seen  map[string]execSeen // by "t/<task>" and "k/<idempotency key>"
+	// verdicts holds the dead letters the DLQ refused, by the stream
+	// sequence of their message; kept (in this replica) with records
+	// off too.
+	verdicts map[uint64]execVerdict
 	ready bool                // the watch delivered what was stored at start
 
 	commits chan execCommit
@@ -87,6 +112,7 @@ type execRecords struct {
 func (x *execRecords) init(r *Runtime) {
 	x.rt, x.ttl, x.on = r, r.cfg.ExecRecordTTL, !r.cfg.DisableExecRecords
 	x.seen = make(map[string]execSeen)
+	x.verdicts = make(map[uint64]execVerdict)
 }
 
 // start opens the bucket, starts the watch and the committer; it waits
@@ -199,6 +225,46 @@ func (x *execRecords) addLocked(en execEntry, at time.Time) {
 	if en.Key != "" {
 		x.seen["k/"+en.Key] = s
 	}
+	switch {
+	case en.Seq == 0:
+	case en.Verdict != "":
+		x.verdicts[en.Seq] = execVerdict{at: at, task: en.Task, key: en.Key, reason: en.Verdict, cause: en.Cause, attempts: en.Attempts}
+	default:
+		delete(x.verdicts, en.Seq) // filed
+	}
+}
+
+// noteVerdict keeps en, a dead letter the DLQ refused, in this replica's
+// index at once and, with records on, in the next batch (other replicas
+// learn it from the watch); then runs as for record.
+func (x *execRecords) noteVerdict(en execEntry, then func(stored bool)) {
+	x.mu.Lock()
+	x.addLocked(en, time.Now())
+	x.mu.Unlock()
+	if !x.on || x.commits == nil {
+		then(false)
+		return
+	}
+	x.commits <- execCommit{entry: en, then: then}
+}
+
+// verdict returns the dead letter decided for message seq and not stored
+// yet, if any.
+func (x *execRecords) verdict(seq uint64) (execVerdict, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.verdicts) == 0 {
+		return execVerdict{}, false
+	}
+	v, ok := x.verdicts[seq]
+	return v, ok
+}
+
+// clearVerdict forgets the verdict of message seq: it is filed.
+func (x *execRecords) clearVerdict(seq uint64) {
+	x.mu.Lock()
+	delete(x.verdicts, seq)
+	x.mu.Unlock()
 }
 
 func (x *execRecords) prune(now time.Time) {
@@ -207,6 +273,11 @@ func (x *execRecords) prune(now time.Time) {
 	for k, s := range x.seen {
 		if now.Sub(s.at) > x.ttl {
 			delete(x.seen, k)
+		}
+	}
+	for seq, v := range x.verdicts {
+		if now.Sub(v.at) > x.ttl {
+			delete(x.verdicts, seq)
 		}
 	}
 }
