@@ -94,8 +94,16 @@ func TestTaskSurvivesSIGKILLBetweenSteps(t *testing.T) {
 				t.Errorf("task %q step %d ran %d times", id, step, n)
 			}
 		}
-		if _, err := store.Load(ctx, "stepper", id); !errors.Is(err, snapshot.ErrNotFound) {
-			t.Errorf("task %q left a snapshot behind (%v)", id, err)
+		// The reply goes out before the task is recorded, acked and its
+		// snapshot dropped: poll, bounded, for the drop.
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { // polling the bucket, not synchronising
+			if _, err = store.Load(ctx, "stepper", id); errors.Is(err, snapshot.ErrNotFound) {
+				break
+			}
+		}
+		if !errors.Is(err, snapshot.ErrNotFound) {
+			t.Errorf("task %q left a snapshot behind 10s after its reply (%v)", id, err)
 		}
 	}
 }
