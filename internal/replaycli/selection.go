@@ -40,7 +40,7 @@ func (s *selection) register(cmd *cobra.Command) {
 }
 
 var reasons = []dlq.Reason{dlq.ReasonMalformed, dlq.ReasonTooLarge, dlq.ReasonInvalid, dlq.ReasonBadTimestamp,
-	dlq.ReasonExpired, dlq.ReasonUnknownType, dlq.ReasonPermanent, dlq.ReasonMaxAttempts, dlq.ReasonMaxDeliveries}
+	dlq.ReasonExpired, dlq.ReasonUnknownType, dlq.ReasonPermanent, dlq.ReasonMaxAttempts, dlq.ReasonReplyFailed, dlq.ReasonMaxDeliveries}
 
 var reasonList = func() string {
 	s := ""
