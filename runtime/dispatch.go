@@ -24,6 +24,10 @@ import (
 // delivery, so a stuck server cannot wedge a worker.
 const settleTimeout = 10 * time.Second
 
+// settleBudget bounds how long a settling delivery is heartbeated: the
+// reply's tries and pauses, then a dead letter and the record.
+const settleBudget = replyAttempts*settleTimeout + 6*replyPause + 2*settleTimeout
+
 // errEncodeReply: the handler's result cannot be encoded; publishing it
 // again does not help.
 var errEncodeReply = errors.New("encode reply")
@@ -131,7 +135,12 @@ func (r *Runtime) process(s *slot, j job) {
 		ran = time.Since(start)
 	}
 	done(r.breakerOutcome(herr, task))
+	// Settling (a reply retried, a dead letter, the record) can outlast
+	// AckWait: the delivery stays heartbeated until it is settled, or for
+	// settleBudget at most (issue 13 item 6).
+	s.set(d, start, time.Now().Add(settleBudget))
 	out := r.settle(d, task, result, herr)
+	s.clear()
 	r.endTurn(jp)
 	r.observe(d.Subject, out, ran)
 	if span != nil {
@@ -143,7 +152,7 @@ func (r *Runtime) process(s *slot, j job) {
 // call runs h, started at start, with the handler deadline (or the
 // envelope's, if earlier) on a ctx derived from parent, turning a panic
 // into an error; the worker's slot tells the heartbeat goroutine that d is
-// being worked on until then.
+// being worked on (process clears it once d is settled).
 func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handler, t *Task, start time.Time) (result any, err error) {
 	deadline := start.Add(r.cfg.HandlerTimeout)
 	if dl := t.Envelope.Deadline; !dl.IsZero() && dl.Before(deadline) {
@@ -154,8 +163,7 @@ func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handl
 	if t.job.turn {
 		r.suspects.started(deadline)
 	}
-	s.set(d, start, deadline)
-	defer s.clear()
+	s.set(d, start, deadline) // cleared by process, once settled
 	defer func() {
 		if p := recover(); p != nil {
 			r.stats.panics.Add(1)

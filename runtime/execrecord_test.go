@@ -273,3 +273,39 @@ func TestAReplayOfATaskDeadLetteredMidStepRuns(t *testing.T) {
 		t.Fatalf("the replay never ran its step (stats %+v)", second.Stats())
 	}
 }
+
+// Issue 13 item 6: settlement (a reply retried while the replies stream is
+// unavailable, a dead letter) ran without heartbeats, so with a short
+// AckWait the task was redelivered mid-settle and its handler ran again.
+func TestASlowSettlementIsHeartbeated(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
+		t.Fatal(err)
+	}
+	var c runCounter
+	startAgent(t, conn, runtime.Config{Agent: "once", Concurrency: 4, Consumer: bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 5}}, c.handle)
+	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.ReplyTo = topo.ReplySubject("caller") + "." + env.ID // no stream, no listener: each reply try fails
+	m, err := bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskRequest), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	dlqStream, err := conn.JetStream().Stream(ctx, topo.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reply_failed dead letter", func() bool {
+		info, err := dlqStream.Info(ctx)
+		return err == nil && info.State.Msgs > 0
+	})
+	if n := c.total(); n != 1 {
+		t.Fatalf("the handler ran %d times: the task was redelivered while its reply was being retried (AckWait 1s)", n)
+	}
+}

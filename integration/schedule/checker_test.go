@@ -23,6 +23,13 @@ const (
 	// reconnectSlack is how long after the server is back its clients may
 	// still be reconnecting (they lost their connection until then).
 	reconnectSlack = 2 * time.Second
+	// replySettleSlack replaces settleSlack for a run that ended while its
+	// reply could not be published (replies stream off, server away): the
+	// runtime retries the reply (four tries, and nats.go's own retries of
+	// a publish nobody answers), then dead-letters it reply_failed, before
+	// the task is recorded and settled; a process fault meanwhile may lose
+	// that, and the redelivery runs it again (docs/concepts.md "Once").
+	replySettleSlack = 6 * time.Second
 	// healthyBound is how long a healthy-subject task may wait while
 	// another subject's breaker is open.
 	healthyBound = 3 * time.Second
@@ -185,6 +192,19 @@ func (c *checker) buildExecutions() {
 	faults := c.allFaults()
 	for _, es := range c.execs {
 		for _, e := range es {
+			slack := settleSlack
+			for _, f := range faults {
+				if f.Kind != "replies-off" && f.Kind != "server" {
+					continue
+				}
+				to := f.To
+				if to.IsZero() {
+					to = c.w.end
+				}
+				if !f.From.After(e.End.Add(settleSlack)) && !to.Add(reconnectSlack).Before(e.End) {
+					slack = replySettleSlack // its reply was being retried
+				}
+			}
 			for _, f := range faults {
 				if !disruptive(f.Kind) || f.PID != 0 && f.PID != e.PID && f.Kind != "server" {
 					continue
@@ -196,7 +216,7 @@ func (c *checker) buildExecutions() {
 				if f.Kind == "server" || f.Kind == "drop" {
 					to = to.Add(reconnectSlack)
 				}
-				if !f.From.After(e.End.Add(settleSlack)) && !to.Before(e.Start) {
+				if !f.From.After(e.End.Add(slack)) && !to.Before(e.Start) {
 					e.disrupted = true
 				}
 			}
