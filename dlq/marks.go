@@ -12,7 +12,7 @@ func (s *Store) FillReplays(ctx context.Context, entries []*Entry) error {
 		if err != nil {
 			return err
 		}
-		e.Replays = m.Count
+		e.Replays, e.markRev = m.Count, m.rev
 	}
 	return nil
 }

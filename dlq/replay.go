@@ -22,6 +22,10 @@ type replayMark struct {
 	At    time.Time `json:"at"`
 	To    string    `json:"to"`
 	MsgID string    `json:"msg_id"`
+	// State is markReserved from before the task is published until it is
+	// stored, then markSettled ("" in marks of older versions: settled).
+	State string `json:"state,omitempty"`
+	rev   uint64 // the mark's revision, as read
 }
 
 // markKey is the replays bucket key of e: <agent>.<DLQ sequence>, so that
@@ -49,6 +53,7 @@ func (s *Store) mark(ctx context.Context, e *Entry) (replayMark, error) {
 		return m, fmt.Errorf("dlq: replays bucket: %w", err)
 	}
 	_ = json.Unmarshal(v.Value(), &m) // a mark that does not parse counts as none
+	m.rev = v.Revision()
 	return m, nil
 }
 
@@ -100,9 +105,9 @@ func (s *Store) replayMarks(ctx context.Context, agent string) (map[uint64]repla
 				continue
 			}
 			var m replayMark
-			if json.Unmarshal(e.Value(), &m) == nil {
-				marks[seq] = m
-			}
+			_ = json.Unmarshal(e.Value(), &m) // a mark that does not parse counts as none
+			m.rev = e.Revision()
+			marks[seq] = m
 		case <-ctx.Done():
 			return nil, fmt.Errorf("dlq: replays bucket: %w", ctx.Err())
 		}
@@ -144,24 +149,46 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // ReplayResult counts Replay's outcomes.
 type ReplayResult struct {
 	Replayed, Skipped, WouldReplay, Failed int
+	// InDoubt counts entries whose task was published when the replay
+	// stopped (ctx ended) and the server had not said whether it stored
+	// it: they stay marked replayed (reserved), so no later replay
+	// repeats them without Force.
+	InDoubt int
 }
 
 // replayWindow is how many publishes Replay keeps in flight per stage.
 const replayWindow = 512
 
+// replayGrace bounds how long a stopped Replay waits for the server's
+// answers to what it already sent, to settle or undo their marks.
+const replayGrace = 5 * time.Second
+
+// Mark states: a replay reserves an entry's mark before publishing its
+// task, and settles it once the task is stored.
+const (
+	markReserved = "reserved"
+	markSettled  = "replayed"
+)
+
 // Replay publishes each entry's original message again, as a new task
 // (a new Nats-Msg-Id, so the duplicate window does not drop it), with
-// HeaderReplayOf naming the entry, to its original subject or opts.To. It
-// records each replay in the replays bucket, so that an entry is replayed
-// at most once unless opts.Force: entries listed as replayed are skipped,
-// and when two replays race on an entry, the server stores its task once
-// (same message id, within the duplicate window) and only one records it.
+// HeaderReplayOf naming the entry, to its original subject or opts.To.
 // Entries stay in the DLQ (purge them when done).
 //
-// Publishes are pipelined: a task's mark is written once the task is
-// stored, while later tasks are in flight; opts.Rate paces the tasks. It
-// stops when ctx ends; failed entries are counted, not fatal. The error is
-// ctx's, or the joined failures.
+// An entry is replayed at most once unless opts.Force: before its task is
+// published, the entry's mark in the replays bucket is reserved with a
+// compare-and-set, so of two replays racing on an entry only the one that
+// reserved it publishes (the other reports it AlreadyReplayed); once the
+// task is stored the mark is settled; when the publish definitely failed
+// the reservation is undone, so a later replay tries again. When ctx ends,
+// Replay stops publishing, waits (at most replayGrace) for the answers to
+// what it sent, settles or undoes those marks, and counts the rest
+// InDoubt: a task that may have been stored keeps its reservation.
+//
+// Publishes are pipelined (reservations, tasks and settlements each keep
+// up to replayWindow in flight); opts.Rate paces the tasks. Failed entries
+// are counted, not fatal. The error is ctx's (or the rate limiter's), or
+// the joined failures.
 func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
 	if _, err := s.replaysBucket(ctx, !opts.DryRun); err != nil {
@@ -173,7 +200,7 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 		// sleep 250µs precisely) without bursting low ones.
 		lim = rate.NewLimiter(rate.Limit(opts.Rate), max(1, int(opts.Rate/20)))
 	}
-	p := &pipeline{s: s, ctx: ctx, markSubject: "$KV." + s.topo.ReplaysBucket() + "."}
+	p := &pipeline{s: s, ctx: ctx, to: opts.To, markSubject: "$KV." + s.topo.ReplaysBucket() + "."}
 	p.report = func(e *Entry, o Outcome, err error) {
 		switch o {
 		case Replayed:
@@ -190,6 +217,7 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 			opts.Progress(e, o, err)
 		}
 	}
+	var stopped error
 	for _, e := range entries {
 		switch {
 		case e.Replays > 0 && !opts.Force:
@@ -200,16 +228,26 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 			continue
 		}
 		if lim != nil {
+			if err := p.advance(); err != nil {
+				stopped = err
+				break
+			}
 			if err := lim.Wait(ctx); err != nil {
-				return res, fmt.Errorf("dlq: replay: %w", err)
+				stopped = err
+				break
 			}
 		}
-		if err := p.publishTask(e, opts.To); err != nil {
-			return res, fmt.Errorf("dlq: replay: %w", err)
+		if err := p.reserve(e); err != nil {
+			stopped = err
+			break
 		}
 	}
-	if err := p.drain(); err != nil {
-		return res, fmt.Errorf("dlq: replay: %w", err)
+	if stopped == nil {
+		stopped = p.drain()
+	}
+	if stopped != nil {
+		res.InDoubt = p.wind()
+		return res, fmt.Errorf("dlq: replay: stopped (%d replayed, %d in doubt): %w", res.Replayed, res.InDoubt, stopped)
 	}
 	return res, errors.Join(p.errs...)
 }
@@ -221,100 +259,269 @@ type inFlight struct {
 	subject string
 	data    []byte // the body to publish (e's, readdressed for --to)
 	msgID   string
+	rev     uint64 // the reservation's revision, once stored
 	fut     jetstream.PubAckFuture
+	// the server's answer to fut, once read
+	answered bool
+	ack      *jetstream.PubAck
+	err      error
 }
 
-// pipeline runs the two stages of Replay: tasks in flight, then marks in
-// flight, each bounded by replayWindow.
-type pipeline struct {
-	s            *Store
-	ctx          context.Context
-	markSubject  string
-	tasks, marks []*inFlight // FIFO
-	report       func(*Entry, Outcome, error)
-	errs         []error
-}
-
-func (p *pipeline) publishTask(e *Entry, to string) error {
-	f := &inFlight{e: e, count: e.Replays + 1, subject: e.Subject, data: e.Data}
-	if to != "" {
-		f.subject, f.data = to, p.s.readdress(e, to)
+// poll reads fut's answer if it has come, without waiting.
+func (f *inFlight) poll() bool {
+	if !f.answered {
+		select {
+		case f.ack = <-f.fut.Ok():
+			f.answered = true
+		case f.err = <-f.fut.Err():
+			f.answered = true
+		default:
+		}
 	}
-	// The same id for the same replay count: if two operators replay at
-	// once, or a replay is retried, the server stores the task once.
+	return f.answered
+}
+
+// wait waits for fut's answer, or for ctx to end.
+func (f *inFlight) wait(ctx context.Context) (*jetstream.PubAck, error) {
+	if !f.answered {
+		select {
+		case f.ack = <-f.fut.Ok():
+		case f.err = <-f.fut.Err():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		f.answered = true
+	}
+	return f.ack, f.err
+}
+
+// next points f at a new publish.
+func (f *inFlight) next(fut jetstream.PubAckFuture) {
+	f.fut, f.answered, f.ack, f.err = fut, false, nil, nil
+}
+
+// pipeline runs the three stages of Replay, each a FIFO bounded by
+// replayWindow: reservations in flight, then tasks, then settlements.
+type pipeline struct {
+	s                      *Store
+	ctx                    context.Context
+	to                     string
+	markSubject            string
+	reserving, tasks, sett []*inFlight
+	report                 func(*Entry, Outcome, error)
+	errs                   []error
+}
+
+func (p *pipeline) markMsg(f *inFlight, state string) *nats.Msg {
+	mark, _ := json.Marshal(replayMark{Count: f.count, At: time.Now().UTC(), To: f.subject, MsgID: f.msgID, State: state})
+	return &nats.Msg{Subject: p.markSubject + p.s.markKey(f.e), Data: mark}
+}
+
+// reserve publishes e's reservation: a create when e was never replayed,
+// else a compare-and-set on the mark's revision as read.
+func (p *pipeline) reserve(e *Entry) error {
+	f := &inFlight{e: e, count: e.Replays + 1, subject: e.Subject, data: e.Data}
+	if p.to != "" {
+		f.subject, f.data = p.to, p.s.readdress(e, p.to)
+	}
+	// The same id for the same replay count: should two replays ever
+	// publish the same entry's task, the server stores it once.
 	f.msgID = "replay-" + e.Stream + "-" + strconv.FormatUint(e.Sequence, 10) + "-dlq" + strconv.FormatUint(e.Seq, 10) + "-" + strconv.Itoa(f.count)
 	var err error
-	if f.fut, err = p.s.js.PublishMsgAsync(replayMsg(e, f)); err != nil {
-		p.report(e, Failed, fmt.Errorf("dlq: replay %d to %s: %w", e.Seq, f.subject, err))
+	if f.fut, err = p.s.js.PublishMsgAsync(p.markMsg(f, markReserved), jetstream.WithExpectLastSequencePerSubject(e.markRev)); err != nil {
+		p.report(e, Failed, fmt.Errorf("dlq: replay %d: reserve: %w", e.Seq, err))
 		return nil
 	}
+	p.reserving = append(p.reserving, f)
+	if len(p.reserving) > replayWindow {
+		if err := p.reserved(p.ctx); err != nil {
+			return err
+		}
+	}
+	return p.advance()
+}
+
+// advance moves on every stage's answered heads, without waiting: a task
+// is published as soon as its reservation is stored, so a replay that
+// stops leaves as little as possible unsettled.
+func (p *pipeline) advance() error {
+	for {
+		moved := false
+		if len(p.sett) > 0 && p.sett[0].poll() {
+			_ = p.settled(p.ctx)
+			moved = true
+		}
+		if len(p.tasks) > 0 && p.tasks[0].poll() {
+			if err := p.published(p.ctx); err != nil {
+				return err
+			}
+			moved = true
+		}
+		if len(p.reserving) > 0 && p.reserving[0].poll() {
+			if err := p.reserved(p.ctx); err != nil {
+				return err
+			}
+			moved = true
+		}
+		if !moved {
+			return nil
+		}
+	}
+}
+
+// reserved waits for the oldest reservation; once stored, the entry's
+// task is published.
+func (p *pipeline) reserved(ctx context.Context) error {
+	f := p.reserving[0]
+	ack, err := f.wait(ctx)
+	if !f.answered {
+		return ctx.Err()
+	}
+	p.reserving = p.reserving[1:]
+	switch {
+	case isWrongLastSequence(err):
+		p.report(f.e, AlreadyReplayed, nil) // another replay reserved it first
+		return nil
+	case err != nil:
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: reserve: %w", f.e.Seq, err))
+		return nil
+	}
+	f.rev = ack.Sequence
+	fut, err := p.s.js.PublishMsgAsync(replayMsg(f.e, f))
+	if err != nil {
+		p.undo(f, err)
+		return nil
+	}
+	f.next(fut)
 	p.tasks = append(p.tasks, f)
 	if len(p.tasks) > replayWindow {
-		return p.taskDone()
+		return p.published(ctx)
 	}
 	return nil
 }
 
-// taskDone waits for the oldest task; once stored, its mark is published.
-func (p *pipeline) taskDone() error {
+// published waits for the oldest task; once stored, its mark is settled.
+func (p *pipeline) published(ctx context.Context) error {
 	f := p.tasks[0]
+	_, err := f.wait(ctx)
+	if !f.answered {
+		return ctx.Err()
+	}
 	p.tasks = p.tasks[1:]
-	if _, err := await(p.ctx, f.fut); err != nil {
-		if p.ctx.Err() != nil {
-			return p.ctx.Err()
-		}
-		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d to %s: %w", f.e.Seq, f.subject, err))
+	if err != nil {
+		p.undo(f, err)
 		return nil
 	}
-	mark, _ := json.Marshal(replayMark{Count: f.count, At: time.Now().UTC(), To: f.subject, MsgID: f.msgID})
-	var opts []jetstream.PublishOpt
-	if f.count == 1 {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0)) // create: one replay wins
+	p.report(f.e, Replayed, nil)
+	fut, err := p.s.js.PublishMsgAsync(p.markMsg(f, markSettled), jetstream.WithExpectLastSequencePerSubject(f.rev))
+	if err != nil {
+		return nil // the reservation stays: still replayed once
 	}
-	var err error
-	if f.fut, err = p.s.js.PublishMsgAsync(&nats.Msg{Subject: p.markSubject + p.s.markKey(f.e), Data: mark}, opts...); err != nil {
-		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", f.e.Seq, err))
-		return nil
-	}
-	p.marks = append(p.marks, f)
-	if len(p.marks) > replayWindow {
-		return p.markDone()
+	f.next(fut)
+	p.sett = append(p.sett, f)
+	if len(p.sett) > replayWindow {
+		return p.settled(ctx)
 	}
 	return nil
 }
 
-// markDone waits for the oldest mark and reports its entry.
-func (p *pipeline) markDone() error {
-	f := p.marks[0]
-	p.marks = p.marks[1:]
-	_, err := await(p.ctx, f.fut)
-	switch {
-	case err == nil:
-		p.report(f.e, Replayed, nil)
-	case isWrongLastSequence(err):
-		// Another replay recorded it first; the same message id means the
-		// server stored one task.
-		p.report(f.e, AlreadyReplayed, nil)
-	case p.ctx.Err() != nil:
-		return p.ctx.Err()
-	default:
-		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: published, but not recorded (a later replay may repeat it): %w", f.e.Seq, err))
+// settled waits for the oldest settlement. One that fails leaves the
+// reservation, which says replayed as well.
+func (p *pipeline) settled(ctx context.Context) error {
+	f := p.sett[0]
+	_, _ = f.wait(ctx)
+	if !f.answered {
+		return ctx.Err()
 	}
+	p.sett = p.sett[1:]
 	return nil
+}
+
+// undo takes f's reservation back (its task was definitely not stored,
+// cause says why) and reports the entry failed.
+func (p *pipeline) undo(f *inFlight, cause error) {
+	msg := fmt.Errorf("dlq: replay %d to %s: %w", f.e.Seq, f.subject, cause)
+	if err := p.restore(f); err != nil {
+		msg = fmt.Errorf("%w (its reservation stays: a later replay skips it without --force: %v)", msg, err)
+	}
+	p.report(f.e, Failed, msg)
+}
+
+// takeBack takes back the reservation of an entry whose task a stopped
+// replay never published: it is as if the replay had not reached it. If
+// the reservation cannot be taken back the entry is reported failed.
+func (p *pipeline) takeBack(f *inFlight) {
+	if err := p.restore(f); err != nil {
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: not published (the replay stopped), but its reservation stays: a later replay skips it without --force: %w", f.e.Seq, err))
+	}
+}
+
+// restore returns f's mark to its count before the reservation (a delete
+// would leave a marker that the next reservation's compare-and-set, which
+// reads marks without deletes, could not expect).
+func (p *pipeline) restore(f *inFlight) error {
+	ctx, cancel := context.WithTimeout(context.Background(), replayGrace)
+	defer cancel()
+	back := *f
+	back.count--
+	_, err := p.s.js.PublishMsg(ctx, p.markMsg(&back, markSettled), jetstream.WithExpectLastSequencePerSubject(f.rev))
+	return err
 }
 
 func (p *pipeline) drain() error {
-	for len(p.tasks) > 0 {
-		if err := p.taskDone(); err != nil {
+	for len(p.reserving) > 0 {
+		if err := p.reserved(p.ctx); err != nil {
 			return err
 		}
 	}
-	for len(p.marks) > 0 {
-		if err := p.markDone(); err != nil {
+	for len(p.tasks) > 0 {
+		if err := p.published(p.ctx); err != nil {
+			return err
+		}
+	}
+	for len(p.sett) > 0 {
+		if err := p.settled(p.ctx); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// wind settles what a stopped replay sent, within replayGrace: tasks
+// stored are reported and their marks settled, tasks refused are undone,
+// reservations stored are taken back (their task was never published).
+// It returns how many tasks are left in doubt.
+func (p *pipeline) wind() int {
+	ctx, cancel := context.WithTimeout(context.Background(), replayGrace)
+	defer cancel()
+	doubt := 0
+	for len(p.tasks) > 0 {
+		if p.published(ctx) != nil {
+			doubt = len(p.tasks)
+			p.tasks = nil
+		}
+	}
+	for _, f := range p.reserving {
+		ack, err := f.wait(ctx)
+		switch {
+		case !f.answered:
+			// Its reservation may be stored, its task was not published.
+			p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: not published (the replay stopped); its reservation may stay, and a rerun skip it: see replay show %d, --force if so", f.e.Seq, f.e.Seq))
+		case err == nil:
+			f.rev = ack.Sequence
+			p.takeBack(f)
+		case isWrongLastSequence(err):
+			p.report(f.e, AlreadyReplayed, nil)
+		default: // never reserved, never published: as if not reached
+		}
+	}
+	p.reserving = nil
+	for len(p.sett) > 0 {
+		if p.settled(ctx) != nil {
+			break
+		}
+	}
+	return doubt
 }
 
 // replayMsg is the task message replaying e: its original body and

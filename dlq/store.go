@@ -41,8 +41,12 @@ type Entry struct {
 	// DLQSubject is the subject it is stored under.
 	DLQSubject string
 	Record
-	// Replays is how many times the entry was replayed (0: never).
+	// Replays is how many times the entry was replayed (0: never),
+	// counting a replay reserved and not settled (in doubt).
 	Replays int
+	// markRev is the revision of the entry's replay mark, as read (0:
+	// none): a replay's compare-and-set.
+	markRev uint64
 }
 
 // Subject returns the DLQ subject of rec: the original task subject with
@@ -171,7 +175,7 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Replays = mark.Count
+	e.Replays, e.markRev = mark.Count, mark.rev
 	return e, nil
 }
 
@@ -243,7 +247,7 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Entry) error) error
 			if err != nil {
 				continue // not a dead letter (written by hand?): skip it
 			}
-			e.Replays = marks[e.Seq].Count
+			e.Replays, e.markRev = marks[e.Seq].Count, marks[e.Seq].rev
 			if !f.Match(e) {
 				continue
 			}
@@ -321,7 +325,7 @@ func (s *Store) Delete(ctx context.Context, entries []*Entry) (int, error) {
 			return n, fmt.Errorf("dlq: delete %d: %w", e.Seq, err)
 		}
 		n++
-		if e.Replays > 0 && kv != nil {
+		if (e.Replays > 0 || e.markRev > 0) && kv != nil {
 			_ = kv.Purge(ctx, s.markKey(e))
 		}
 	}

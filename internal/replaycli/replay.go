@@ -28,7 +28,10 @@ original subject or --to, as new tasks: they carry a new message id (so the
 server's duplicate window does not drop them) and the header
 Jetagent-Replay-Of naming the entry. Entries stay in the DLQ; purge them when
 you are satisfied. An entry is replayed at most once, even by operators
-running replay at the same time, unless --force.
+running replay at the same time, unless --force: its mark is reserved before
+its task is published. Stopped early (--timeout, Ctrl-C), replay waits a few
+seconds for the server's answers and reports what it did publish; the rest
+stay unreplayed, and a rerun replays them.
 
 Select entries by ID, or with the filters (all of them when none is given).
 Above --confirm-above entries, replay asks for confirmation unless --yes.`,
@@ -99,7 +102,11 @@ func summaryLine(res dlq.ReplayResult, forced bool) string {
 	if res.Skipped > 0 && !forced {
 		skipped += " (use --force to replay again)"
 	}
-	return fmt.Sprintf("replayed %d, %s, would replay %d, failed %d", res.Replayed, skipped, res.WouldReplay, res.Failed)
+	line := fmt.Sprintf("replayed %d, %s, would replay %d, failed %d", res.Replayed, skipped, res.WouldReplay, res.Failed)
+	if res.InDoubt > 0 {
+		line += fmt.Sprintf(", in doubt %d (published as the replay stopped, unconfirmed: marked replayed, so a rerun skips them; check the agent, --force any that did not run)", res.InDoubt)
+	}
+	return line
 }
 
 // checkDestination refuses a --to subject that is not one a task can be
