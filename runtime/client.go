@@ -238,6 +238,14 @@ type sendOptions struct {
 // the envelope is re-addressed to backup, under a new id derived from the
 // original, and sent with the same policy. A permanent failure does not
 // fall back.
+//
+// The task runs at most once across the two agents: the primary's copy
+// carries a deadline at the end of the primary's attempts (or the
+// envelope's own, if earlier), so a copy still queued when the client
+// falls back is dead-lettered expired instead of run; the backup is sent
+// the task only once that deadline has passed (plus 250ms for the agents'
+// clocks). A primary handler that ignores its ctx past the deadline can
+// still finish beside the backup.
 func WithFallback(backup string) SendOption {
 	return func(o *sendOptions) { o.fallback = backup }
 }
@@ -273,19 +281,59 @@ func (c *Client) send(ctx context.Context, env *envelope.Envelope, opts ...SendO
 	for _, opt := range opts {
 		opt(&o)
 	}
-	rep, err := c.sendTo(ctx, env)
-	if err == nil || o.fallback == "" || ctx.Err() != nil || !canFallBack(err) {
+	if o.fallback == "" {
+		return c.sendTo(ctx, env, nil)
+	}
+	// The primary's copy must not run once the backup has the task: it
+	// carries a deadline at the end of the primary's attempts (or its own,
+	// if earlier), so a copy still queued when the client falls back is
+	// dead-lettered expired instead of run, and a run still going has its
+	// ctx cancelled then. The backup is sent the task once that deadline
+	// has passed.
+	primary := *env
+	withdraw := time.Now().Add(c.attemptsBudget())
+	if primary.Deadline.IsZero() || primary.Deadline.After(withdraw) {
+		primary.Deadline = withdraw
+	}
+	var published bool
+	rep, err := c.sendTo(ctx, &primary, &published)
+	env.ReplyTo = primary.ReplyTo
+	if err == nil || ctx.Err() != nil || !canFallBack(err) {
 		return rep, err
+	}
+	if published {
+		t := time.NewTimer(time.Until(primary.Deadline) + fallbackSkew)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w; waiting for the primary's copy to expire before the backup: %w", err, ctx.Err())
+		}
 	}
 	alt := *env
 	alt.ID = envelope.DeriveID(env.ID, "fallback:"+o.fallback)
 	alt.Recipient = o.fallback
 	c.log.Info("primary failed; falling back", "primary", env.Recipient, "backup", o.fallback, "err", err)
-	rep, ferr := c.sendTo(ctx, &alt)
+	rep, ferr := c.sendTo(ctx, &alt, nil)
 	if ferr != nil {
 		return nil, fmt.Errorf("primary %s failed: %w; backup %s failed: %w", env.Recipient, err, o.fallback, ferr)
 	}
 	return rep, nil
+}
+
+// fallbackSkew is how long after the primary's copy expired the backup is
+// sent the task: a margin for the agents' clocks.
+const fallbackSkew = 250 * time.Millisecond
+
+// attemptsBudget is the longest the attempts of one envelope can take:
+// every attempt's timeout and the longest backoff before each re-send.
+func (c *Client) attemptsBudget() time.Duration {
+	b := resilience.Backoff{Base: c.retry.BaseDelay, Max: c.retry.MaxDelay, NoJitter: true}
+	d := time.Duration(c.retry.MaxRetries+1) * c.retry.AttemptTimeout
+	for i := range c.retry.MaxRetries {
+		d += b.Delay(i + 1)
+	}
+	return d
 }
 
 // canFallBack reports whether a backup agent might answer where the
@@ -295,7 +343,7 @@ func canFallBack(err error) bool {
 }
 
 // sendTo runs the attempts of one envelope to its recipient.
-func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope) (*envelope.Envelope, error) {
+func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope, published *bool) (*envelope.Envelope, error) {
 	if err := bus.ValidateName(env.Recipient); err != nil {
 		return nil, resilience.Permanent(fmt.Errorf("runtime: send: recipient: %w", err))
 	}
@@ -309,11 +357,17 @@ func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope) (*envelope.
 	}
 	rep, err := resilience.Retry(ctx, func(ctx context.Context) (*envelope.Envelope, error) {
 		if c.breakers == nil {
+			if published != nil {
+				*published = true // an attempt publishes (or may have)
+			}
 			return c.attempt(ctx, target, env)
 		}
 		done, err := c.breakers.Get(target).Allow()
 		if err != nil {
 			return nil, fmt.Errorf("runtime: send %s to %s: %w", env.ID, env.Recipient, err)
+		}
+		if published != nil {
+			*published = true
 		}
 		rep, err := c.attempt(ctx, target, env)
 		done(err)

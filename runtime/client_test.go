@@ -3,10 +3,12 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/resilience"
@@ -250,5 +252,33 @@ func TestSendFallsBackToABackupAgent(t *testing.T) {
 	bad := to(t, "bad name")
 	if _, err := c.Send(ctxT(t), bad, runtime.WithFallback("backup")); !errors.Is(err, resilience.ErrPermanent) {
 		t.Fatalf("invalid recipient: err = %v, want a permanent error", err)
+	}
+}
+
+// Issue 14 item 7: falling back left the primary's copy queued; when the
+// primary came back it ran the task the backup had already answered.
+func TestAFallbackLeavesThePrimaryNoCopyToRun(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	startAgent(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, BaseDelay: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		AttemptTimeout: 200 * time.Millisecond})
+	req := to(t, "primary") // the primary is down: its copy waits in the stream
+	if _, err := c.Send(ctxT(t), req, runtime.WithFallback("backup")); err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int32
+	primary := startAgent(t, conn, runtime.Config{Agent: "primary"}, func(context.Context, *runtime.Task) (any, error) {
+		runs.Add(1)
+		return "ran again", nil
+	})
+	waitFor(t, "the primary to settle its copy", func() bool {
+		s := primary.Stats()
+		return s.DeadLettered+s.Succeeded > 0
+	})
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("the primary ran the task %d times after the backup had answered it", n)
+	}
+	if recs := dlqMessages(t, conn, 1); recs[0].Reason != dlq.ReasonExpired {
+		t.Fatalf("the primary's copy was dead-lettered %s, want %s", recs[0].Reason, dlq.ReasonExpired)
 	}
 }

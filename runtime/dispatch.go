@@ -55,7 +55,7 @@ func (r *Runtime) process(s *slot, j job) {
 		if r.cfg.Observer != nil {
 			r.cfg.Observer.Delivered(r.observedSubject(d.Subject))
 		}
-		r.account(jp) // reads nothing for a first delivery
+		r.account(jp)                                  // reads nothing for a first delivery
 		if v, ok := r.execs.verdict(d.StreamSeq); ok { // failed for good; the DLQ refused it
 			r.observe(d.Subject, r.fileVerdict(jp, v), 0)
 			return

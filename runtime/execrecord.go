@@ -96,13 +96,13 @@ type execRecords struct {
 	ttl time.Duration
 	on  bool
 
-	mu    sync.Mutex
-	seen  map[string]execSeen // by "t/<task>" and "k/<idempotency key>"
+	mu   sync.Mutex
+	seen map[string]execSeen // by "t/<task>" and "k/<idempotency key>"
 	// verdicts holds the dead letters the DLQ refused, by the stream
 	// sequence of their message; kept (in this replica) with records
 	// off too.
 	verdicts map[uint64]execVerdict
-	ready bool                // the watch delivered what was stored at start
+	ready    bool // the watch delivered what was stored at start
 
 	commits chan execCommit
 	done    chan struct{} // closed when the committer has returned

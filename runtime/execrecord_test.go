@@ -309,3 +309,37 @@ func TestASlowSettlementIsHeartbeated(t *testing.T) {
 		t.Fatalf("the handler ran %d times: the task was redelivered while its reply was being retried (AckWait 1s)", n)
 	}
 }
+
+// Issue 14 item 7: a client whose retry budget outlasts the duplicate
+// window re-sends an id the server has forgotten; it ran again.
+func TestAReSendAfterTheDuplicateWindowDoesNotRunAgain(t *testing.T) {
+	short := bus.Topology{Memory: true, DuplicateWindow: 200 * time.Millisecond}
+	_, conn := natstest.Provisioned(t, short)
+	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), short, "once"); err != nil {
+		t.Fatal(err)
+	}
+	var c runCounter
+	rt := startOn(t, conn, short, &c)
+	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bus.EnvelopeMsg(short.TaskSubject("once", envelope.TaskRequest), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.JetStream().PublishMsg(ctxT(t), m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
+	time.Sleep(2 * short.DuplicateWindow) // the server's window is a span of time, not an event
+	ack, err := conn.JetStream().PublishMsg(ctxT(t), m)
+	if err != nil || ack.Duplicate {
+		t.Fatalf("the re-send after the window: %+v, %v (want it stored: the window is over)", ack, err)
+	}
+	waitFor(t, "the re-send settled", func() bool { return rt.Stats().Duplicates == 1 })
+	if n := c.total(); n != 1 {
+		t.Fatalf("the handler ran %d times for one task re-sent after the duplicate window", n)
+	}
+	stopNow(t, rt)
+}
