@@ -562,17 +562,6 @@ func (s *Store) readdress(e *Entry, subject string) []byte {
 	return data
 }
 
-func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
-	select {
-	case a := <-f.Ok():
-		return a, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // isWrongLastSequence reports a compare-and-set conflict (codes 10071, and
 // 10164 on replicated streams).
 func isWrongLastSequence(err error) bool {
