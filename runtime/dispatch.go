@@ -206,7 +206,7 @@ func (r *Runtime) breakerOutcome(err error, t *Task) error {
 //
 //	success                      -> reply, then ack (then drop the snapshot)
 //	interrupted by shutdown      -> nak now (another replica takes it)
-//	cancelled (task.cancel)      -> task.update "cancelled" reply, ack, drop the snapshot
+//	cancelled (task.cancel)      -> task.update "cancelled" reply (retried; reply_failed if never published), ack, drop the snapshot
 //	task taken by a duplicate    -> nak with delay: answered from the execution record once the other run ends
 //	already ran (execution record) -> the stored reply again, ack (see answerDuplicate)
 //	taken by a newer delivery    -> nothing: that delivery owns the message
@@ -255,8 +255,9 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 	case r.aborting() && errors.Is(err, context.Canceled):
 		return r.giveBack(&t.job)
 	case errors.Is(err, ErrCancelled):
-		if rerr := r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}); rerr != nil {
-			log().Warn("cancel reply not published", "err", rerr)
+		update := Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}
+		if rerr := r.replyRetrying(env, update); rerr != nil {
+			return r.replyFailed(t, update, rerr) // not dropped: dead-lettered with the update
 		}
 		_ = d.Ack()
 		r.forget(&t.job)
@@ -360,7 +361,9 @@ func (r *Runtime) replyRetrying(req *envelope.Envelope, result any) error {
 // finds the record, tries the reply again.
 func (r *Runtime) replyFailed(t *Task, result any, cause error) Outcome {
 	env := t.Envelope
-	r.execs.record(execEntry{Task: t.taskID, Key: env.IdempotencyKey}, func(bool) {})
+	if !isControl(env.PayloadType) { // a control message names a task without being it
+		r.execs.record(execEntry{Task: t.taskID, Key: env.IdempotencyKey}, func(bool) {})
+	}
 	j := &t.job
 	h := make(nats.Header, len(j.d.Header)+2)
 	for k, v := range j.d.Header {

@@ -343,3 +343,88 @@ func TestAReSendAfterTheDuplicateWindowDoesNotRunAgain(t *testing.T) {
 	}
 	stopNow(t, rt)
 }
+
+// Found by the fault schedule (docs/chaos.md, seed 5 of commit c75bd56): a
+// cancelled task's task.update reply that could not be published was
+// dropped and the task acked: its sender heard nothing, and nothing was
+// dead-lettered.
+func TestACancelledTasksFailedReplyIsNotDropped(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
+		t.Fatal(err)
+	}
+	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, func(context.Context, *runtime.Task) (any, error) {
+		return nil, runtime.ErrCancelled
+	})
+	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.ReplyTo = topo.ReplySubject("caller") + "." + env.ID
+	m, err := bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskRequest), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Cancelled+s.DeadLettered > 0 })
+	dlqStream, err := conn.JetStream().Stream(ctx, topo.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlqStream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("the cancelled task's reply failed and %d dead letters were stored (stats %+v): the task.update was dropped", info.State.Msgs, rt.Stats())
+	}
+	if recs := dlqMessages(t, conn, 1); recs[0].Reason != dlq.ReasonReplyFailed {
+		t.Fatalf("dead-lettered %s, want %s", recs[0].Reason, dlq.ReasonReplyFailed)
+	}
+}
+
+// A control message names a task without being it: a task.cancel whose
+// reply failed must not record its task as run, or the task itself would
+// never run.
+func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
+		t.Fatal(err)
+	}
+	var c runCounter
+	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, c.handle)
+	cancel, err := envelope.New("tester", "once", envelope.TaskCancel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel.TaskID = "job-7"
+	cancel.ReplyTo = topo.ReplySubject("caller") + "." + cancel.ID
+	m, err := bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskCancel), cancel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the cancel's reply_failed dead letter", func() bool { return rt.Stats().ReplyFailed == 1 })
+	task, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task.TaskID = "job-7"
+	m, err = bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskRequest), task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates+s.Cancelled+s.DeadLettered > 1 })
+	if n := c.total(); n != 1 {
+		t.Fatalf("the task ran %d times after a failed reply to a task.cancel naming it (stats %+v)", n, rt.Stats())
+	}
+}
