@@ -86,10 +86,11 @@ func (r *Runtime) process(s *slot, j job) {
 	} else if r.deadLetterIfExpired(jp) { // held, or waiting its turn, past its deadline
 		return
 	}
-	if seen, ok := r.execs.lookup(env); ok && !isControl(env.PayloadType) && !(seen.dead && isReplay(d)) {
+	if seen, ok := r.execs.lookup(env, replayKey(d)); ok && !isControl(env.PayloadType) {
 		// It ran already (a re-send the server's window no longer knew, a
 		// redelivery after its reply, another envelope of the task): not
-		// again. A dead letter replayed from the DLQ does run.
+		// again. A replay from the DLQ runs once per replay, whatever the
+		// task's own record says.
 		r.endTurn(jp)
 		r.observe(d.Subject, r.answerDuplicate(jp, env, seen), 0)
 		return
@@ -234,7 +235,7 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 			r.forget(&t.job)
 			return Outcome{Disposition: Succeeded}
 		}
-		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Reply: r.storedReplySubject(env)}
+		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Reply: r.storedReplySubject(env), Replay: replayKey(d)}
 		if !t.used && t.job.acct.rev == 0 {
 			// The common task: acked once its record is stored, by the
 			// committer, while this worker goes on.
@@ -325,7 +326,7 @@ func (r *Runtime) recordDead(t *Task, out Outcome) {
 	if out.Disposition != DeadLettered || isControl(t.Envelope.PayloadType) {
 		return
 	}
-	r.execs.record(execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Dead: true}, func(bool) {})
+	r.execs.record(execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Dead: true, Replay: replayKey(t.job.d)}, func(bool) {})
 }
 
 // replyAttempts and replyPause bound the publishes of one reply: a reply
@@ -362,7 +363,7 @@ func (r *Runtime) replyRetrying(req *envelope.Envelope, result any) error {
 func (r *Runtime) replyFailed(t *Task, result any, cause error) Outcome {
 	env := t.Envelope
 	if !isControl(env.PayloadType) { // a control message names a task without being it
-		r.execs.record(execEntry{Task: t.taskID, Key: env.IdempotencyKey}, func(bool) {})
+		r.execs.record(execEntry{Task: t.taskID, Key: env.IdempotencyKey, Replay: replayKey(t.job.d)}, func(bool) {})
 	}
 	j := &t.job
 	h := make(nats.Header, len(j.d.Header)+2)
@@ -588,7 +589,7 @@ func (r *Runtime) deadLetterVerdict(t *Task, reason dlq.Reason, cause error) Out
 		return Outcome{Disposition: DeadLettered, Reason: reason}
 	}
 	d := j.d
-	en := execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Dead: true, Seq: d.StreamSeq,
+	en := execEntry{Task: t.taskID, Key: t.Envelope.IdempotencyKey, Replay: replayKey(d), Dead: true, Seq: d.StreamSeq,
 		Verdict: string(reason), Cause: cause.Error(), Attempts: attempts}
 	r.execs.noteVerdict(en, func(bool) { r.retry(d, 0) })
 	return Outcome{Disposition: Retried}
@@ -610,7 +611,7 @@ func (r *Runtime) fileVerdict(j *job, v execVerdict) Outcome {
 	}
 	r.forget(j)
 	r.execs.clearVerdict(d.StreamSeq)
-	r.execs.record(execEntry{Task: v.task, Key: v.key, Dead: true, Seq: d.StreamSeq}, func(bool) {})
+	r.execs.record(execEntry{Task: v.task, Key: v.key, Replay: replayKey(d), Dead: true, Seq: d.StreamSeq}, func(bool) {})
 	return Outcome{Disposition: DeadLettered, Reason: reason}
 }
 

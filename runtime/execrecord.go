@@ -37,6 +37,10 @@ type execEntry struct {
 	Task string `msgpack:"t"`
 	// Key is the envelope's idempotency_key, if it had one.
 	Key string `msgpack:"k,omitempty"`
+	// Replay names the replay that ran ("<DLQ entry>/<replay count>"), if
+	// the delivery was one: a replay runs once per replay, whatever the
+	// task's own record says.
+	Replay string `msgpack:"p,omitempty"`
 	// Reply is the subject the reply was published to in the replies
 	// stream ("" when none was stored there).
 	Reply string `msgpack:"r,omitempty"`
@@ -225,6 +229,9 @@ func (x *execRecords) addLocked(en execEntry, at time.Time) {
 	if en.Key != "" {
 		x.seen["k/"+en.Key] = s
 	}
+	if en.Replay != "" {
+		x.seen["p/"+en.Replay] = s
+	}
 	switch {
 	case en.Seq == 0:
 	case en.Verdict != "":
@@ -283,8 +290,9 @@ func (x *execRecords) prune(now time.Time) {
 }
 
 // lookup returns what the index knows of env's task (or of its
-// idempotency key).
-func (x *execRecords) lookup(env *envelope.Envelope) (execSeen, bool) {
+// idempotency key); for a replay (replay is its replayKey), what it knows
+// of that replay only.
+func (x *execRecords) lookup(env *envelope.Envelope, replay string) (execSeen, bool) {
 	if !x.on {
 		return execSeen{}, false
 	}
@@ -292,6 +300,10 @@ func (x *execRecords) lookup(env *envelope.Envelope) (execSeen, bool) {
 	defer x.mu.Unlock()
 	if len(x.seen) == 0 {
 		return execSeen{}, false
+	}
+	if replay != "" {
+		s, ok := x.seen["p/"+replay]
+		return s, ok
 	}
 	if env.IdempotencyKey != "" {
 		if s, ok := x.seen["k/"+env.IdempotencyKey]; ok {
@@ -462,7 +474,15 @@ func (r *Runtime) storedReplySubject(env *envelope.Envelope) string {
 	return ""
 }
 
-// isReplay reports whether d is a task replayed from the DLQ.
-func isReplay(d *bus.Delivery) bool {
-	return d.Header != nil && d.Header.Get(dlq.HeaderReplayOf) != ""
+// replayKey names the replay d is ("<DLQ entry>/<replay count>"), "" when
+// d is no replay.
+func replayKey(d *bus.Delivery) string {
+	if d.Header == nil {
+		return ""
+	}
+	of := d.Header.Get(dlq.HeaderReplayOf)
+	if of == "" {
+		return ""
+	}
+	return of + "/" + d.Header.Get(dlq.HeaderReplayCount)
 }

@@ -428,3 +428,46 @@ func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
 		t.Fatalf("the task ran %d times after a failed reply to a task.cancel naming it (stats %+v)", n, rt.Stats())
 	}
 }
+
+// Found by TestLeastPrivilegeRolesDoTheirJobs: a task dead-lettered while
+// a stale run of it hung, whose stale run then returned, was recorded as
+// answered; its replay was then answered as a duplicate and never ran. A
+// replay runs once per replay (entry and count), whatever the task's
+// record says; a second delivery of the same replay does not run.
+func TestAReplayRunsOncePerReplayWhateverTheTaskRecordSays(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	var c runCounter
+	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, c.handle)
+	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(id string, h map[string]string) {
+		t.Helper()
+		m, err := bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskRequest), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Header.Set(bus.HeaderMsgID, id)
+		for k, v := range h {
+			m.Header.Set(k, v)
+		}
+		if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(env.ID, nil)
+	waitFor(t, "the first run", func() bool { return c.total() == 1 && rt.Stats().Succeeded == 1 })
+	replay := map[string]string{dlq.HeaderReplayOf: "7", dlq.HeaderReplayCount: "1"}
+	publish("replay-7-1", replay)
+	waitFor(t, "the replay settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 2 })
+	if n := c.total(); n != 2 {
+		t.Fatalf("the task ran %d times; its replay must run once (stats %+v)", n, rt.Stats())
+	}
+	publish("replay-7-1-again", replay) // the same replay delivered again (a lost ack)
+	waitFor(t, "the second copy settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 3 })
+	if n := c.total(); n != 2 {
+		t.Fatalf("the task ran %d times; a replay delivered twice must run once", n)
+	}
+}

@@ -50,6 +50,8 @@ var measurements = []measurement{
 		ours: (*env).jetagentPublish},
 	{name: "consume (decode, breaker, dispositions, ack)", unit: "msg/s", higherWins: true, target: 0.85, peer: "raw nats.go pull consume, plain ack",
 		raw: (*env).rawConsume, ours: (*env).jetagentConsume},
+	{name: "consume, execution records off", unit: "msg/s", higherWins: true, peer: "raw nats.go pull consume, plain ack (informational: the record's cost is the gap to the line above)",
+		raw: (*env).rawConsume, ours: func(e *env, size int) (float64, error) { return e.consumeWith(size, false) }},
 	{name: "consume vs watermill-nats", unit: "msg/s", higherWins: true, target: 1.15, peer: "watermill-nats v2 jetstream subscriber",
 		raw: (*env).watermillConsume, ours: (*env).jetagentConsume},
 	{name: "request/reply p50", unit: "us", target: 1.25, oneSize: true, peer: "raw JetStream request + reply",
@@ -242,13 +244,21 @@ func (e *env) rawConsume(size int) (float64, error) {
 }
 
 // jetagentConsume: a runtime with a no-op handler (decode, validation,
-// breaker, dispositions, heartbeat bookkeeping, ack).
-func (e *env) jetagentConsume(size int) (float64, error) {
+// breaker, dispositions, heartbeat bookkeeping, the execution record, ack).
+func (e *env) jetagentConsume(size int) (float64, error) { return e.consumeWith(size, true) }
+
+// consumeWith is jetagentConsume, with the execution records on or off.
+// The agent is provisioned (its records bucket exists), as `agent run`
+// does.
+func (e *env) consumeWith(size int, records bool) (float64, error) {
 	agent := e.unique("agent")
+	if err := bus.ProvisionAgent(e.ctx, e.conn.JetStream(), topo, agent); err != nil {
+		return 0, err
+	}
 	if err := e.fill(agent, size, ""); err != nil {
 		return 0, err
 	}
-	rt, err := runtime.New(e.conn, runtime.Config{Agent: agent, DisableSweeper: true})
+	rt, err := runtime.New(e.conn, runtime.Config{Agent: agent, DisableSweeper: true, DisableExecRecords: !records})
 	if err != nil {
 		return 0, err
 	}
