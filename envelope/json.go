@@ -273,9 +273,9 @@ func payloadValue(b []byte, off int) (any, int, error) {
 		shift := 64 - 8*h.n // sign-extend
 		return int64(u<<shift) >> shift, h.end(), nil
 	case kindFloat32:
-		return math.Float32frombits(binary.BigEndian.Uint32(data)), h.end(), nil
+		return jsonFloat32(math.Float32frombits(binary.BigEndian.Uint32(data))), h.end(), nil
 	case kindFloat64:
-		return math.Float64frombits(binary.BigEndian.Uint64(data)), h.end(), nil
+		return jsonFloat64(math.Float64frombits(binary.BigEndian.Uint64(data))), h.end(), nil
 	case kindStr:
 		return string(data), h.end(), nil
 	case kindBin:
@@ -330,4 +330,33 @@ func beUint(b []byte) uint64 {
 		return uint64(binary.BigEndian.Uint32(b))
 	}
 	return binary.BigEndian.Uint64(b)
+}
+
+// jsonFloat64 and jsonFloat32 write a float as encoding/json does (its
+// shortest form), except that a float the JSON form would read back as an
+// integer too large for 64 bits (2.03e20 is written 203131200000000000000)
+// is written with an exponent, so that MarshalJSON's output always decodes.
+type (
+	jsonFloat64 float64
+	jsonFloat32 float32
+)
+
+func (f jsonFloat64) MarshalJSON() ([]byte, error) { return floatJSON(float64(f), 64) }
+func (f jsonFloat32) MarshalJSON() ([]byte, error) { return floatJSON(float64(f), 32) }
+
+func floatJSON(f float64, bits int) ([]byte, error) {
+	var b []byte
+	var err error
+	if bits == 32 {
+		b, err = json.Marshal(float32(f))
+	} else {
+		b, err = json.Marshal(f)
+	}
+	if err != nil || bytes.ContainsAny(b, ".eE") {
+		return b, err
+	}
+	if _, err := jsonNumber(json.Number(b)); err == nil {
+		return b, nil
+	}
+	return strconv.AppendFloat(nil, f, 'e', -1, bits), nil
 }

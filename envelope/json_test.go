@@ -199,3 +199,27 @@ func TestIntegersBeyond64BitsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// Found by FuzzUnmarshal: encoding/json writes 2.031312e20 as
+// 203131200000000000000, which the JSON form then refused as an integer
+// beyond 64 bits; MarshalJSON's output must always decode.
+func TestALargeFloatSurvivesTheJSONForm(t *testing.T) {
+	for _, f := range []float64{2.031312e20, 1e20, -9.3e19, 18446744073709551616} {
+		env, err := New("a", "b", TaskRequest, map[string]any{"f": f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := env.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Envelope
+		if err := back.UnmarshalJSON(j); err != nil {
+			t.Fatalf("%g: the JSON form %s does not decode: %v", f, j, err)
+		}
+		var got map[string]float64
+		if err := back.DecodePayload(&got); err != nil || got["f"] != f {
+			t.Fatalf("%g came back as %v (%v) from %s", f, got, err, j)
+		}
+	}
+}
