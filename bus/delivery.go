@@ -69,6 +69,9 @@ func (d *Delivery) Release() {
 	}
 }
 
+// Settled reports whether the delivery was acked, nak'd or terminated.
+func (d *Delivery) Settled() bool { return d.ackd.Load() }
+
 // AckTimeout is how long the server waits, after it sent this delivery or
 // heard a heartbeat for it, before redelivering it (BackOff's step for
 // its delivery count, else AckWait). Zero when unknown.

@@ -78,7 +78,7 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			// compare-and-swap, delete) and read.
 			"$KV." + records + ".att.>",
 			jsAPI + "DIRECT.GET.KV_" + records + ".$KV." + records + ".att.>",
-			// Execution records, keys exec.<ulid>: written in batches, and
+			// Execution records, keys exec.<runtime id>.<ulid>: written in batches, and
 			// read by every replica with a KV watch (an ordered consumer of
 			// any name on those keys, with its flow control).
 			"$KV." + records + ".exec.>",

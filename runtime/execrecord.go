@@ -26,10 +26,11 @@ import (
 // stored reply is sent again to the new delivery's reply_to.
 //
 // The record costs no round trip on a task's path: the tasks that ended
-// are committed in batches ("exec.<ulid>", one entry per task, written
-// by one goroutine while the next batch fills), a task's delivery is
-// acknowledged once its batch is stored, and every replica reads the
-// batches (a KV watch) into an index in memory that the check consults.
+// enter this runtime's index at once and are committed in batches
+// ("exec.<runtime id>.<ulid>", one entry per task, written by one
+// goroutine while the next batch fills); a plain task is acked at once, a
+// checkpointed one once its batch is stored; every replica reads the
+// others' batches (a KV watch) into its index.
 
 // execEntry is one task in a batch.
 type execEntry struct {
@@ -62,6 +63,13 @@ type execEntry struct {
 // execBatch is one stored record.
 type execBatch struct {
 	Entries []execEntry `msgpack:"e"`
+}
+
+// execKey is an index key: kind 't' (a task id), 'k' (an idempotency
+// key) or 'p' (a replay, "<DLQ entry>/<count>").
+type execKey struct {
+	kind byte
+	s    string
 }
 
 // execSeen is what the index knows of a task.
@@ -101,7 +109,10 @@ type execRecords struct {
 	on  bool
 
 	mu   sync.Mutex
-	seen map[string]execSeen // by "t/<task>" and "k/<idempotency key>"
+	seen map[execKey]execSeen // by task id, idempotency key and replay
+	// self prefixes the keys of this runtime's batches: the watch skips
+	// them (record put them in the index already).
+	self string
 	// verdicts holds the dead letters the DLQ refused, by the stream
 	// sequence of their message; kept (in this replica) with records
 	// off too.
@@ -115,7 +126,8 @@ type execRecords struct {
 
 func (x *execRecords) init(r *Runtime) {
 	x.rt, x.ttl, x.on = r, r.cfg.ExecRecordTTL, !r.cfg.DisableExecRecords
-	x.seen = make(map[string]execSeen)
+	x.seen = make(map[execKey]execSeen)
+	x.self = "exec." + envelope.NewID() + "."
 	x.verdicts = make(map[uint64]execVerdict)
 }
 
@@ -207,6 +219,9 @@ func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune 
 				signal()
 				continue
 			}
+			if strings.HasPrefix(e.Key(), x.self) {
+				continue // this runtime's own batch: indexed when recorded
+			}
 			var b execBatch
 			if msgpack.Unmarshal(e.Value(), &b) != nil {
 				continue
@@ -223,14 +238,14 @@ func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune 
 
 func (x *execRecords) addLocked(en execEntry, at time.Time) {
 	s := execSeen{at: at, reply: en.Reply, dead: en.Dead}
-	if old, ok := x.seen["t/"+en.Task]; !ok || old.dead || !s.dead {
-		x.seen["t/"+en.Task] = s // an answer replaces a dead letter, not the reverse
+	if old, ok := x.seen[execKey{'t', en.Task}]; !ok || old.dead || !s.dead {
+		x.seen[execKey{'t', en.Task}] = s // an answer replaces a dead letter, not the reverse
 	}
 	if en.Key != "" {
-		x.seen["k/"+en.Key] = s
+		x.seen[execKey{'k', en.Key}] = s
 	}
 	if en.Replay != "" {
-		x.seen["p/"+en.Replay] = s
+		x.seen[execKey{'p', en.Replay}] = s
 	}
 	switch {
 	case en.Seq == 0:
@@ -302,15 +317,15 @@ func (x *execRecords) lookup(env *envelope.Envelope, replay string) (execSeen, b
 		return execSeen{}, false
 	}
 	if replay != "" {
-		s, ok := x.seen["p/"+replay]
+		s, ok := x.seen[execKey{'p', replay}]
 		return s, ok
 	}
 	if env.IdempotencyKey != "" {
-		if s, ok := x.seen["k/"+env.IdempotencyKey]; ok {
+		if s, ok := x.seen[execKey{'k', env.IdempotencyKey}]; ok {
 			return s, true
 		}
 	}
-	s, ok := x.seen["t/"+taskIDOf(env)]
+	s, ok := x.seen[execKey{'t', taskIDOf(env)}]
 	return s, ok
 }
 
@@ -371,7 +386,7 @@ func (x *execRecords) store(batch []execCommit) bool {
 	if err != nil {
 		return false
 	}
-	m := nats.NewMsg("$KV." + r.cfg.Topology.RecordsBucket(r.cfg.Agent) + ".exec." + envelope.NewID())
+	m := nats.NewMsg("$KV." + r.cfg.Topology.RecordsBucket(r.cfg.Agent) + "." + x.self + envelope.NewID())
 	m.Data = body
 	var last error
 	for try := range 3 {

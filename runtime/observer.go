@@ -184,7 +184,9 @@ func (r *Runtime) Ready(ctx context.Context) error {
 	return nil
 }
 
-// InFlight returns how many handlers are running now.
+// InFlight returns how many deliveries the workers hold now: running
+// their handler, or settling it (its reply, dead letter or record) until
+// it is acknowledged.
 func (r *Runtime) InFlight() int {
 	r.mu.Lock()
 	slots := r.slots
@@ -193,7 +195,7 @@ func (r *Runtime) InFlight() int {
 	for i := range slots {
 		s := &slots[i]
 		s.mu.Lock()
-		if s.d != nil {
+		if s.d != nil && !s.d.Settled() { // settled, it finishes its bookkeeping
 			n++
 		}
 		s.mu.Unlock()
