@@ -235,7 +235,7 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 			r.forget(&t.job)
 			return Outcome{Disposition: Succeeded}
 		}
-		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Reply: r.storedReplySubject(env), Replay: replayKey(d)}
+		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Replay: replayKey(d)}
 		if !t.used && t.job.acct.rev == 0 {
 			// The common task: acked now, its record stored by the
 			// committer in the next batch, while this worker goes on.

@@ -42,9 +42,6 @@ type execEntry struct {
 	// the delivery was one: a replay runs once per replay, whatever the
 	// task's own record says.
 	Replay string `msgpack:"p,omitempty"`
-	// Reply is the subject the reply was published to in the replies
-	// stream ("" when none was stored there).
-	Reply string `msgpack:"r,omitempty"`
 	// Dead is set when the task was dead-lettered rather than answered: a
 	// replay of it from the DLQ runs, a re-send does not.
 	Dead bool `msgpack:"d,omitempty"`
@@ -65,18 +62,9 @@ type execBatch struct {
 	Entries []execEntry `msgpack:"e"`
 }
 
-// execKey is an index key: kind 't' (a task id), 'k' (an idempotency
-// key) or 'p' (a replay, "<DLQ entry>/<count>").
-type execKey struct {
-	kind byte
-	s    string
-}
-
-// execSeen is what the index knows of a task.
+// execSeen is what the index knows of a task that ran.
 type execSeen struct {
-	at    time.Time
-	reply string
-	dead  bool
+	dead bool // dead-lettered, never answered
 }
 
 // execVerdict is a dead letter decided but not stored yet (see
@@ -108,8 +96,8 @@ type execRecords struct {
 	ttl time.Duration
 	on  bool
 
-	mu   sync.Mutex
-	seen map[execKey]execSeen // by task id, idempotency key and replay
+	mu  sync.Mutex
+	idx *execIndex // by task id, idempotency key and replay
 	// self prefixes the keys of this runtime's batches: the watch skips
 	// them (record put them in the index already).
 	self string
@@ -126,7 +114,7 @@ type execRecords struct {
 
 func (x *execRecords) init(r *Runtime) {
 	x.rt, x.ttl, x.on = r, r.cfg.ExecRecordTTL, !r.cfg.DisableExecRecords
-	x.seen = make(map[execKey]execSeen)
+	x.idx = newExecIndex(x.ttl, time.Now())
 	x.self = "exec." + envelope.NewID() + "."
 	x.verdicts = make(map[uint64]execVerdict)
 }
@@ -226,26 +214,23 @@ func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune 
 			if msgpack.Unmarshal(e.Value(), &b) != nil {
 				continue
 			}
-			at := e.Created()
+			at, now := e.Created(), time.Now()
 			x.mu.Lock()
 			for _, en := range b.Entries {
-				x.addLocked(en, at)
+				x.addLocked(en, at, now)
 			}
 			x.mu.Unlock()
 		}
 	}
 }
 
-func (x *execRecords) addLocked(en execEntry, at time.Time) {
-	s := execSeen{at: at, reply: en.Reply, dead: en.Dead}
-	if old, ok := x.seen[execKey{'t', en.Task}]; !ok || old.dead || !s.dead {
-		x.seen[execKey{'t', en.Task}] = s // an answer replaces a dead letter, not the reverse
-	}
+func (x *execRecords) addLocked(en execEntry, at, now time.Time) {
+	x.idx.add(x.idx.hash('t', en.Task), en.Dead, at, now)
 	if en.Key != "" {
-		x.seen[execKey{'k', en.Key}] = s
+		x.idx.add(x.idx.hash('k', en.Key), en.Dead, at, now)
 	}
 	if en.Replay != "" {
-		x.seen[execKey{'p', en.Replay}] = s
+		x.idx.add(x.idx.hash('p', en.Replay), en.Dead, at, now)
 	}
 	switch {
 	case en.Seq == 0:
@@ -260,8 +245,9 @@ func (x *execRecords) addLocked(en execEntry, at time.Time) {
 // index at once and, with records on, in the next batch (other replicas
 // learn it from the watch); then runs as for record.
 func (x *execRecords) noteVerdict(en execEntry, then func(stored bool)) {
+	now := time.Now()
 	x.mu.Lock()
-	x.addLocked(en, time.Now())
+	x.addLocked(en, now, now)
 	x.mu.Unlock()
 	if !x.on || x.commits == nil {
 		then(false)
@@ -292,11 +278,7 @@ func (x *execRecords) clearVerdict(seq uint64) {
 func (x *execRecords) prune(now time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for k, s := range x.seen {
-		if now.Sub(s.at) > x.ttl {
-			delete(x.seen, k)
-		}
-	}
+	x.idx.prune(now)
 	for seq, v := range x.verdicts {
 		if now.Sub(v.at) > x.ttl {
 			delete(x.verdicts, seq)
@@ -313,20 +295,23 @@ func (x *execRecords) lookup(env *envelope.Envelope, replay string) (execSeen, b
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(x.seen) == 0 {
+	if x.idx.empty() {
 		return execSeen{}, false
 	}
 	if replay != "" {
-		s, ok := x.seen[execKey{'p', replay}]
-		return s, ok
+		return x.find('p', replay)
 	}
 	if env.IdempotencyKey != "" {
-		if s, ok := x.seen[execKey{'k', env.IdempotencyKey}]; ok {
+		if s, ok := x.find('k', env.IdempotencyKey); ok {
 			return s, true
 		}
 	}
-	s, ok := x.seen[execKey{'t', taskIDOf(env)}]
-	return s, ok
+	return x.find('t', taskIDOf(env))
+}
+
+func (x *execRecords) find(kind byte, name string) (execSeen, bool) {
+	seen, dead := x.idx.lookup(x.idx.hash(kind, name))
+	return execSeen{dead: dead}, seen
 }
 
 // record adds en to the index at once (this replica's next delivery of
@@ -338,8 +323,9 @@ func (x *execRecords) record(en execEntry, then func(stored bool)) {
 		then(false)
 		return
 	}
+	now := time.Now()
 	x.mu.Lock()
-	x.addLocked(en, time.Now())
+	x.addLocked(en, now, now)
 	x.mu.Unlock()
 	x.commits <- execCommit{entry: en, then: then}
 }
@@ -410,9 +396,8 @@ func (x *execRecords) store(batch []execCommit) bool {
 }
 
 // answerDuplicate settles a delivery of a task that already ran: it is not
-// run again; its reply_to gets the stored reply (re-addressed when the
-// delivery is another envelope of the task), or, when none is kept, a
-// task.update saying the task completed; then it is acked.
+// run again; its reply_to gets the reply stored there (see resendReply),
+// or a task.update saying the task completed; then it is acked.
 func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen) Outcome {
 	d := j.d
 	log := r.deliveryLogger(d, env)
@@ -431,12 +416,14 @@ func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen)
 	return Outcome{Disposition: Duplicate}
 }
 
-// resendReply sends env's reply_to the reply the task got, from the
-// replies stream, or, when it is not kept, a task.update saying the task
-// completed (or failed: it was dead-lettered).
+// resendReply sends env's reply_to the reply kept in the replies stream
+// on that subject (a re-send of the envelope that ran has the same
+// reply_to) or, when none is kept there (another envelope of the task, a
+// reply_to outside the stream, a reply aged out), a task.update saying the
+// task completed (or failed: it was dead-lettered).
 func (r *Runtime) resendReply(env *envelope.Envelope, seen execSeen) error {
-	if seen.reply != "" {
-		stored, err := r.storedReply(seen.reply)
+	if subject := r.storedReplySubject(env); subject != "" {
+		stored, err := r.storedReply(subject)
 		if err == nil && stored != nil { // re-addressed to this envelope (its correlation id)
 			return r.reply(env, Reply{Type: stored.PayloadType, Payload: rawPayload(stored.Payload)})
 		}
