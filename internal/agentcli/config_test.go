@@ -158,6 +158,12 @@ agents:
 	- name: a
 		backoff: {base: 2m, max: 1m}
 `, []string{`4:21: agents[0].backoff.base: backoff.base 2m is above backoff.max 1m`}},
+		{"an execution record shorter than the duplicate window", `
+topology: {duplicate_window: 5m}
+agents:
+	- name: a
+		exec_record_ttl: 1m
+`, []string{`5:22: agents[0].exec_record_ttl: exec_record_ttl 1m is shorter than topology.duplicate_window 5m: a re-send between the two would run again`}},
 		{"a bad breaker rule", `
 agents:
 	- name: a
@@ -288,6 +294,7 @@ agents:
 		ack_wait: 10s
 		max_deliver: 5
 		handler_timeout: 30s
+		exec_record_ttl: 10m
 		types: [task.request, task.update]
 		backoff: {base: 200ms, max: 10s, jitter: false}
 		breaker:
@@ -304,6 +311,7 @@ agents:
 			max_output: 64KiB
 	- name: web
 		keep_snapshots: true
+		exec_records: false
 		handler:
 			kind: http
 			url: http://127.0.0.1:8080/task
@@ -337,6 +345,7 @@ func TestValidConfigResolves(t *testing.T) {
 		BreakerRules: []resilience.BreakerRule{{Pattern: "demo.tasks.upper.task.update",
 			Settings: resilience.BreakerSettings{Threshold: 10, OpenTimeout: 15 * time.Second}}},
 		CancelMarkerTTL: runtime.DefaultCancelMarkerTTL,
+		ExecRecordTTL:   10 * time.Minute,
 		Limits:          envelope.Limits{MaxClockSkew: envelope.DefaultMaxClockSkew},
 	}
 	if !reflect.DeepEqual(up.runtime, wantRT) {
@@ -350,7 +359,7 @@ func TestValidConfigResolves(t *testing.T) {
 	web := cfg.agents[1]
 	wantHTTP := handlers.HTTPConfig{URL: "http://127.0.0.1:8080/task", Header: map[string]string{"Authorization": "Bearer x"},
 		MaxResponse: handlers.DefaultMaxResponse, MaxRetryAfter: handlers.DefaultMaxRetryAfter}
-	if web.kind != handlerHTTP || !reflect.DeepEqual(web.http, wantHTTP) || !web.runtime.KeepSnapshots {
+	if web.kind != handlerHTTP || !reflect.DeepEqual(web.http, wantHTTP) || !web.runtime.KeepSnapshots || !web.runtime.DisableExecRecords {
 		t.Errorf("web: %+v", web)
 	}
 }

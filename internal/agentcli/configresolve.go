@@ -247,6 +247,10 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 		probs = append(probs, problem{at: originOf(key), path: a.path + "." + key,
 			msg: fmt.Sprintf("backoff.base %s is above backoff.max %s", formatDuration(base), formatDuration(maxDelay))})
 	}
+	if ttl, w := get("exec_record_ttl").(time.Duration), topo.DuplicateWindowOrDefault(); ttl != 0 && ttl < w && get("exec_records").(bool) && !a.vals["exec_record_ttl"].bad {
+		probs = append(probs, problem{at: originOf("exec_record_ttl"), path: a.path + ".exec_record_ttl",
+			msg: fmt.Sprintf("exec_record_ttl %s is shorter than topology.duplicate_window %s: a re-send between the two would run again", formatDuration(ttl), formatDuration(w))})
+	}
 	breaker := resilience.BreakerSettings{
 		Threshold:   get("breaker.threshold").(int),
 		OpenTimeout: get("breaker.open_timeout").(time.Duration),
@@ -274,14 +278,16 @@ func (d *configDoc) resolveAgent(a *agentDecl, topo bus.Topology) (agentConfig, 
 			MaxDeliver: get("max_deliver").(int),
 			Prefetch:   get("prefetch").(int),
 		},
-		Concurrency:     get("concurrency").(int),
-		HandlerTimeout:  get("handler_timeout").(time.Duration),
-		Backoff:         resilience.Backoff{Base: base, Max: maxDelay, NoJitter: !get("backoff.jitter").(bool)},
-		Breaker:         breaker,
-		BreakerRules:    rules,
-		KeepSnapshots:   get("keep_snapshots").(bool),
-		CancelMarkerTTL: get("cancel_marker_ttl").(time.Duration),
-		Limits:          envelope.Limits{MaxClockSkew: get("max_clock_skew").(time.Duration)},
+		Concurrency:        get("concurrency").(int),
+		HandlerTimeout:     get("handler_timeout").(time.Duration),
+		Backoff:            resilience.Backoff{Base: base, Max: maxDelay, NoJitter: !get("backoff.jitter").(bool)},
+		Breaker:            breaker,
+		BreakerRules:       rules,
+		KeepSnapshots:      get("keep_snapshots").(bool),
+		ExecRecordTTL:      get("exec_record_ttl").(time.Duration),
+		DisableExecRecords: !get("exec_records").(bool),
+		CancelMarkerTTL:    get("cancel_marker_ttl").(time.Duration),
+		Limits:             envelope.Limits{MaxClockSkew: get("max_clock_skew").(time.Duration)},
 	}
 
 	needs := func(key, flag string) {
