@@ -98,6 +98,39 @@ func (e *env) unique(kind string) string {
 	return kind + strconv.FormatInt(e.seq.Add(1), 10)
 }
 
+// roundTimeout bounds one round of a measurement: a round that does not
+// finish in it fails the run with what it saw, instead of waiting forever
+// for a message that will not come.
+const roundTimeout = 2 * time.Minute
+
+// awaitRound waits for done, at most roundTimeout; then it fails with
+// progress's account.
+func awaitRound(done <-chan struct{}, progress func() string) error {
+	t := time.NewTimer(roundTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("benchsuite: round not done after %v: %s", roundTimeout, progress())
+	}
+}
+
+// consumerState describes the tasks consumer of agent, for a round that
+// did not finish.
+func (e *env) consumerState(agent string) string {
+	c, err := e.conn.JetStream().Consumer(e.ctx, topo.TasksStream(), agent)
+	if err != nil {
+		return err.Error()
+	}
+	info, err := c.Info(e.ctx)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("pending %d, ack pending %d, redelivered %d, waiting pulls %d, delivered %d/%d",
+		info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Delivered.Consumer, info.AckFloor.Consumer)
+}
+
 func payload(size int) []byte { return make([]byte, size) }
 
 // envelopes builds n encoded task envelopes of payload size for agent.
@@ -236,7 +269,10 @@ func (e *env) rawConsume(size int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	<-done
+	if err := awaitRound(done, func() string { return fmt.Sprintf("raw consume: %d of %d messages", count.Load(), n) }); err != nil {
+		cc.Stop()
+		return 0, err
+	}
 	d := time.Since(start)
 	cc.Stop()
 	<-cc.Closed()
@@ -275,7 +311,12 @@ func (e *env) consumeWith(size int, records bool) (float64, error) {
 	if err := rt.Start(e.ctx); err != nil {
 		return 0, err
 	}
-	<-done
+	if err := awaitRound(done, func() string {
+		return fmt.Sprintf("jetagent consume: %d of %d tasks handled (runtime stats %+v; consumer %s)", count.Load(), n, rt.Stats(), e.consumerState(agent))
+	}); err != nil {
+		_ = rt.Stop(e.ctx)
+		return 0, err
+	}
 	d := time.Since(start)
 	if err := rt.Stop(e.ctx); err != nil {
 		return 0, err
@@ -328,12 +369,18 @@ func (e *env) watermillConsume(size int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	limit := time.NewTimer(roundTimeout)
+	defer limit.Stop()
 	for i := 0; i < e.o.Messages; i++ {
-		m, ok := <-ch
-		if !ok {
-			return 0, fmt.Errorf("watermill-nats: channel closed after %d", i)
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				return 0, fmt.Errorf("watermill-nats: channel closed after %d", i)
+			}
+			m.Ack()
+		case <-limit.C:
+			return 0, fmt.Errorf("watermill-nats: %d of %d messages after %v", i, e.o.Messages, roundTimeout)
 		}
-		m.Ack()
 	}
 	return rate(e.o.Messages, time.Since(start)), nil
 }
