@@ -20,6 +20,14 @@ const DefaultURL = "nats://127.0.0.1:4222"
 // defaultConnectTimeout bounds the initial connect when ctx has no deadline.
 const defaultConnectTimeout = 5 * time.Second
 
+// asyncAckTimeout bounds how long an async publish waits for its
+// acknowledgement. nats.go keeps a future whose acknowledgement was lost
+// (a network blip, a reconnect) open for ever unless told otherwise, and
+// whoever waits on it without a deadline waits for ever; with this bound
+// it fails with jetstream.ErrAsyncPublishTimeout. The message may have
+// been stored all the same: such a failure is in doubt, not a refusal.
+const asyncAckTimeout = 15 * time.Second
+
 // maxAsyncPending bounds the number of unacknowledged async publishes a
 // connection keeps in flight; PublishMsgAsync blocks (up to ctx) beyond it.
 const maxAsyncPending = 4096
@@ -99,7 +107,7 @@ func RedactURL(rawURL string) string {
 }
 
 func newConn(nc *nats.Conn) (*Conn, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxAsyncPending), jetstream.WithPublishAsyncTimeout(asyncAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)

@@ -139,9 +139,13 @@ const (
 	AlreadyReplayed                // skipped: replayed before and not forced
 	WouldReplay                    // dry run
 	Failed                         // the publish or the mark failed
+	// InDoubt: the task was published and the server never said whether
+	// it stored it (its acknowledgement did not come). The entry stays
+	// marked replayed, so no later replay repeats it without Force.
+	InDoubt
 )
 
-var outcomeNames = [...]string{"replayed", "already replayed", "would replay", "failed"}
+var outcomeNames = [...]string{"replayed", "already replayed", "would replay", "failed", "in doubt"}
 
 // String names the outcome.
 func (o Outcome) String() string { return outcomeNames[o] }
@@ -149,10 +153,10 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // ReplayResult counts Replay's outcomes.
 type ReplayResult struct {
 	Replayed, Skipped, WouldReplay, Failed int
-	// InDoubt counts entries whose task was published when the replay
-	// stopped (ctx ended) and the server had not said whether it stored
-	// it: they stay marked replayed (reserved), so no later replay
-	// repeats them without Force.
+	// InDoubt counts entries whose task was published and the server
+	// never said whether it stored it (the replay stopped first, or the
+	// acknowledgement did not come): they stay marked replayed
+	// (reserved), so no later replay repeats them without Force.
 	InDoubt int
 }
 
@@ -212,6 +216,9 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 		case Failed:
 			res.Failed++
 			p.errs = append(p.errs, err)
+		case InDoubt:
+			res.InDoubt++
+			p.errs = append(p.errs, err)
 		}
 		if opts.Progress != nil {
 			opts.Progress(e, o, err)
@@ -246,7 +253,7 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 		stopped = p.drain()
 	}
 	if stopped != nil {
-		res.InDoubt = p.wind()
+		p.wind()
 		return res, fmt.Errorf("dlq: replay: stopped (%d replayed, %d in doubt): %w", res.Replayed, res.InDoubt, stopped)
 	}
 	return res, errors.Join(p.errs...)
@@ -382,8 +389,11 @@ func (p *pipeline) reserved(ctx context.Context) error {
 	case isWrongLastSequence(err):
 		p.report(f.e, AlreadyReplayed, nil) // another replay reserved it first
 		return nil
-	case err != nil:
+	case err != nil && refused(err):
 		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: reserve: %w", f.e.Seq, err))
+		return nil
+	case err != nil: // not published; its reservation may be stored
+		p.report(f.e, Failed, fmt.Errorf("dlq: replay %d: not published, its reservation unconfirmed (it may stay, and a rerun skip it: see replay show %d, --force if so): %w", f.e.Seq, f.e.Seq, err))
 		return nil
 	}
 	f.rev = ack.Sequence
@@ -408,8 +418,12 @@ func (p *pipeline) published(ctx context.Context) error {
 		return ctx.Err()
 	}
 	p.tasks = p.tasks[1:]
-	if err != nil {
+	switch {
+	case err != nil && refused(err):
 		p.undo(f, err)
+		return nil
+	case err != nil: // it may be stored: the reservation stays
+		p.report(f.e, InDoubt, fmt.Errorf("dlq: replay %d to %s: in doubt, marked replayed (a rerun skips it; see replay show %d, --force if its task did not run): %w", f.e.Seq, f.subject, f.e.Seq, err))
 		return nil
 	}
 	p.report(f.e, Replayed, nil)
@@ -435,6 +449,15 @@ func (p *pipeline) settled(ctx context.Context) error {
 	}
 	p.sett = p.sett[1:]
 	return nil
+}
+
+// refused reports whether err, a publish's failure, says the message was
+// not stored: the server answered with an error, or nothing listened on
+// the subject. Any other failure (no acknowledgement in time, the
+// connection lost) leaves it in doubt.
+func refused(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // undo takes f's reservation back (its task was definitely not stored,
@@ -489,15 +512,16 @@ func (p *pipeline) drain() error {
 
 // wind settles what a stopped replay sent, within replayGrace: tasks
 // stored are reported and their marks settled, tasks refused are undone,
-// reservations stored are taken back (their task was never published).
-// It returns how many tasks are left in doubt.
-func (p *pipeline) wind() int {
+// reservations stored are taken back (their task was never published);
+// the tasks still unanswered are reported InDoubt.
+func (p *pipeline) wind() {
 	ctx, cancel := context.WithTimeout(context.Background(), replayGrace)
 	defer cancel()
-	doubt := 0
 	for len(p.tasks) > 0 {
-		if p.published(ctx) != nil {
-			doubt = len(p.tasks)
+		if err := p.published(ctx); err != nil {
+			for _, f := range p.tasks {
+				p.report(f.e, InDoubt, fmt.Errorf("dlq: replay %d to %s: published as the replay stopped, unconfirmed: marked replayed (a rerun skips it; see replay show %d, --force if its task did not run): %w", f.e.Seq, f.subject, f.e.Seq, err))
+			}
 			p.tasks = nil
 		}
 	}
@@ -521,7 +545,6 @@ func (p *pipeline) wind() int {
 			break
 		}
 	}
-	return doubt
 }
 
 // replayMsg is the task message replaying e: its original body and

@@ -140,3 +140,55 @@ func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
 		t.Fatalf("%d of %d entries stored; the slow replay said %+v, the fast one %+v", len(got), n, res, fast)
 	}
 }
+
+// An async publish whose acknowledgement never comes (a network blip
+// loses it; nats.go keeps such a future open for ever unless told
+// otherwise) stalled a replay without a deadline, as `replay` runs by
+// default: it never returned. The connection now bounds every async
+// acknowledgement, and a task whose acknowledgement did not come may have
+// been stored, so it is in doubt: its reservation stays, and a rerun does
+// not publish it again.
+func TestAReplayWhoseAcknowledgementsNeverComeEndsInDoubt(t *testing.T) {
+	_, conn := natstest.Provisioned(t, shortWindow)
+	store := dlq.NewStore(conn.JetStream(), shortWindow)
+	const n = 3
+	for i := range n {
+		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
+	}
+	// A plain subscriber and no stream: the publishes reach a listener
+	// (no "no responders") that never answers.
+	sub, err := conn.NATS().SubscribeSync("silent.tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithCancel(context.Background()) // no deadline, like `replay` without --timeout
+	defer cancel()
+	type result struct {
+		res dlq.ReplayResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := store.Replay(ctx, list(t, store, dlq.Filter{}), dlq.ReplayOptions{To: "silent.tasks"})
+		done <- result{res, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(45 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the replay had not returned 45s after publishing into silence")
+	}
+	if r.err == nil || r.res.InDoubt != n || r.res.Replayed != 0 || r.res.Failed != 0 {
+		t.Fatalf("replay into silence: %+v, %v; want %d in doubt", r.res, r.err, n)
+	}
+	again, err := store.Replay(ctxT(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Skipped != n || again.Replayed != 0 {
+		t.Fatalf("a rerun after the tasks in doubt: %+v; want all %d skipped (they may have been stored)", again, n)
+	}
+}

@@ -26,6 +26,7 @@ type Job struct {
 
 	mu                                sync.Mutex
 	replayed, skipped, failed, purged int
+	inDoubt                           int    // published, storage unconfirmed (marked replayed)
 	state                             string // running, done, cancelled, failed
 	errs                              []string
 	started, finished                 time.Time
@@ -40,6 +41,7 @@ type jobView struct {
 	ID                                          int
 	Kind, Target, Options, State, User          string
 	Expected, Replayed, Skipped, Failed, Purged int
+	InDoubt                                     int
 	Done                                        int
 	Errors                                      []string
 	Started, Finished                           time.Time
@@ -50,9 +52,9 @@ func (j *Job) view() jobView {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	v := jobView{ID: j.ID, Kind: j.Kind, Target: j.Target, Options: j.Options, State: j.state, User: j.User.Name,
-		Expected: j.Expected, Replayed: j.replayed, Skipped: j.skipped, Failed: j.failed, Purged: j.purged,
+		Expected: j.Expected, Replayed: j.replayed, Skipped: j.skipped, Failed: j.failed, Purged: j.purged, InDoubt: j.inDoubt,
 		Errors: append([]string(nil), j.errs...), Started: j.started, Finished: j.finished}
-	v.Done = j.replayed + j.skipped + j.failed + j.purged
+	v.Done = j.replayed + j.skipped + j.failed + j.purged + j.inDoubt
 	if j.Expected > 0 {
 		v.Percent = min(100, v.Done*100/j.Expected)
 	} else if j.state != "running" {
@@ -69,7 +71,11 @@ func (v jobView) Summary() string {
 	if v.Kind == "purge" {
 		return fmt.Sprintf("purged %d of %d", v.Purged, v.Expected)
 	}
-	return fmt.Sprintf("replayed %d, already replayed %d, failed %d (of %d)", v.Replayed, v.Skipped, v.Failed, v.Expected)
+	s := fmt.Sprintf("replayed %d, already replayed %d, failed %d", v.Replayed, v.Skipped, v.Failed)
+	if v.InDoubt > 0 {
+		s += fmt.Sprintf(", in doubt %d (published, unconfirmed: marked replayed)", v.InDoubt)
+	}
+	return s + fmt.Sprintf(" (of %d)", v.Expected)
 }
 
 // requestCancel asks the job to stop after the chunk in hand.
@@ -225,8 +231,12 @@ func (j *Job) record(e *dlq.Entry, o dlq.Outcome, err error) {
 		}
 	case dlq.AlreadyReplayed:
 		j.skipped++
-	case dlq.Failed:
-		j.failed++
+	case dlq.Failed, dlq.InDoubt:
+		if o == dlq.Failed {
+			j.failed++
+		} else {
+			j.inDoubt++
+		}
 		if len(j.errs) < 20 && err != nil {
 			j.errs = append(j.errs, err.Error())
 		}

@@ -104,7 +104,7 @@ func summaryLine(res dlq.ReplayResult, forced bool) string {
 	}
 	line := fmt.Sprintf("replayed %d, %s, would replay %d, failed %d", res.Replayed, skipped, res.WouldReplay, res.Failed)
 	if res.InDoubt > 0 {
-		line += fmt.Sprintf(", in doubt %d (published as the replay stopped, unconfirmed: marked replayed, so a rerun skips them; check the agent, --force any that did not run)", res.InDoubt)
+		line += fmt.Sprintf(", in doubt %d (published, never confirmed: marked replayed, so a rerun skips them; check the agent, --force any that did not run)", res.InDoubt)
 	}
 	return line
 }
