@@ -396,15 +396,27 @@ func (x *execRecords) store(batch []execCommit) bool {
 }
 
 // answerDuplicate settles a delivery of a task that already ran: it is not
-// run again; its reply_to gets the reply stored there (see resendReply),
-// or a task.update saying the task completed; then it is acked.
+// run again; its reply_to gets the reply stored there (see
+// duplicateReply), retried as any reply; then it is acked. A reply that
+// never goes out dead-letters it as reply_failed.
 func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen) Outcome {
 	d := j.d
 	log := r.deliveryLogger(d, env)
 	if env.ReplyTo != "" {
-		if err := r.resendReply(env, seen); err != nil {
-			log.Warn("a duplicate's reply not published; redelivering it", "err", err)
-			return r.retry(d, 0)
+		if err := r.replyRetrying(env, r.duplicateReply(env, seen)); err != nil {
+			if r.aborting() {
+				return r.retry(d, 0) // shutting down: the redelivery answers it
+			}
+			// The task is not run again, and its reply cannot go out:
+			// reply_failed says so (handing it back would spend its
+			// deliveries until the sweeper called it a crash).
+			out := r.deadLetterAttemptsWith(j, d.Header, env, dlq.ReasonReplyFailed,
+				fmt.Errorf("the task ran already (not run again); its reply to %s was not published: %w", env.ReplyTo, err))
+			if out.Disposition == DeadLettered {
+				r.stats.replyFailed.Add(1)
+				r.stats.duplicates.Add(1)
+			}
+			return out
 		}
 	}
 	if err := d.Ack(); err != nil {
@@ -416,23 +428,24 @@ func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen)
 	return Outcome{Disposition: Duplicate}
 }
 
-// resendReply sends env's reply_to the reply kept in the replies stream
-// on that subject (a re-send of the envelope that ran has the same
-// reply_to) or, when none is kept there (another envelope of the task, a
-// reply_to outside the stream, a reply aged out), a task.update saying the
-// task completed (or failed: it was dead-lettered).
-func (r *Runtime) resendReply(env *envelope.Envelope, seen execSeen) error {
+// duplicateReply is the reply to env, a task that ran: the reply kept in
+// the replies stream on its reply_to (a re-send of the envelope that ran
+// has the same reply_to) or, when none is kept there (another envelope of
+// the task, a reply_to outside the stream, a reply aged out), a
+// task.update saying the task completed (or failed: it was
+// dead-lettered).
+func (r *Runtime) duplicateReply(env *envelope.Envelope, seen execSeen) Reply {
 	if subject := r.storedReplySubject(env); subject != "" {
 		stored, err := r.storedReply(subject)
 		if err == nil && stored != nil { // re-addressed to this envelope (its correlation id)
-			return r.reply(env, Reply{Type: stored.PayloadType, Payload: rawPayload(stored.Payload)})
+			return Reply{Type: stored.PayloadType, Payload: rawPayload(stored.Payload)}
 		}
 	}
 	status := snapshot.Completed
 	if seen.dead {
 		status = snapshot.Failed // dead-lettered: the DLQ has it
 	}
-	return r.reply(env, Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: taskIDOf(env), Found: true, Status: status}})
+	return Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: taskIDOf(env), Found: true, Status: status}}
 }
 
 // storedReply reads the last reply on subject from the replies stream

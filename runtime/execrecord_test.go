@@ -471,3 +471,46 @@ func TestAReplayRunsOncePerReplayWhateverTheTaskRecordSays(t *testing.T) {
 		t.Fatalf("the task ran %d times; a replay delivered twice must run once", n)
 	}
 }
+
+// Found looking for siblings of issue 14 item 2: a task that ran already,
+// sent again with a reply_to its agent could not publish to (the replies
+// stream gone), was handed back at each failed reply until MaxDeliver, and
+// then filed as max_deliveries ("the agent crashed or hung on it") though
+// nothing crashed. The reply is retried; when it never goes out, the
+// duplicate is dead-lettered as reply_failed, and the handler never runs
+// again.
+func TestADuplicatesFailedReplyIsDeadLetteredAsReplyFailed(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	ctx := ctxT(t)
+	var c runCounter
+	rt := startAgent(t, conn, runtime.Config{Agent: "once", Consumer: bus.ConsumerConfig{MaxDeliver: 2}}, c.handle)
+	send := func(replyTo func(*envelope.Envelope) string) {
+		t.Helper()
+		env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.TaskID = "job-9"
+		env.ReplyTo = replyTo(env)
+		m, err := bus.EnvelopeMsg(topo.TaskSubject("once", envelope.TaskRequest), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(func(*envelope.Envelope) string { return "" })
+	waitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
+	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
+		t.Fatal(err)
+	}
+	send(func(env *envelope.Envelope) string { return topo.ReplySubject("caller") + "." + env.ID })
+	recs := dlqMessages(t, conn, 1)
+	if recs[0].Reason != dlq.ReasonReplyFailed {
+		t.Fatalf("the duplicate whose reply failed was dead-lettered as %q (%s), want %q", recs[0].Reason, recs[0].Error, dlq.ReasonReplyFailed)
+	}
+	if n := c.total(); n != 1 {
+		t.Fatalf("the handler ran %d times", n)
+	}
+}
