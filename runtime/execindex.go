@@ -23,11 +23,11 @@ import (
 // always wins over a dead letter of the same name. Not safe for
 // concurrent use (execRecords holds its lock).
 type execIndex struct {
-	seeds  [2]maphash.Seed
-	base   time.Time     // stamp 0
-	unit   time.Duration // a stamp's tick
-	ttl    uint32        // in units
-	sealAt int           // names in the map that make a run
+	seeds  [3][2]maphash.Seed // per kind: two 64-bit hashes
+	base   time.Time          // stamp 0
+	unit   time.Duration      // a stamp's tick
+	ttl    uint32             // in units
+	sealAt int                // names in the map that make a run
 
 	recent map[execSlot]uint16 // answered, not sealed yet: hash -> stamp
 	runs   []execRun           // sealed; sizes decrease
@@ -54,7 +54,11 @@ func newExecIndex(ttl time.Duration, now time.Time) *execIndex {
 	// 8192 ticks, far from the 65536 at which a 16-bit stamp wraps.
 	unit := max(time.Second, (ttl+8191)/8192)
 	x := &execIndex{
-		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		seeds: [3][2]maphash.Seed{
+			{maphash.MakeSeed(), maphash.MakeSeed()},
+			{maphash.MakeSeed(), maphash.MakeSeed()},
+			{maphash.MakeSeed(), maphash.MakeSeed()},
+		},
 		base:   now.Add(-2 * ttl), // batches stored up to a TTL ago get stamps too
 		unit:   unit,
 		ttl:    uint32((ttl + unit - 1) / unit),
@@ -68,15 +72,14 @@ func newExecIndex(ttl time.Duration, now time.Time) *execIndex {
 // hash returns the slot of name s of kind ('t' a task id, 'k' an
 // idempotency key, 'p' a replay).
 func (x *execIndex) hash(kind byte, s string) execSlot {
-	var h maphash.Hash
-	h.SetSeed(x.seeds[0])
-	_ = h.WriteByte(kind)
-	_, _ = h.WriteString(s)
-	a := h.Sum64()
-	h.SetSeed(x.seeds[1])
-	_ = h.WriteByte(kind)
-	_, _ = h.WriteString(s)
-	b := h.Sum64()
+	seeds := &x.seeds[0]
+	switch kind {
+	case 'k':
+		seeds = &x.seeds[1]
+	case 'p':
+		seeds = &x.seeds[2]
+	}
+	a, b := maphash.String(seeds[0], s), maphash.String(seeds[1], s)
 	return execSlot{uint32(a >> 32), uint32(a), uint32(b>>48) << 16}
 }
 

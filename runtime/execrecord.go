@@ -62,6 +62,54 @@ type execBatch struct {
 	Entries []execEntry `msgpack:"e"`
 }
 
+var _ msgpack.CustomEncoder = (*execBatch)(nil)
+
+// EncodeMsgpack writes b as its struct tags say (a map per entry, empty
+// fields left out) without reflection, which was most of the committer's
+// CPU. It reads back with the tags (TestExecBatchEncoding).
+func (b *execBatch) EncodeMsgpack(enc *msgpack.Encoder) error {
+	_ = enc.EncodeMapLen(1)
+	_ = enc.EncodeString("e")
+	if err := enc.EncodeArrayLen(len(b.Entries)); err != nil {
+		return err
+	}
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		strs := [...]struct{ key, v string }{{"t", e.Task}, {"k", e.Key}, {"p", e.Replay}, {"v", e.Verdict}, {"c", e.Cause}}
+		n := 1 // the task id, always
+		for _, s := range strs[1:] {
+			if s.v != "" {
+				n++
+			}
+		}
+		for _, set := range [...]bool{e.Dead, e.Seq != 0, e.Attempts != 0} {
+			if set {
+				n++
+			}
+		}
+		_ = enc.EncodeMapLen(n)
+		for i, s := range strs {
+			if s.v != "" || i == 0 {
+				_ = enc.EncodeString(s.key)
+				_ = enc.EncodeString(s.v)
+			}
+		}
+		if e.Dead {
+			_ = enc.EncodeString("d")
+			_ = enc.EncodeBool(true)
+		}
+		if e.Seq != 0 {
+			_ = enc.EncodeString("s")
+			_ = enc.EncodeUint(e.Seq)
+		}
+		if e.Attempts != 0 {
+			_ = enc.EncodeString("n")
+			_ = enc.EncodeUint(e.Attempts)
+		}
+	}
+	return nil
+}
+
 // execSeen is what the index knows of a task that ran.
 type execSeen struct {
 	dead bool // dead-lettered, never answered
