@@ -128,7 +128,9 @@ const batchWindow = 2048
 // index); acks of messages that succeeded are filled in even when others
 // failed, so a caller can re-send the failures (re-sending everything is
 // safe too: message ids deduplicate). When ctx ends, the messages not yet
-// acknowledged fail with ctx's error; they may still be stored.
+// acknowledged fail with ctx's error; they may still be stored. So may a
+// message whose acknowledgement did not come within 15 s (it fails with
+// jetstream.ErrAsyncPublishTimeout: a lost acknowledgement, not a refusal).
 func (p *Publisher) PublishBatch(ctx context.Context, msgs []*nats.Msg) ([]PubAck, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
