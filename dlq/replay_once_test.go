@@ -44,6 +44,18 @@ func storedReplays(t *testing.T, js jetstream.JetStream) map[string]int {
 	return got
 }
 
+// withDeadLetters provisions shortWindow on a server of its own and
+// stores n permanent dead letters of agent echo.
+func withDeadLetters(t *testing.T, n int) (*bus.Conn, *dlq.Store) {
+	t.Helper()
+	_, conn := natstest.Provisioned(t, shortWindow)
+	store := dlq.NewStore(conn.JetStream(), shortWindow)
+	for i := range n {
+		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
+	}
+	return conn, store
+}
+
 func total(m map[string]int) (n int) {
 	for _, v := range m {
 		n += v
@@ -61,12 +73,8 @@ func pastWindow(from time.Time) {
 // limiter, or Ctrl-C) said "replayed 0" with tasks published, and a rerun
 // after the duplicate window published them again.
 func TestAnInterruptedReplayCountsWhatItPublishedAndARerunDoesNotRepeatIt(t *testing.T) {
-	_, conn := natstest.Provisioned(t, shortWindow)
-	store := dlq.NewStore(conn.JetStream(), shortWindow)
 	const n = 20
-	for i := range n {
-		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
-	}
+	conn, store := withDeadLetters(t, n)
 	entries := list(t, store, dlq.Filter{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -100,12 +108,8 @@ func TestAnInterruptedReplayCountsWhatItPublishedAndARerunDoesNotRepeatIt(t *tes
 // window had passed), and the first then reported "already replayed" for
 // entries it did publish.
 func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
-	_, conn := natstest.Provisioned(t, shortWindow)
-	store := dlq.NewStore(conn.JetStream(), shortWindow)
 	const n = 6
-	for i := range n {
-		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
-	}
+	conn, store := withDeadLetters(t, n)
 	entries := list(t, store, dlq.Filter{})
 	slow := make(chan dlq.ReplayResult, 1)
 	go func() {
@@ -149,12 +153,8 @@ func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
 // been stored, so it is in doubt: its reservation stays, and a rerun does
 // not publish it again.
 func TestAReplayWhoseAcknowledgementsNeverComeEndsInDoubt(t *testing.T) {
-	_, conn := natstest.Provisioned(t, shortWindow)
-	store := dlq.NewStore(conn.JetStream(), shortWindow)
 	const n = 3
-	for i := range n {
-		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
-	}
+	conn, store := withDeadLetters(t, n)
 	// A plain subscriber and no stream: the publishes reach a listener
 	// (no "no responders") that never answers.
 	sub, err := conn.NATS().SubscribeSync("silent.tasks")

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"hash/maphash"
 	"slices"
 	"time"
@@ -53,7 +54,7 @@ func newExecIndex(ttl time.Duration, now time.Time) *execIndex {
 	// A tick of a second, coarser for a TTL past 2 hours: ages stay below
 	// 8192 ticks, far from the 65536 at which a 16-bit stamp wraps.
 	unit := max(time.Second, (ttl+8191)/8192)
-	x := &execIndex{
+	return &execIndex{
 		seeds: [3][2]maphash.Seed{
 			{maphash.MakeSeed(), maphash.MakeSeed()},
 			{maphash.MakeSeed(), maphash.MakeSeed()},
@@ -66,7 +67,6 @@ func newExecIndex(ttl time.Duration, now time.Time) *execIndex {
 		recent: make(map[execSlot]uint16),
 		dead:   make(map[execSlot]uint32),
 	}
-	return x
 }
 
 // hash returns the slot of name s of kind ('t' a task id, 'k' an
@@ -193,22 +193,12 @@ func prefix(s execSlot) uint64 { return uint64(s[0])<<32 | uint64(s[1]) }
 func cmpSlot(a, b execSlot) int {
 	switch {
 	case a[0] != b[0]:
-		return cmpU32(a[0], b[0])
+		return cmp.Compare(a[0], b[0])
 	case a[1] != b[1]:
-		return cmpU32(a[1], b[1])
+		return cmp.Compare(a[1], b[1])
 	default:
-		return cmpU32(a[2]>>16, b[2]>>16)
+		return cmp.Compare(a[2]>>16, b[2]>>16)
 	}
-}
-
-func cmpU32(a, b uint32) int {
-	if a < b {
-		return -1
-	}
-	if a > b {
-		return 1
-	}
-	return 0
 }
 
 // seal sorts the map into a run and merges runs of equal size.

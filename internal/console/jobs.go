@@ -231,15 +231,13 @@ func (j *Job) record(e *dlq.Entry, o dlq.Outcome, err error) {
 		}
 	case dlq.AlreadyReplayed:
 		j.skipped++
-	case dlq.Failed, dlq.InDoubt:
-		if o == dlq.Failed {
-			j.failed++
-		} else {
-			j.inDoubt++
-		}
-		if len(j.errs) < 20 && err != nil {
-			j.errs = append(j.errs, err.Error())
-		}
+	case dlq.Failed:
+		j.failed++
+	case dlq.InDoubt:
+		j.inDoubt++
+	}
+	if err != nil && len(j.errs) < 20 { // failed or in doubt
+		j.errs = append(j.errs, err.Error())
 	}
 }
 
