@@ -152,6 +152,37 @@ func TestCheckerFlagsAStarvedHealthySubjectAndAHoardingReplica(t *testing.T) {
 	}
 }
 
+// A replica whose breaker may be open parks its share of a burst, so the
+// others running it is no hoarding (seed 211469805): the burst is not
+// judged while the ledger shows a threshold's run of transient failures
+// in one replica within the open timeout. One failure fewer, it is.
+func TestCheckerDoesNotJudgeFairnessWhileABreakerMayBeOpen(t *testing.T) {
+	t0 := time.Now()
+	hoarding := func(fails int) *world {
+		w := baseWorld(t0)
+		w.s.Config.BreakerThreshold, w.s.Config.BreakerOpen = 3, 6*time.Second
+		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+		for i := range 20 {
+			id := string(rune('a' + i))
+			addTask(w, id, "ok", b.At)
+			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+			run(w, t0, 10, id, 1, 20000+100*i, 20080+100*i, "done")
+			b.IDs = append(b.IDs, id)
+		}
+		w.fair = []fairBurst{b}
+		for i := range fails {
+			w.lines = append(w.lines, Line{T: at(t0, 18000+10*i), PID: 11, Ev: "fail", Task: "T", Att: i + 1, Kind: "transient", Sub: string(envelope.TaskRequest)})
+		}
+		return w
+	}
+	if vs := check(hoarding(3)); len(vs) != 0 {
+		t.Fatalf("a burst while replica 11's breaker may be open was judged: %v", vs)
+	}
+	if got := invariants(check(hoarding(2))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (two failures do not open a breaker of threshold 3)", got)
+	}
+}
+
 func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 	a, b := Generate(42, 8), Generate(42, 8)
 	if a.String() != b.String() {
