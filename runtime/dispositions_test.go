@@ -339,3 +339,36 @@ func TestChaosHandlerFailsAsConfigured(t *testing.T) {
 		}
 	}
 }
+
+// Found by seed 643921371: when a breaker let a probe through, the
+// replica moved every parked task back, and kept reading the parked
+// subject while it did; the probe failed, the breaker opened again, the
+// tasks moved back were parked again behind it, and the same loop moved
+// them back again: 17,856 moves of a few dozen tasks in one pass, until
+// its 30 s bound, while the tasks waited. A pass now moves only what was
+// parked when it began, and stops once the breaker is open again.
+func TestUnparkingDoesNotChaseTasksParkedAgain(t *testing.T) {
+	_, conn := natstest.Provisioned(t, topo)
+	var runs atomic.Int64
+	rt := startAgent(t, conn, runtime.Config{
+		Consumer:    bus.ConsumerConfig{AckWait: 2 * time.Second, MaxDeliver: 1000},
+		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: 300 * time.Millisecond},
+		Concurrency: 1,
+	}, func(context.Context, *runtime.Task) (any, error) {
+		if runs.Add(1)%3 == 0 { // a flapping dependency: a probe closes the breaker, the next failure opens it
+			return nil, nil
+		}
+		return nil, errors.New("dependency down")
+	})
+	const n = 200
+	publish(t, conn, n)
+	waitFor(t, "a few probes", func() bool { return runs.Load() >= 9 })
+	// Each pass moves a task back at most once, and a pass starts when the
+	// breaker stops being open: on a success here (and at the first
+	// half-open). Parked once when first held, once per pass at most.
+	st := rt.Stats()
+	if limit := n * (st.Succeeded + 2); st.Parked > limit {
+		t.Fatalf("%d tasks parked %d times while %d probes succeeded (at most %d): moved back and parked again in a loop (stats %+v)",
+			n, st.Parked, st.Succeeded, limit, st)
+	}
+}

@@ -300,7 +300,11 @@ type unparking struct {
 // unpark moves at most limit of the parked tasks of subject back to it
 // (all of them when limit is 0), oldest first, and returns how many it
 // moved. Each is copied back with an id derived from its parked sequence
-// (two replicas moving the same one store it once), then deleted.
+// (two replicas moving the same one store it once), then deleted. A pass
+// moves only what was parked when it began, and stops once subject's
+// breaker is open again: the tasks it moved back are parked again behind
+// the breaker, and chasing them would move them round in a loop
+// (TestUnparkingDoesNotChaseTasksParkedAgain).
 func (r *Runtime) unpark(subject string, limit int) int {
 	r.unparking.mu.Lock()
 	defer r.unparking.mu.Unlock()
@@ -312,13 +316,18 @@ func (r *Runtime) unpark(subject string, limit int) int {
 		return 0
 	}
 	parked := r.cfg.Topology.ParkedSubject(subject)
+	last := st.CachedInfo().State.LastSeq // what is parked later waits for the next pass
+	breaker := r.breakers.Get(subject)
 	moved := 0
-	for seq := uint64(1); limit == 0 || moved < limit; {
+	for seq := uint64(1); seq <= last && (limit == 0 || moved < limit) && breaker.State() != resilience.StateOpen; {
 		msg, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(parked))
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrMsgNotFound) {
 				r.cfg.Logger.Warn("parked tasks not read", "agent", r.cfg.Agent, "subject", subject, "err", err)
 			}
+			break
+		}
+		if msg.Sequence > last {
 			break
 		}
 		seq = msg.Sequence + 1
