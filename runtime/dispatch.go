@@ -14,7 +14,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
-	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/runtime/disposition"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
@@ -73,12 +73,12 @@ func (r *Runtime) process(s *slot, j job) {
 		var err error
 		env, err = envelope.Parse(d.Data, lim)
 		if err != nil {
-			r.observe(d.Subject, r.deadLetter(d, env, rejectReason(err), err), 0) // env is nil unless it decoded
+			r.observe(d.Subject, r.refuse(d, env, rejectReason(err), err), 0) // env is nil unless it decoded
 			r.forget(jp)
 			return
 		}
 		if err := r.checkAddress(d.Subject, env); err != nil {
-			r.observe(d.Subject, r.deadLetter(d, env, dlq.ReasonInvalid, err), 0)
+			r.observe(d.Subject, r.refuse(d, env, dlq.ReasonInvalid, err), 0)
 			r.forget(jp)
 			return
 		}
@@ -101,7 +101,7 @@ func (r *Runtime) process(s *slot, j job) {
 	h := r.handlers[env.PayloadType]
 	if h == nil {
 		err := fmt.Errorf("%w: %q: agent %s has no handler for it", envelope.ErrUnknownType, env.PayloadType, r.cfg.Agent)
-		r.observe(d.Subject, r.deadLetter(d, env, dlq.ReasonUnknownType, err), 0)
+		r.observe(d.Subject, r.refuse(d, env, dlq.ReasonUnknownType, err), 0)
 		r.endTurn(jp)
 		return
 	}
@@ -175,18 +175,6 @@ func (r *Runtime) call(parent context.Context, s *slot, d *bus.Delivery, h Handl
 	return h(ctx, t)
 }
 
-// asTaken is errors.As for *takenError, writing the match to *dst. Only
-// its own variable escapes to the heap, and only when called: settle's
-// success path, which never gets here, allocates nothing for it.
-func asTaken(err error, dst **takenError) bool {
-	var t *takenError
-	if !errors.As(err, &t) {
-		return false
-	}
-	*dst = t
-	return true
-}
-
 // breakerOutcome is what the subject's breaker records for a handler
 // error: shutdown interruptions say nothing about the subject, nor does a
 // task's own deadline passing (its sender gave up on it), and a
@@ -203,67 +191,24 @@ func (r *Runtime) breakerOutcome(err error, t *Task) error {
 	return err
 }
 
-// settle is the one place that turns an outcome into a disposition:
-//
-//	success                      -> reply, then ack (then drop the snapshot)
-//	interrupted by shutdown      -> nak now (another replica takes it)
-//	cancelled (task.cancel)      -> task.update "cancelled" reply (retried; reply_failed if never published), ack, drop the snapshot
-//	task taken by a duplicate    -> nak with delay: answered from the execution record once the other run ends
-//	already ran (execution record) -> the stored reply again, ack (see answerDuplicate)
-//	taken by a newer delivery    -> nothing: that delivery owns the message
-//	permanent or malformed       -> dead letter, then term
-//	last attempt (MaxDeliver)    -> dead letter, then term
-//	retry-after(d)               -> nak with delay d
-//	transient, timeout, panic    -> nak with delay backoff(attempt)
-//
-// It returns the outcome, which process reports to the Observer.
+// settle carries out what [disposition.Decide] decides for a delivery
+// whose handler ran (the table is in that package's doc): the reply and
+// ack of a success, a give-back at shutdown, the "cancelled" update of a
+// cancelled task, a dead letter, a nak with delay. It returns the
+// outcome, which process reports to the Observer.
 func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcome {
 	env := t.Envelope
 	// The logger with the delivery's fields is built only on the paths that
 	// log: the success path is hot.
 	log := func() *slog.Logger { return r.deliveryLogger(d, env) }
-	kind := resilience.Classify(err)
-	var taken *takenError
-	switch {
-	case err == nil:
-		if rerr := r.replyRetrying(env, result); rerr != nil {
-			return r.replyFailed(t, result, rerr)
-		}
-		r.stats.succeeded.Add(1)
-		if isControl(env.PayloadType) {
-			r.ackDone(d, log)
-			r.forget(&t.job)
-			return Outcome{Disposition: Succeeded}
-		}
-		en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Replay: replayKey(d)}
-		if !t.used && t.job.acct.rev == 0 {
-			// The common task: acked now, its record stored by the
-			// committer in the next batch, while this worker goes on.
-			// Acking after the commit would hold the delivery's place in
-			// the window for the commit's round trip (measured: 0.63
-			// against 0.70 of raw consume), and buys nothing: a process
-			// that dies before the commit gets its task redelivered if it
-			// had not acked (run again for sure), and loses only the
-			// record if it had (run again only by a re-send the server no
-			// longer deduplicates).
-			r.ackDone(d, log)
-			r.execs.record(en, func(bool) {})
-			return Outcome{Disposition: Succeeded}
-		}
-		// It checkpointed (or has an attempt record): its snapshot goes
-		// only once the task is recorded and acked for sure (AckSync).
-		stored := make(chan struct{})
-		r.execs.record(en, func(bool) { close(stored) })
-		<-stored
-		if aerr := r.ackSync(d); aerr != nil {
-			log().Warn("ack not confirmed; a redelivery finds the task's execution record", "err", aerr)
-		}
-		r.forget(&t.job)
-		r.dropSnapshot(t)
-		return Outcome{Disposition: Succeeded}
-	case r.aborting() && errors.Is(err, context.Canceled):
+	dec := disposition.Decide(disposition.Facts{Err: err, Stopping: r.aborting(),
+		Attempt: t.Attempt, MaxAttempts: r.cfg.Consumer.MaxDeliver})
+	switch dec.Action {
+	case disposition.Ack:
+		return r.succeed(d, t, result, log)
+	case disposition.GiveBack:
 		return r.giveBack(&t.job)
-	case errors.Is(err, ErrCancelled):
+	case disposition.AckCancelled:
 		update := Reply{Type: envelope.TaskUpdate, Payload: TaskState{TaskID: t.taskID, Found: true, Status: snapshot.Cancelled}}
 		if rerr := r.replyRetrying(env, update); rerr != nil {
 			return r.replyFailed(t, update, rerr) // not dropped: dead-lettered with the update
@@ -274,12 +219,12 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		log().Info("task cancelled", "task_id", t.taskID)
 		r.dropSnapshot(t)
 		return Outcome{Disposition: Cancelled}
-	case asTaken(err, &taken) && taken.same:
+	case disposition.Release: // a newer delivery of this message runs the task
 		r.stats.abandoned.Add(1)
 		d.Release() // unsettled, but no longer this replica's: its window place is free
-		log().Warn("a newer delivery of this task runs it; leaving this one", "owner", taken.owner)
+		log().Warn("a newer delivery of this task runs it; leaving this one", "err", err)
 		return Outcome{Disposition: Abandoned}
-	case errors.Is(err, ErrTaskTaken):
+	case disposition.Wait:
 		// Another message runs the task now. This one waits (handed back,
 		// not an attempt): once that run ends, its execution record answers
 		// this one's reply_to; if it never ends, its claim ages out and
@@ -291,27 +236,64 @@ func (r *Runtime) settle(d *bus.Delivery, t *Task, result any, err error) Outcom
 		}
 		log().Info("another message runs this task; this one waits for it to end", "task_id", t.taskID, "err", err)
 		return Outcome{Disposition: Retried}
-	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
-		out := r.deadLetterVerdict(t, dlq.ReasonPermanent, err)
+	case disposition.DeadLetter:
+		cause := err
+		if dec.LastAttempt {
+			cause = fmt.Errorf("attempt %d of %d failed: %w", t.Attempt, r.cfg.Consumer.MaxDeliver, err)
+		}
+		out := r.deadLetterVerdict(t, dec.Reason, cause)
 		r.recordDead(t, out)
 		r.dropSnapshot(t)
-		out.Failure = kind
+		out.Failure = dec.Kind
 		return out
-	case t.Attempt >= r.cfg.Consumer.MaxDeliver:
-		out := r.deadLetterVerdict(t, dlq.ReasonMaxAttempts,
-			fmt.Errorf("attempt %d of %d failed: %w", t.Attempt, r.cfg.Consumer.MaxDeliver, err))
-		r.recordDead(t, out)
-		r.dropSnapshot(t)
-		out.Failure = kind
-		return out
-	default:
-		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
-		log().Info("handler failed; redelivering", "kind", kind.String(), "err", err)
+	default: // disposition.Retry
+		log().Info("handler failed; redelivering", "kind", dec.Kind.String(), "err", err)
 		r.noteFailed(&t.job)
-		out := r.retryAttempt(d, delay, t.Attempt)
-		out.Failure = kind
+		out := r.retryAttempt(d, dec.Delay, t.Attempt)
+		out.Failure = dec.Kind
 		return out
 	}
+}
+
+// succeed settles a task whose handler succeeded: the reply, then the
+// ack, then (if it checkpointed) the snapshot dropped.
+func (r *Runtime) succeed(d *bus.Delivery, t *Task, result any, log func() *slog.Logger) Outcome {
+	env := t.Envelope
+	if rerr := r.replyRetrying(env, result); rerr != nil {
+		return r.replyFailed(t, result, rerr)
+	}
+	r.stats.succeeded.Add(1)
+	if isControl(env.PayloadType) {
+		r.ackDone(d, log)
+		r.forget(&t.job)
+		return Outcome{Disposition: Succeeded}
+	}
+	en := execEntry{Task: t.taskID, Key: env.IdempotencyKey, Replay: replayKey(d)}
+	if !t.used && t.job.acct.rev == 0 {
+		// The common task: acked now, its record stored by the
+		// committer in the next batch, while this worker goes on.
+		// Acking after the commit would hold the delivery's place in
+		// the window for the commit's round trip (measured: 0.63
+		// against 0.70 of raw consume), and buys nothing: a process
+		// that dies before the commit gets its task redelivered if it
+		// had not acked (run again for sure), and loses only the
+		// record if it had (run again only by a re-send the server no
+		// longer deduplicates).
+		r.ackDone(d, log)
+		r.execs.record(en, func(bool) {})
+		return Outcome{Disposition: Succeeded}
+	}
+	// It checkpointed (or has an attempt record): its snapshot goes
+	// only once the task is recorded and acked for sure (AckSync).
+	stored := make(chan struct{})
+	r.execs.record(en, func(bool) { close(stored) })
+	<-stored
+	if aerr := r.ackSync(d); aerr != nil {
+		log().Warn("ack not confirmed; a redelivery finds the task's execution record", "err", aerr)
+	}
+	r.forget(&t.job)
+	r.dropSnapshot(t)
+	return Outcome{Disposition: Succeeded}
 }
 
 // ackDone acks a settled delivery, saying so when the ack fails.
@@ -494,19 +476,20 @@ func (r *Runtime) retryAttempt(d *bus.Delivery, delay time.Duration, attempt int
 	return Outcome{Disposition: Retried}
 }
 
-// giveBack hands j's delivery back for immediate redelivery (shutdown),
-// recording that it spent no attempt; a delivery whose ack timeout passed
-// unseen is only released (another delivery of it runs).
+// giveBack hands j's delivery, not run (or interrupted by shutdown), back
+// for immediate redelivery, recording that it spent no attempt; a
+// delivery whose ack timeout passed unseen is only released (another
+// delivery of it runs).
 func (r *Runtime) giveBack(j *job) Outcome {
 	r.stats.returned.Add(1)
 	r.endTurn(j)
-	if j.d.Expired(time.Now(), staleMargin) {
-		r.noteGivenBack(j)
-		j.d.Release()
-		return Outcome{Disposition: Returned}
-	}
 	r.noteGivenBack(j)
-	_ = j.d.Nak()
+	stale := j.d.Expired(time.Now(), staleMargin)
+	if disposition.Decide(disposition.Facts{Finding: disposition.NotRun, Stale: stale}).Action == disposition.Release {
+		j.d.Release()
+	} else {
+		_ = j.d.Nak()
+	}
 	return Outcome{Disposition: Returned}
 }
 
@@ -515,6 +498,14 @@ func (r *Runtime) giveBack(j *job) Outcome {
 // stored, d is redelivered instead: it is never dropped.
 func (r *Runtime) deadLetter(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
 	return r.deadLetterCounted(d, env, reason, cause, d.NumDelivered)
+}
+
+// refuse settles a delivery refused before any handler ran (its envelope
+// did not parse or validate, or no handler takes its type): dead-lettered
+// with reason.
+func (r *Runtime) refuse(d *bus.Delivery, env *envelope.Envelope, reason dlq.Reason, cause error) Outcome {
+	dec := disposition.Decide(disposition.Facts{Finding: disposition.Refused, Reason: reason})
+	return r.deadLetter(d, env, dec.Reason, cause)
 }
 
 // deadLetterAttempts dead-letters j's delivery as deadLetter does, its
@@ -540,7 +531,7 @@ func (r *Runtime) deadLetterCounted(d *bus.Delivery, env *envelope.Envelope, rea
 
 func (r *Runtime) deadLetterHeader(d *bus.Delivery, h nats.Header, env *envelope.Envelope, reason dlq.Reason, cause error, deliveries uint64) Outcome {
 	if err := r.fileDead(d, h, env, reason, cause, deliveries); err != nil {
-		return r.retry(d, 0)
+		return r.retry(d, 0) // disposition.DeadLetterRefused: redelivered after the backoff, never dropped
 	}
 	return Outcome{Disposition: DeadLettered, Reason: reason}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/runtime/disposition"
 )
 
 // holding keeps some of the deliveries whose subject's breaker is open:
@@ -180,10 +181,12 @@ func (r *Runtime) holdLimits() (perSubject, total int) {
 // for the breaker's next probe; beyond the hold limits it parks j.
 func (r *Runtime) holdBack(j job, br *resilience.Breaker) Outcome {
 	per, total := r.holdLimits()
-	switch r.hold.add(j, per, total) {
-	case holdClosed:
-		return r.giveBack(&j) // shutting down
-	case holdFull:
+	added := r.hold.add(j, per, total) // held now, unless full or closed
+	switch disposition.Decide(disposition.Facts{Finding: disposition.BreakerOpen,
+		Stopping: added == holdClosed, HoldFull: added == holdFull}).Action {
+	case disposition.GiveBack:
+		return r.giveBack(&j)
+	case disposition.Park:
 		return r.park(j, br)
 	}
 	r.stats.held.Add(1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/runtime/disposition"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -19,13 +20,13 @@ var (
 	// its next Step or Checkpoint. The runtime acks it, answers its
 	// reply_to with a task.update {"status": "cancelled"} and removes its
 	// snapshot.
-	ErrCancelled = errors.New("runtime: task cancelled")
+	ErrCancelled = disposition.ErrCancelled
 
 	// ErrTaskTaken: another delivery runs this task (a duplicate message
 	// with the same task id, or, after a redelivery, a newer delivery of
 	// this one). The step was not run. The runtime settles the duplicate
 	// without running anything more.
-	ErrTaskTaken = errors.New("runtime: task taken by another delivery")
+	ErrTaskTaken = disposition.ErrTaskTaken
 )
 
 // takenError says who has the task.
@@ -38,7 +39,12 @@ func (e *takenError) Error() string {
 	return fmt.Sprintf("%v (owner %s)", ErrTaskTaken, e.owner)
 }
 
-func (e *takenError) Unwrap() []error { return []error{ErrTaskTaken, snapshot.ErrConflict} }
+func (e *takenError) Unwrap() []error {
+	if e.same {
+		return []error{ErrTaskTaken, disposition.ErrSuperseded, snapshot.ErrConflict}
+	}
+	return []error{ErrTaskTaken, snapshot.ErrConflict}
+}
 
 // progress is a task's view of its snapshot.
 type progress struct {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
-	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/runtime/disposition"
 )
 
 // ErrPanic is wrapped by the error a handler panic is turned into (a
@@ -152,7 +152,7 @@ func (m *Middleware) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		ctx := msg.Context()
 		d := deliveryOf(msg)
 		done, err := m.admit(ctx, m.breakers.Get(d.breakerKey()))
-		if err != nil {
+		if err != nil { // disposition.NotRun: held until the subscription stopped
 			return nil, m.giveBack(msg, err)
 		}
 		out, err := m.call(h, msg)
@@ -162,40 +162,44 @@ func (m *Middleware) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// settle is the one place that turns a handler's outcome into a
-// disposition:
+// settle carries out what [disposition.Decide] decides for a message
+// whose handler ran (the table is in that package's doc; the middleware
+// meets its Ran rows for success, shutdown, permanent, last attempt and
+// retry, and its not-run and breaker-open rows in admit):
 //
-//	success                          -> the handler's messages, nil (the Router publishes them and acks)
-//	message context ended, canceled  -> nak at once (the subscription is stopping)
-//	permanent or malformed           -> dead letter, then nil (the Router acks)
-//	delivery n >= MaxAttempts        -> dead letter, then nil
-//	retry-after(d)                   -> nak with delay d
-//	transient, timeout, panic, other -> nak with delay Backoff.Delay(n)
+//	Ack        -> the handler's messages, nil (the Router publishes them and acks)
+//	GiveBack   -> nak at once (the message's context ended: the subscription is stopping)
+//	DeadLetter -> dead letter, then nil (the Router acks)
+//	Retry      -> nak with the decision's delay, or Backoff.Delay(n)
 //
 // where "nak with delay" is returning the error with bus.MetadataNakDelay
 // set (the Router nacks; bus.WatermillSubscriber naks with that delay),
 // and a dead letter that cannot be stored is a nak with the backoff delay.
+// The runtime's own errors (runtime.ErrCancelled, ErrTaskTaken) do not
+// reach a watermill handler; if one is returned anyway, it is retried.
 func (m *Middleware) settle(ctx context.Context, msg *message.Message, d delivery, out []*message.Message, err error) ([]*message.Message, error) {
-	kind := resilience.Classify(err)
-	switch {
-	case err == nil:
+	dec := disposition.Decide(disposition.Facts{Err: err, Stopping: ctx.Err() != nil,
+		Attempt: d.attempt(), MaxAttempts: int(min(m.maxAttempts, 1<<30))})
+	switch dec.Action {
+	case disposition.Ack:
 		m.stats.succeeded.Add(1)
 		return out, nil
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case disposition.GiveBack, disposition.Release:
 		return nil, m.giveBack(msg, err)
-	case kind == resilience.KindPermanent || kind == resilience.KindMalformed:
-		return nil, m.deadLetter(ctx, msg, d, dlq.ReasonPermanent, err)
-	case d.n >= m.maxAttempts:
-		return nil, m.deadLetter(ctx, msg, d, dlq.ReasonMaxAttempts,
-			fmt.Errorf("attempt %d of %d failed: %w", d.n, m.maxAttempts, err))
-	default:
-		delay, _ := resilience.RetryDelay(err) // zero unless retry-after
+	case disposition.DeadLetter:
+		cause := err
+		if dec.LastAttempt {
+			cause = fmt.Errorf("attempt %d of %d failed: %w", d.n, m.maxAttempts, err)
+		}
+		return nil, m.deadLetter(ctx, msg, d, dec.Reason, cause)
+	default: // Retry; and Wait or AckCancelled, from runtime errors a watermill handler should not return
+		delay := dec.Delay
 		if delay <= 0 {
 			delay = m.cfg.Backoff.Delay(d.attempt())
 		}
 		m.stats.retried.Add(1)
 		m.log.Info("handler failed; redelivering", "agent", m.cfg.Agent, "subject", d.subject,
-			"message_uuid", msg.UUID, "attempt", d.n, "kind", kind.String(), "delay", delay, "err", err)
+			"message_uuid", msg.UUID, "attempt", d.n, "kind", dec.Kind.String(), "delay", delay, "err", err)
 		return nil, m.nakAfter(msg, delay, err)
 	}
 }
