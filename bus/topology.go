@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/subject"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -388,3 +389,9 @@ func (t Topology) agentKVConfigs(agent string) []jetstream.KeyValueConfig {
 		Replicas:       t.replicas(),
 	}}
 }
+
+// MatchSubject reports whether subject matches the NATS subject pattern,
+// where "*" matches exactly one token and a final ">" one or more. It is
+// the matching breaker rules (resilience.BreakerRule.Pattern) and DLQ
+// filters use.
+func MatchSubject(pattern, subj string) bool { return subject.Match(pattern, subj) }

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/bus"
 )
 
 // Filter selects DLQ entries. Zero fields match everything.
@@ -46,7 +46,7 @@ func (f Filter) Match(e *Entry) bool {
 	switch {
 	case f.After > 0 && e.Seq <= f.After,
 		f.Agent != "" && e.Agent != f.Agent,
-		f.Subject != "" && !resilience.MatchSubject(f.Subject, e.Subject),
+		f.Subject != "" && !bus.MatchSubject(f.Subject, e.Subject),
 		f.Type != "" && !strings.HasSuffix(e.Subject, "."+f.Type),
 		f.Reason != "" && e.Reason != f.Reason,
 		f.Error != "" && !strings.Contains(e.Error, f.Error),

@@ -11,9 +11,9 @@ import (
 var (
 	// ErrMalformed: the bytes are not a well-formed envelope (not msgpack, not a
 	// map, a field of the wrong msgpack type, a duplicated key, trailing bytes...),
-	// or a payload does not decode into the handler's type. It is the same value
-	// as resilience.ErrMalformed, so resilience.Classify reports KindMalformed
-	// for it: never retried.
+	// or a payload does not decode into the handler's type. resilience.Classify
+	// reports KindMalformed for it (never retried): a handler that cannot use
+	// its payload wraps it.
 	ErrMalformed = errkind.ErrMalformed
 	// ErrTooLarge: the encoded envelope is longer than Limits.MaxSize.
 	ErrTooLarge = errors.New("envelope: too large")

@@ -180,8 +180,8 @@ func TestChaosPartitionOpensAndClosesTheClientBreaker(t *testing.T) {
 	a := ledgerAgent(t, srv.URL(), filepath.Join(t.TempDir(), "ledger"))
 	waitForConsumer(ctx, t, js, topo.TasksStream(), "ledger", a)
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
-		MaxRetries: 1, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 400 * time.Millisecond,
-		CircuitBreakerEnabled: true, CircuitBreakerThreshold: 3, CircuitBreakerTimeout: 2 * time.Second,
+		MaxRetries: 1, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 400 * time.Millisecond,
+		Breaker: &resilience.BreakerSettings{Threshold: 3, OpenTimeout: 2 * time.Second},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ type BreakerSettings struct {
 	ProbeLease time.Duration
 
 	// IsFailure decides whether a call's error counts against the target.
-	// Nil: retriable kinds (transient, retry-after, timeout, connection)
+	// Nil: retryable kinds (transient, retry-after, timeout, connection)
 	// are failures; context.Canceled is ignored (the caller gave up, the
 	// target said nothing); any other error (permanent, malformed: the
 	// target answered) counts as a success.
@@ -154,7 +154,7 @@ func NewBreaker(name string, s BreakerSettings) *Breaker {
 }
 
 func defaultIsFailure(err error) bool {
-	return !errors.Is(err, context.Canceled) && Classify(err).Retriable()
+	return !errors.Is(err, context.Canceled) && Classify(err).Retryable()
 }
 
 func fromGobreaker(s gobreaker.State) State {

@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 )
 
@@ -74,7 +75,7 @@ func TestBreakerIgnoresPermanentAndCancelled(t *testing.T) {
 	b := resilience.NewBreaker("s", resilience.BreakerSettings{Threshold: 1})
 	fail(t, b, resilience.Permanent(errBoom))
 	fail(t, b, context.Canceled)
-	fail(t, b, fmt.Errorf("wrapped: %w", resilience.ErrMalformed))
+	fail(t, b, fmt.Errorf("wrapped: %w", envelope.ErrMalformed))
 	if b.State() != resilience.StateClosed {
 		t.Fatal("a permanent, cancelled or malformed outcome opened the breaker")
 	}
@@ -208,29 +209,5 @@ func TestRegistryKeepsOneBreakerPerName(t *testing.T) {
 	st := r.States()
 	if st["jetagent.tasks.fragile.task.request"] != resilience.StateOpen || st["jetagent.tasks.sturdy.task.request"] != resilience.StateClosed {
 		t.Fatalf("states %v: the rule's threshold 1 applies to fragile only", st)
-	}
-}
-
-func TestMatchSubject(t *testing.T) {
-	cases := []struct {
-		pattern, subject string
-		want             bool
-	}{
-		{"a.b.c", "a.b.c", true},
-		{"a.b.c", "a.b", false},
-		{"a.b", "a.b.c", false},
-		{"a.*.c", "a.x.c", true},
-		{"a.*", "a.x.c", false},
-		{"a.>", "a.x.c", true},
-		{"a.>", "a", false},
-		{">", "a", true},
-		{"*", "a", true},
-		{"*", "a.b", false},
-		{"a.b", "", false},
-	}
-	for _, c := range cases {
-		if got := resilience.MatchSubject(c.pattern, c.subject); got != c.want {
-			t.Errorf("MatchSubject(%q, %q) = %v", c.pattern, c.subject, got)
-		}
 	}
 }

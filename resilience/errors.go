@@ -37,12 +37,6 @@ var (
 	// ErrCorrelationMismatch means an answer arrived whose correlation id
 	// is not the request's; it is never returned as the answer.
 	ErrCorrelationMismatch = errors.New("correlation id mismatch")
-
-	// ErrMalformed means a message could not be decoded or validated. It
-	// is the same value as envelope.ErrMalformed (what envelope.Parse and
-	// Task.Decode wrap), so a payload a handler cannot decode is
-	// KindMalformed: dead-lettered at once, never retried.
-	ErrMalformed = errkind.ErrMalformed
 )
 
 // Kind is the class of a failure, as Classify reports it.
@@ -52,7 +46,7 @@ type Kind int
 const (
 	KindNone Kind = iota // no error
 	KindPermanent
-	KindMalformed
+	KindMalformed // wraps envelope.ErrMalformed: a message or payload that does not decode
 	KindRetryAfter
 	KindCircuitOpen
 	KindCorrelationMismatch
@@ -80,7 +74,7 @@ func Classify(err error) Kind {
 		return KindNone
 	case errors.Is(err, ErrPermanent):
 		return KindPermanent
-	case errors.Is(err, ErrMalformed):
+	case errors.Is(err, errkind.ErrMalformed): // envelope.ErrMalformed
 		return KindMalformed
 	case errors.Is(err, ErrRetryAfter):
 		return KindRetryAfter
@@ -97,8 +91,8 @@ func Classify(err error) Kind {
 	}
 }
 
-// Retriable reports whether a failure of kind k may succeed if tried again.
-func (k Kind) Retriable() bool {
+// Retryable reports whether a failure of kind k may succeed if tried again.
+func (k Kind) Retryable() bool {
 	switch k {
 	case KindTransient, KindRetryAfter, KindTimeout, KindConnection:
 		return true

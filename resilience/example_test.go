@@ -54,7 +54,7 @@ func ExampleFallback() {
 // Mark a failure permanent so it is not retried, and branch on kinds.
 func ExampleClassify() {
 	err := resilience.Permanent(errors.New("invalid order id"))
-	fmt.Println(resilience.Classify(err), resilience.Classify(err).Retriable())
+	fmt.Println(resilience.Classify(err), resilience.Classify(err).Retryable())
 	fmt.Println(errors.Is(err, resilience.ErrPermanent))
 	// Output:
 	// permanent false

@@ -1,8 +1,9 @@
 package resilience
 
 import (
-	"strings"
 	"sync"
+
+	"github.com/jetagent/jetagent/internal/subject"
 )
 
 // BreakerRule gives the breakers whose names match Pattern their own
@@ -47,7 +48,7 @@ func (r *BreakerRegistry) Get(name string) *Breaker {
 
 func (r *BreakerRegistry) settingsFor(name string) BreakerSettings {
 	for _, rule := range r.rules {
-		if MatchSubject(rule.Pattern, name) {
+		if subject.Match(rule.Pattern, name) {
 			return rule.Settings
 		}
 	}
@@ -62,23 +63,4 @@ func (r *BreakerRegistry) States() map[string]State {
 		return true
 	})
 	return out
-}
-
-// MatchSubject reports whether subject matches pattern, where "*" in the
-// pattern matches exactly one token and a final ">" one or more.
-func MatchSubject(pattern, subject string) bool {
-	for {
-		pTok, pRest, pMore := strings.Cut(pattern, ".")
-		if pTok == ">" && !pMore {
-			return subject != ""
-		}
-		sTok, sRest, sMore := strings.Cut(subject, ".")
-		if pTok != "*" && pTok != sTok || sTok == "" {
-			return false
-		}
-		if !pMore || !sMore {
-			return pMore == sMore
-		}
-		pattern, subject = pRest, sRest
-	}
 }

@@ -19,7 +19,7 @@ type RetryPolicy struct {
 	Backoff Backoff
 
 	// Retryable decides whether a failure is retried. Nil: its Kind is
-	// retriable (transient, retry-after, timeout, connection): permanent,
+	// retryable (transient, retry-after, timeout, connection): permanent,
 	// malformed, circuit-open and correlation-mismatch failures return at
 	// once.
 	Retryable func(error) bool
@@ -40,7 +40,7 @@ func Retry[T any](ctx context.Context, op func(context.Context) (T, error), p Re
 	var zero T
 	retryable := p.Retryable
 	if retryable == nil {
-		retryable = func(err error) bool { return Classify(err).Retriable() }
+		retryable = func(err error) bool { return Classify(err).Retryable() }
 	}
 	for attempt := 1; ; attempt++ {
 		v, err := op(ctx)

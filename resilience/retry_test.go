@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 )
 
@@ -45,11 +46,11 @@ func TestRetrySucceedsAfterTransientFailures(t *testing.T) {
 	})
 }
 
-func TestRetryStopsAtNonRetriableErrors(t *testing.T) {
+func TestRetryStopsAtNonRetryableErrors(t *testing.T) {
 	for _, err := range []error{
 		resilience.Permanent(errBoom),
 		fmt.Errorf("x: %w", resilience.ErrCircuitOpen),
-		fmt.Errorf("x: %w", resilience.ErrMalformed),
+		fmt.Errorf("x: %w", envelope.ErrMalformed),
 	} {
 		calls := 0
 		_, got := resilience.Retry(context.Background(), func(context.Context) (int, error) {
@@ -148,7 +149,7 @@ func TestClassify(t *testing.T) {
 		resilience.KindTimeout:             fmt.Errorf("t: %w", resilience.ErrTimeout),
 		resilience.KindConnection:          fmt.Errorf("c: %w", resilience.ErrConnection),
 		resilience.KindCorrelationMismatch: fmt.Errorf("m: %w", resilience.ErrCorrelationMismatch),
-		resilience.KindMalformed:           fmt.Errorf("m: %w", resilience.ErrMalformed),
+		resilience.KindMalformed:           fmt.Errorf("m: %w", envelope.ErrMalformed),
 	}
 	for want, err := range cases {
 		if got := resilience.Classify(err); got != want {

@@ -21,48 +21,39 @@ import (
 // ErrClientClosed is returned by Send after Close.
 var ErrClientClosed = errors.New("runtime: client closed")
 
-// RetryConfig is the client's retry and breaker policy, with the names of
-// the seed protocol's RetryConfig. DefaultRetryConfig returns the seed's
-// defaults; in a literal, every zero value means what its field says.
+// RetryConfig is the client's retry and breaker policy (the seed
+// protocol's RetryConfig, in the vocabulary of package resilience: the
+// same Backoff, the same BreakerSettings, the same defaults).
+// DefaultRetryConfig returns the seed's defaults; the zero value re-sends
+// nothing.
 type RetryConfig struct {
 	// MaxRetries is how many times an attempt that timed out or could not
 	// reach the server is re-sent. Re-sends reuse the envelope id, so the
 	// server stores the task once. Zero: no re-sends.
 	MaxRetries int
-	// BaseDelay and MaxDelay bound the exponential backoff between
-	// attempts. Zero: 1s and 60s.
-	BaseDelay, MaxDelay time.Duration
-	// Jitter draws each delay from [d/2, d] so clients failing together do
-	// not retry together.
-	Jitter bool
+	// Backoff is the delay between attempts. Zero: base 1s, max 60s,
+	// jitter on (each delay drawn from [d/2, d], so clients failing
+	// together do not retry together), as for every resilience.Backoff.
+	Backoff resilience.Backoff
 	// AttemptTimeout is how long one attempt waits for the reply (the
 	// caller's ctx bounds the whole Send). Zero: 10s.
 	AttemptTimeout time.Duration
-	// CircuitBreakerEnabled keeps one breaker per target subject: after
-	// CircuitBreakerThreshold consecutive failed attempts (zero: 5) Send
-	// fails at once with ErrCircuitOpen, without trying, until
-	// CircuitBreakerTimeout (zero: 60s) has passed and one probe succeeds.
-	CircuitBreakerEnabled   bool
-	CircuitBreakerThreshold int
-	CircuitBreakerTimeout   time.Duration
+	// Breaker, when set, keeps one breaker per target subject: after
+	// Breaker.Threshold consecutive failed attempts (zero: 5) Send fails
+	// at once with ErrCircuitOpen, without trying, until
+	// Breaker.OpenTimeout (zero: 60s) has passed and one probe succeeds.
+	// Nil: no breakers.
+	Breaker *resilience.BreakerSettings
 }
 
 // DefaultAttemptTimeout is RetryConfig.AttemptTimeout's default.
 const DefaultAttemptTimeout = 10 * time.Second
 
-// DefaultRetryConfig returns the seed protocol's defaults: 3 retries, 1s
-// base delay, 60s max, jitter on, breaker off (threshold 5, timeout 60s
-// once enabled), and 10s per attempt.
+// DefaultRetryConfig returns the seed protocol's defaults: 3 retries, the
+// default backoff (1s base, 60s max, jitter on), breaker off, and 10s per
+// attempt.
 func DefaultRetryConfig() RetryConfig {
-	return RetryConfig{
-		MaxRetries:              3,
-		BaseDelay:               resilience.DefaultBaseDelay,
-		MaxDelay:                resilience.DefaultMaxDelay,
-		Jitter:                  true,
-		AttemptTimeout:          DefaultAttemptTimeout,
-		CircuitBreakerThreshold: resilience.DefaultBreakerThreshold,
-		CircuitBreakerTimeout:   resilience.DefaultBreakerOpenTimeout,
-	}
+	return RetryConfig{MaxRetries: 3, AttemptTimeout: DefaultAttemptTimeout}
 }
 
 // ClientConfig configures a [Client]. The zero value is usable.
@@ -152,8 +143,9 @@ func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
 	if cfg.Retry != nil {
 		retry = *cfg.Retry
 	}
-	if retry.MaxRetries < 0 || retry.AttemptTimeout < 0 || retry.CircuitBreakerThreshold < 0 {
-		return nil, fmt.Errorf("runtime: client retry config: negative MaxRetries, AttemptTimeout or CircuitBreakerThreshold")
+	if retry.MaxRetries < 0 || retry.AttemptTimeout < 0 || retry.Backoff.Base < 0 || retry.Backoff.Max < 0 ||
+		(retry.Breaker != nil && (retry.Breaker.Threshold < 0 || retry.Breaker.OpenTimeout < 0)) {
+		return nil, fmt.Errorf("runtime: client retry config: negative MaxRetries, AttemptTimeout, Backoff or Breaker setting")
 	}
 	if retry.AttemptTimeout == 0 {
 		retry.AttemptTimeout = DefaultAttemptTimeout
@@ -174,14 +166,16 @@ func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
 		waiting:   make(map[string]*waiter),
 		done:      make(chan struct{}),
 	}
-	if retry.CircuitBreakerEnabled {
-		c.breakers = resilience.NewBreakerRegistry(resilience.BreakerSettings{
-			Threshold:   retry.CircuitBreakerThreshold,
-			OpenTimeout: retry.CircuitBreakerTimeout,
-			OnStateChange: func(target string, from, to resilience.State) {
-				log.Warn("client circuit breaker "+to.String(), "target", target, "from", from.String())
-			},
-		})
+	if retry.Breaker != nil {
+		bs := *retry.Breaker
+		user := bs.OnStateChange
+		bs.OnStateChange = func(target string, from, to resilience.State) {
+			log.Warn("client circuit breaker "+to.String(), "target", target, "from", from.String())
+			if user != nil {
+				user(target, from, to)
+			}
+		}
+		c.breakers = resilience.NewBreakerRegistry(bs)
 	}
 	sub, err := conn.NATS().Subscribe(c.replyBase+".>", c.onReply)
 	if err != nil {
@@ -195,7 +189,7 @@ func NewClient(conn *bus.Conn, cfg ClientConfig) (*Client, error) {
 func (c *Client) Name() string { return c.name }
 
 // Breakers returns the client's per-target breakers, or nil when
-// CircuitBreakerEnabled is off.
+// RetryConfig.Breaker is nil.
 func (c *Client) Breakers() *resilience.BreakerRegistry { return c.breakers }
 
 func (c *Client) onReply(m *nats.Msg) {
@@ -328,10 +322,9 @@ const fallbackSkew = 250 * time.Millisecond
 // attemptsBudget is the longest the attempts of one envelope can take:
 // every attempt's timeout and the longest backoff before each re-send.
 func (c *Client) attemptsBudget() time.Duration {
-	b := resilience.Backoff{Base: c.retry.BaseDelay, Max: c.retry.MaxDelay, NoJitter: true}
 	d := time.Duration(c.retry.MaxRetries+1) * c.retry.AttemptTimeout
 	for i := range c.retry.MaxRetries {
-		d += b.Delay(i + 1)
+		d += c.retry.Backoff.Ceiling(i + 1)
 	}
 	return d
 }
@@ -339,7 +332,7 @@ func (c *Client) attemptsBudget() time.Duration {
 // canFallBack reports whether a backup agent might answer where the
 // primary could not: not for permanent or validation failures.
 func canFallBack(err error) bool {
-	return resilience.Classify(err).Retriable() || errors.Is(err, resilience.ErrCircuitOpen)
+	return resilience.Classify(err).Retryable() || errors.Is(err, resilience.ErrCircuitOpen)
 }
 
 // sendTo runs the attempts of one envelope to its recipient.
@@ -353,7 +346,7 @@ func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope, published *
 	target := c.topo.TaskSubject(env.Recipient, env.PayloadType)
 	policy := resilience.RetryPolicy{
 		MaxRetries: c.retry.MaxRetries,
-		Backoff:    resilience.Backoff{Base: c.retry.BaseDelay, Max: c.retry.MaxDelay, NoJitter: !c.retry.Jitter},
+		Backoff:    c.retry.Backoff,
 	}
 	rep, err := resilience.Retry(ctx, func(ctx context.Context) (*envelope.Envelope, error) {
 		if c.breakers == nil {

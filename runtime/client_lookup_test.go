@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,7 +68,7 @@ func TestSendFindsAReplyPublishedWhileItReconnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := clientWith(t, clientConn, runtime.RetryConfig{MaxRetries: 2, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 500 * time.Millisecond})
+	c := clientWith(t, clientConn, runtime.RetryConfig{MaxRetries: 2, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 500 * time.Millisecond})
 	type result struct {
 		rep *envelope.Envelope
 		err error

@@ -53,7 +53,7 @@ func streamMsgs(t *testing.T, conn *bus.Conn, name string) uint64 {
 // MaxRetries times (same id: the server keeps one task), then times out.
 func TestSendMessageLossRetriesThenTimesOut(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
-	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 200 * time.Millisecond})
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 200 * time.Millisecond})
 	_, err := c.Send(ctxT(t), to(t, "ghost"))
 	if !errors.Is(err, resilience.ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
@@ -77,7 +77,7 @@ func TestSendServerDownRetriesThenConnectionError(t *testing.T) {
 	if err := bus.Provision(ctxT(t), conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
-	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 300 * time.Millisecond})
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 300 * time.Millisecond})
 	if err := srv.Shutdown(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestSendServerDownRetriesThenConnectionError(t *testing.T) {
 func TestSendCircuitOpenFailsFastWithoutAttempt(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
 	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 100 * time.Millisecond,
-		CircuitBreakerEnabled: true, CircuitBreakerThreshold: 2, CircuitBreakerTimeout: time.Minute})
+		Breaker: &resilience.BreakerSettings{Threshold: 2, OpenTimeout: time.Minute}})
 	for range 2 {
 		if _, err := c.Send(ctxT(t), to(t, "ghost")); !errors.Is(err, resilience.ErrTimeout) {
 			t.Fatalf("err = %v, want ErrTimeout", err)
@@ -134,8 +134,8 @@ func TestSendPartitionOpensThenClosesTheBreaker(t *testing.T) {
 	}
 	defer conn.Close()
 	const openFor = time.Second
-	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, BaseDelay: 10 * time.Millisecond, AttemptTimeout: 300 * time.Millisecond,
-		CircuitBreakerEnabled: true, CircuitBreakerThreshold: 3, CircuitBreakerTimeout: openFor})
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 300 * time.Millisecond,
+		Breaker: &resilience.BreakerSettings{Threshold: 3, OpenTimeout: openFor}})
 	br := c.Breakers().Get(topo.TaskSubject("echo", envelope.TaskRequest))
 	attempts := func() uint64 { return c.Stats().Attempts }
 
@@ -260,7 +260,7 @@ func TestSendFallsBackToABackupAgent(t *testing.T) {
 func TestAFallbackLeavesThePrimaryNoCopyToRun(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
 	startAgent(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
-	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, BaseDelay: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, Backoff: resilience.Backoff{Base: 50 * time.Millisecond, Max: 100 * time.Millisecond},
 		AttemptTimeout: 200 * time.Millisecond})
 	req := to(t, "primary") // the primary is down: its copy waits in the stream
 	if _, err := c.Send(ctxT(t), req, runtime.WithFallback("backup")); err != nil {
@@ -280,5 +280,20 @@ func TestAFallbackLeavesThePrimaryNoCopyToRun(t *testing.T) {
 	}
 	if recs := dlqMessages(t, conn, 1); recs[0].Reason != dlq.ReasonExpired {
 		t.Fatalf("the primary's copy was dead-lettered %s, want %s", recs[0].Reason, dlq.ReasonExpired)
+	}
+}
+
+// The client's retry policy speaks package resilience's vocabulary: its
+// defaults are resilience's zero values (jitter on), not a second set.
+func TestDefaultRetryConfigUsesResiliencesDefaults(t *testing.T) {
+	rc := runtime.DefaultRetryConfig()
+	if rc.Backoff != (resilience.Backoff{}) {
+		t.Errorf("DefaultRetryConfig().Backoff = %+v, want resilience's zero value (1s, 60s, jitter on)", rc.Backoff)
+	}
+	if rc.Breaker != nil {
+		t.Errorf("DefaultRetryConfig().Breaker = %+v, want nil (breakers off, as in the seed)", rc.Breaker)
+	}
+	if rc.MaxRetries != 3 || rc.AttemptTimeout != runtime.DefaultAttemptTimeout {
+		t.Errorf("DefaultRetryConfig() = %+v, want 3 retries of %v", rc, runtime.DefaultAttemptTimeout)
 	}
 }

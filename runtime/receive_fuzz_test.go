@@ -313,7 +313,7 @@ func FuzzReceive(f *testing.F) {
 			if s.delay <= 0 {
 				t.Fatalf("%s: nak'd without a delay", what)
 			}
-			if len(kinds) != 1 || !kinds[0].Retriable() {
+			if len(kinds) != 1 || !kinds[0].Retryable() {
 				t.Fatalf("%s: redelivered, but its handler reported no transient failure", what)
 			}
 			// Remove it: it must not come back while the fuzzer runs.

@@ -82,10 +82,8 @@ func clientBreaker(ctx context.Context, w io.Writer) error {
 	}
 	defer stop()
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
-		AttemptTimeout:          100 * time.Millisecond,
-		CircuitBreakerEnabled:   true,
-		CircuitBreakerThreshold: 2,
-		CircuitBreakerTimeout:   time.Minute,
+		AttemptTimeout: 100 * time.Millisecond,
+		Breaker:        &resilience.BreakerSettings{Threshold: 2, OpenTimeout: time.Minute},
 	}})
 	if err != nil {
 		return err

@@ -41,12 +41,10 @@ func run(ctx context.Context, w io.Writer, retryBreaker, retryFallback, breakerF
 		// One client, both policies: 3 retries, a breaker that opens after 2
 		// consecutive failures. Nobody serves agent "inventory".
 		client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
-			MaxRetries:              3,
-			BaseDelay:               20 * time.Millisecond,
-			AttemptTimeout:          150 * time.Millisecond,
-			CircuitBreakerEnabled:   true,
-			CircuitBreakerThreshold: 2,
-			CircuitBreakerTimeout:   time.Minute,
+			MaxRetries:     3,
+			Backoff:        resilience.Backoff{Base: 20 * time.Millisecond},
+			AttemptTimeout: 150 * time.Millisecond,
+			Breaker:        &resilience.BreakerSettings{Threshold: 2, OpenTimeout: time.Minute},
 		}})
 		if err != nil {
 			return err

@@ -78,7 +78,7 @@ func backupAgent(ctx context.Context, w io.Writer) error {
 	defer backup.Stop(ctx)
 
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
-		MaxRetries: 1, BaseDelay: 50 * time.Millisecond, AttemptTimeout: 200 * time.Millisecond,
+		MaxRetries: 1, Backoff: resilience.Backoff{Base: 50 * time.Millisecond}, AttemptTimeout: 200 * time.Millisecond,
 	}})
 	if err != nil {
 		return err

@@ -64,8 +64,7 @@ func clientRetry(ctx context.Context, w io.Writer) error {
 	defer stop()
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{Retry: &runtime.RetryConfig{
 		MaxRetries:     3,
-		BaseDelay:      100 * time.Millisecond,
-		MaxDelay:       time.Second,
+		Backoff:        resilience.Backoff{Base: 100 * time.Millisecond, Max: time.Second},
 		AttemptTimeout: 300 * time.Millisecond,
 	}})
 	if err != nil {

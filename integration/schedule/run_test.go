@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"go.uber.org/goleak"
 )
@@ -204,7 +205,7 @@ func runSchedule(t *testing.T, s Schedule) ([]Violation, string) {
 	}
 	defer clientConn.Close()
 	d.client, err = runtime.NewClient(clientConn, runtime.ClientConfig{Name: "driver", Topology: topo, Retry: &runtime.RetryConfig{
-		MaxRetries: 2, BaseDelay: 200 * time.Millisecond, MaxDelay: 500 * time.Millisecond,
+		MaxRetries: 2, Backoff: resilience.Backoff{Base: 200 * time.Millisecond, Max: 500 * time.Millisecond},
 		AttemptTimeout: 1500 * time.Millisecond,
 	}})
 	if err != nil {

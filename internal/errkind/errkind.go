@@ -7,5 +7,6 @@ package errkind
 import "errors"
 
 // ErrMalformed: a message (an envelope, or the payload inside it) could
-// not be decoded. It is envelope.ErrMalformed and resilience.ErrMalformed.
+// not be decoded. It is envelope.ErrMalformed, which resilience.Classify
+// reports as KindMalformed without importing envelope.
 var ErrMalformed = errors.New("envelope: malformed")

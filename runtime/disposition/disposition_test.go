@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/resilience"
 )
 
@@ -21,7 +22,7 @@ var outcomes = []struct {
 	{"transient", errors.New("boom")},
 	{"transient, wrapped", fmt.Errorf("call: %w", resilience.Transient(errors.New("503")))},
 	{"permanent", resilience.Permanent(errors.New("bad input"))},
-	{"malformed", fmt.Errorf("decode: %w", resilience.ErrMalformed)},
+	{"malformed", fmt.Errorf("decode: %w", envelope.ErrMalformed)},
 	{"retry-after 3s", resilience.RetryAfter(3*time.Second, errors.New("429"))},
 	{"timeout", fmt.Errorf("handler: %w", context.DeadlineExceeded)},
 	{"circuit open", fmt.Errorf("downstream: %w", resilience.ErrCircuitOpen)},
@@ -81,7 +82,7 @@ var table = []rule{
 	{"taken -> Wait", func(f Facts) bool { return is(f.Err, ErrTaskTaken) },
 		func(f Facts) Decision { return Decision{Action: Wait, Kind: kind(f)} }},
 	{"permanent or malformed -> DeadLetter permanent", func(f Facts) bool {
-		return is(f.Err, resilience.ErrPermanent) || is(f.Err, resilience.ErrMalformed)
+		return is(f.Err, resilience.ErrPermanent) || is(f.Err, envelope.ErrMalformed)
 	}, func(f Facts) Decision {
 		return Decision{Action: DeadLetter, Reason: dlq.ReasonPermanent, Kind: kind(f)}
 	}},
@@ -163,12 +164,12 @@ func TestDecideNeverDropsADelivery(t *testing.T) {
 		if f.Finding != Ran {
 			return
 		}
-		retriable := resilience.Classify(f.Err).Retriable()
+		retryable := resilience.Classify(f.Err).Retryable()
 		switch {
 		case f.Err == nil && d.Action != Ack:
 			t.Errorf("%s: a success is %v, want ack", name, d.Action)
-		case retriable && !f.Stopping && d.Action == DeadLetter && f.Attempt < f.MaxAttempts:
-			t.Errorf("%s: a retriable failure dead-lettered before its last attempt", name)
+		case retryable && !f.Stopping && d.Action == DeadLetter && f.Attempt < f.MaxAttempts:
+			t.Errorf("%s: a retryable failure dead-lettered before its last attempt", name)
 		case errors.Is(f.Err, resilience.ErrPermanent) && !errors.Is(f.Err, context.Canceled) && d.Action == Retry:
 			t.Errorf("%s: a permanent failure retried", name)
 		case d.Delay != 0 && !errors.Is(f.Err, resilience.ErrRetryAfter):

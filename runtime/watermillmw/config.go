@@ -32,7 +32,7 @@ type Config struct {
 	Topology bus.Topology
 
 	// MaxAttempts is the number of deliveries of a message whose handler
-	// failed with a retriable error after which it is dead-lettered
+	// failed with a retryable error after which it is dead-lettered
 	// (reason max_attempts) instead of redelivered. Zero:
 	// bus.DefaultMaxDeliver (10).
 	//
