@@ -235,4 +235,18 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
+
+	// runtime and everything it imports (envelope, resilience, bus,
+	// snapshot, dlq, and theirs) build without watermill.
+	const watermill = "github.com/ThreeDotsLabs/watermill"
+	for _, p := range goList(t, "-deps", "./runtime") {
+		if strings.HasPrefix(p.ImportPath, watermill) {
+			continue // reported where it is imported
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, watermill) {
+				t.Errorf("%s imports %s, and runtime depends on %[1]s: runtime must build without watermill (its face is bus/watermillbus)", p.ImportPath, imp)
+			}
+		}
+	}
 }

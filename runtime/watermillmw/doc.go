@@ -26,22 +26,25 @@
 // # Wiring
 //
 // The middleware works with any watermill subscriber, and does its best
-// with bus.WatermillSubscriber, which tells it the delivery count, the
-// subject and the stream position (bus.MetadataNumDelivered and its
-// siblings), honours the per-message redelivery delay it sets
-// (bus.MetadataNakDelay) and sends InProgress heartbeats while a message
-// is in hand, so a slow handler or a message held by an open breaker is
-// not redelivered elsewhere. In order:
+// with watermillbus.Subscriber (package bus/watermillbus), which tells it
+// the delivery count, the subject and the stream position
+// (watermillbus.MetadataNumDelivered and its siblings), honours the
+// per-message redelivery delay it sets (watermillbus.MetadataNakDelay) and
+// sends InProgress heartbeats while a message is in hand, so a slow handler
+// or a message held by an open breaker is not redelivered elsewhere. In
+// order:
 //
 //  1. bus.Provision the jetagent topology: it creates the dead-letter
 //     stream ([bus.Topology.DLQStream]) that captures "<prefix>.dlq.>".
-//  2. Create the stream of your topics, and a bus.WatermillSubscriber on
+//  2. Create the stream of your topics, and a watermillbus.Subscriber on
 //     it with a consumer whose MaxDeliver is at least Config.MaxAttempts
 //     (better above it, to leave room for a dead-letter publish to be
 //     retried) and, when handlers may take longer than AckWait or
 //     breakers may hold messages, Prefetch 1 (heartbeats cover the message
 //     in hand, not those buffered behind it).
-//  3. [New] with the agent name and a bus.Publisher for the dead letters.
+//  3. [New] with the agent name and a bus.Publisher for the dead letters
+//     (watermillbus.NewPublisher can publish the Router's messages through
+//     the same one).
 //  4. Add m.Middleware to the Router first (router.AddMiddleware), then
 //     the handlers with AddConsumerHandler (AddNoPublisherHandler is
 //     deprecated).
