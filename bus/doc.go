@@ -17,5 +17,8 @@
 // package bus/watermillbus, so that bus builds without watermill.
 //
 // The order of use is: start or connect, provision, then publish and subscribe.
-// bus imports envelope and nothing else of jetagent.
+//
+// What it may import of jetagent is its row of the table "Packages and the
+// direction of imports" in docs/architecture.md (checked by TestImportRules
+// in docs/architecture_test.go).
 package bus
