@@ -80,12 +80,10 @@
 // deliveries (the Router can only ack or nack), and parks messages held by
 // an open breaker aside so that other subjects keep flowing, where here a
 // held message pauses the subscription that handed it out. It is also
-// faster: measured side by side on 2 cores (design brief, "Watermill's
-// place"), one watermill message per JetStream message through the Router
-// reached 0.53-0.69x of a raw nats.go consumer's throughput whatever the
-// worker count, pull size or ack strategy (a goroutine per message, an
-// extra channel hop, stack growth), against 0.90-0.95x for the runtime's
-// plain dispatcher, decoding included. Use this package to give an
-// existing watermill application jetagent's resilience; use the runtime
-// for new agents and for throughput.
+// faster: the Router spends a goroutine and an extra channel hop on each
+// message, which the runtime's dispatcher does not. docs/benchmarks.md
+// (written by make bench) has the runtime's measured throughput against
+// raw nats.go and the watermill-nats subscriber. Use this package to give
+// an existing watermill application jetagent's resilience; use the
+// runtime for new agents and for throughput.
 package watermillmw
