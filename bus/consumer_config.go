@@ -74,7 +74,9 @@ type ConsumerConfig struct {
 	PullExpiry time.Duration
 }
 
-func (c ConsumerConfig) withDefaults() ConsumerConfig {
+// WithDefaults returns c with each zero field set to the default named on
+// it.
+func (c ConsumerConfig) WithDefaults() ConsumerConfig {
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
 	}
@@ -96,9 +98,10 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	return c
 }
 
-// validate reports settings the server would reject or that break the
-// runtime's assumptions, before anything is sent.
-func (c ConsumerConfig) validate() error {
+// Validate reports settings of c (after [ConsumerConfig.WithDefaults]) the
+// server would reject or that break the subscribers' assumptions, before
+// anything is sent: the error wraps [ErrInvalidName] for a bad Durable.
+func (c ConsumerConfig) Validate() error {
 	if err := ValidateName(c.Durable); err != nil {
 		return fmt.Errorf("consumer durable name: %w", err)
 	}
@@ -129,7 +132,10 @@ func (c ConsumerConfig) validate() error {
 	return nil
 }
 
-func (c ConsumerConfig) jetstream() jetstream.ConsumerConfig {
+// JetStreamConfig returns the server's configuration of the consumer c
+// describes: explicit acks, delivery from the stream's first message.
+// Prefetch, Window and PullExpiry are the subscriber's, not the server's.
+func (c ConsumerConfig) JetStreamConfig() jetstream.ConsumerConfig {
 	cc := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   c.Description,

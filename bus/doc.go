@@ -13,13 +13,12 @@
 //   - [Subscriber] pulls from one durable consumer and hands each [Delivery],
 //     with its JetStream metadata and settlement methods, to a callback.
 //
-// Publisher and [WatermillSubscriber] also implement watermill's
-// message.Publisher and message.Subscriber. A watermill topic is a subject
-// captured by a stream; a ConsumerGroup is one durable consumer per topic
-// (no group: a consumer per Subscribe that starts at the stream's first
-// message); Nats-Msg-Id is topic + ":" + UUID, so watermill's retries are
-// deduplicated by the server.
+// Watermill's message.Publisher and message.Subscriber on these are in
+// package bus/watermillbus, so that bus builds without watermill.
 //
 // The order of use is: start or connect, provision, then publish and subscribe.
-// bus imports envelope and nothing else of jetagent.
+//
+// What it may import of jetagent is its row of the table "Packages and the
+// direction of imports" in docs/architecture.md (checked by TestImportRules
+// in docs/architecture_test.go).
 package bus

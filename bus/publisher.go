@@ -28,8 +28,8 @@ type PubAck struct {
 }
 
 // Publisher publishes envelopes and raw messages to JetStream and waits for
-// the server to store them. It is safe for concurrent use. It also
-// implements watermill's message.Publisher.
+// the server to store them. It is safe for concurrent use. (Package
+// bus/watermillbus publishes watermill messages through one.)
 type Publisher struct {
 	js     jetstream.JetStream
 	closed atomic.Bool
@@ -159,6 +159,26 @@ func (p *Publisher) PublishEnvelopes(ctx context.Context, subject string, envs [
 			errs = append(errs, fmt.Errorf("bus: publish envelope %d to %s: %w", i, subject, err))
 		})
 	return acks, errors.Join(errs...)
+}
+
+// PublishEach publishes msgs as PublishBatch does, and reports each
+// message's outcome on its own: errs[i] is nil when msgs[i] was stored
+// (acks[i] is then its acknowledgement), else its error, not wrapped, for
+// the caller to name the message its own way. msgCtx, when not nil, gives
+// message i a context of its own besides ctx: a message whose context is
+// done is not sent, or no longer waited for. After Close every message
+// fails with ErrClosed.
+func (p *Publisher) PublishEach(ctx context.Context, msgs []*nats.Msg, msgCtx func(i int) context.Context) (acks []PubAck, errs []error) {
+	errs = make([]error, len(msgs))
+	if p.closed.Load() {
+		for i := range errs {
+			errs[i] = ErrClosed
+		}
+		return make([]PubAck, len(msgs)), errs
+	}
+	acks = p.publishAll(ctx, len(msgs), func(i int) (*nats.Msg, error) { return msgs[i], nil }, msgCtx,
+		func(i int, err error) { errs[i] = err })
+	return acks, errs
 }
 
 // publishAll sends the n messages msg builds asynchronously, at most

@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -169,5 +170,41 @@ func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
 	}
 	if info.State.Msgs != n-1 {
 		t.Fatalf("stream holds %d messages, want %d", info.State.Msgs, n-1)
+	}
+}
+
+// TestPublishEachReportsEachMessage: a message whose own context is done is
+// not sent and fails alone; the others are stored; after Close every
+// message fails with ErrClosed.
+func TestPublishEachReportsEachMessage(t *testing.T) {
+	topo := bus.Topology{Memory: true}
+	_, conn := natstest.Provisioned(t, topo)
+	pub := bus.NewPublisher(conn.JetStream())
+	subject := topo.TaskSubject("echo", envelope.TaskRequest)
+	msgs := make([]*nats.Msg, 3)
+	for i := range msgs {
+		m, err := bus.EnvelopeMsg(subject, newEnvelope(t, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	acks, errs := pub.PublishEach(ctxT(t), msgs, func(i int) context.Context {
+		if i == 1 {
+			return done
+		}
+		return context.Background()
+	})
+	if errs[0] != nil || errs[2] != nil || acks[0].Sequence == 0 || acks[2].Sequence == 0 {
+		t.Fatalf("acks %+v, errs %v: want messages 0 and 2 stored", acks, errs)
+	}
+	if !errors.Is(errs[1], context.Canceled) || acks[1].Sequence != 0 {
+		t.Fatalf("message 1: ack %+v, err %v, want context.Canceled and no ack", acks[1], errs[1])
+	}
+	_ = pub.Close()
+	if _, errs := pub.PublishEach(ctxT(t), msgs, nil); !errors.Is(errs[0], bus.ErrClosed) || !errors.Is(errs[2], bus.ErrClosed) {
+		t.Fatalf("after Close: errs %v, want ErrClosed for each", errs)
 	}
 }

@@ -107,8 +107,8 @@ const (
 // disagree on AckWait, BackOff or MaxDeliver compute heartbeats and
 // attempts differently (see Drift).
 func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, cfg ConsumerConfig, logger *slog.Logger) (*Subscriber, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if logger == nil {
@@ -120,7 +120,7 @@ func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, c
 				"consumer", cfg.Durable, "differences", "this replica's->the server's: "+diff)
 		}
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg.jetstream())
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg.JetStreamConfig())
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on stream %s: %w", cfg.Durable, stream, err)
 	}

@@ -7,5 +7,7 @@
 // original's stream and sequence, so dead-lettering the same delivery twice
 // stores it once.
 //
-// dlq imports bus and envelope.
+// What it may import of jetagent is its row of the table "Packages and the
+// direction of imports" in docs/architecture.md (checked by TestImportRules
+// in docs/architecture_test.go).
 package dlq

@@ -1,5 +1,5 @@
-// Package natsheader holds what the bus and the watermill middleware both
-// need to know about NATS message headers.
+// Package natsheader holds what bus/watermillbus and runtime/watermillmw
+// both need to know about NATS message headers.
 package natsheader
 
 import "strings"

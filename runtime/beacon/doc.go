@@ -11,5 +11,9 @@
 // runtime, Start, and Stop before stopping the runtime.
 //
 // The agent's NATS user needs permission to publish its status subject
-// (docs/security.md). beacon imports bus and runtime.
+// (docs/security.md).
+//
+// What it may import of jetagent is its row of the table "Packages and the
+// direction of imports" in docs/architecture.md (checked by TestImportRules
+// in docs/architecture_test.go).
 package beacon

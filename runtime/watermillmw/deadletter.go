@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natsheader"
@@ -45,7 +46,7 @@ func (m *Middleware) deadLetter(ctx context.Context, msg *message.Message, d del
 	}
 	out := rec.Msg(m.dlqSubject(d.subject))
 	if d.stream == "" || d.seq == 0 {
-		// Not from a bus.WatermillSubscriber: no stream position to
+		// Not from a watermillbus.Subscriber: no stream position to
 		// derive the id from, so the UUID identifies the message.
 		if msg.UUID != "" {
 			out.Header.Set(bus.HeaderMsgID, "dlq-watermill-"+m.cfg.Agent+"-"+msg.UUID)
@@ -82,8 +83,8 @@ func (m *Middleware) headers(msg *message.Message) nats.Header {
 	h := make(nats.Header, len(msg.Metadata)+1)
 	for k, v := range msg.Metadata {
 		switch k {
-		case bus.MetadataNumDelivered, bus.MetadataStreamSeq, bus.MetadataStream, bus.MetadataSubject,
-			bus.MetadataPublished, bus.MetadataNakDelay, bus.HeaderMsgID, bus.HeaderWatermillUUID:
+		case watermillbus.MetadataNumDelivered, watermillbus.MetadataStreamSeq, watermillbus.MetadataStream, watermillbus.MetadataSubject,
+			watermillbus.MetadataPublished, watermillbus.MetadataNakDelay, bus.HeaderMsgID, watermillbus.HeaderUUID:
 			continue
 		}
 		if !natsheader.ValidName(k) {
@@ -93,7 +94,7 @@ func (m *Middleware) headers(msg *message.Message) nats.Header {
 		h[k] = []string{v}
 	}
 	if msg.UUID != "" {
-		h[bus.HeaderWatermillUUID] = []string{msg.UUID}
+		h[watermillbus.HeaderUUID] = []string{msg.UUID}
 	}
 	return h
 }

@@ -5,16 +5,16 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 )
 
 // unknownSubject stands for the subject of a message that names none (not
-// from a bus.WatermillSubscriber, outside a Router): it keys the breaker
+// from a watermillbus.Subscriber, outside a Router): it keys the breaker
 // and ends the dead-letter subject.
 const unknownSubject = "watermill"
 
 // delivery is what the middleware knows about one delivery of a message,
-// read from the metadata a bus.WatermillSubscriber sets.
+// read from the metadata a watermillbus.Subscriber sets.
 type delivery struct {
 	// n is the delivery count, 1 when unknown.
 	n uint64
@@ -30,16 +30,16 @@ type delivery struct {
 
 func deliveryOf(msg *message.Message) delivery {
 	d := delivery{n: 1}
-	if n, err := strconv.ParseUint(msg.Metadata.Get(bus.MetadataNumDelivered), 10, 64); err == nil && n > 0 {
+	if n, err := strconv.ParseUint(msg.Metadata.Get(watermillbus.MetadataNumDelivered), 10, 64); err == nil && n > 0 {
 		d.n = n
 	}
-	d.subject = msg.Metadata.Get(bus.MetadataSubject)
+	d.subject = msg.Metadata.Get(watermillbus.MetadataSubject)
 	if d.subject == "" {
 		d.subject = message.SubscribeTopicFromCtx(msg.Context())
 	}
-	d.stream = msg.Metadata.Get(bus.MetadataStream)
-	d.seq, _ = strconv.ParseUint(msg.Metadata.Get(bus.MetadataStreamSeq), 10, 64)
-	if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(bus.MetadataPublished)); err == nil {
+	d.stream = msg.Metadata.Get(watermillbus.MetadataStream)
+	d.seq, _ = strconv.ParseUint(msg.Metadata.Get(watermillbus.MetadataStreamSeq), 10, 64)
+	if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(watermillbus.MetadataPublished)); err == nil {
 		d.published = at
 	}
 	return d

@@ -26,22 +26,25 @@
 // # Wiring
 //
 // The middleware works with any watermill subscriber, and does its best
-// with bus.WatermillSubscriber, which tells it the delivery count, the
-// subject and the stream position (bus.MetadataNumDelivered and its
-// siblings), honours the per-message redelivery delay it sets
-// (bus.MetadataNakDelay) and sends InProgress heartbeats while a message
-// is in hand, so a slow handler or a message held by an open breaker is
-// not redelivered elsewhere. In order:
+// with watermillbus.Subscriber (package bus/watermillbus), which tells it
+// the delivery count, the subject and the stream position
+// (watermillbus.MetadataNumDelivered and its siblings), honours the
+// per-message redelivery delay it sets (watermillbus.MetadataNakDelay) and
+// sends InProgress heartbeats while a message is in hand, so a slow handler
+// or a message held by an open breaker is not redelivered elsewhere. In
+// order:
 //
 //  1. bus.Provision the jetagent topology: it creates the dead-letter
 //     stream ([bus.Topology.DLQStream]) that captures "<prefix>.dlq.>".
-//  2. Create the stream of your topics, and a bus.WatermillSubscriber on
+//  2. Create the stream of your topics, and a watermillbus.Subscriber on
 //     it with a consumer whose MaxDeliver is at least Config.MaxAttempts
 //     (better above it, to leave room for a dead-letter publish to be
 //     retried) and, when handlers may take longer than AckWait or
 //     breakers may hold messages, Prefetch 1 (heartbeats cover the message
 //     in hand, not those buffered behind it).
-//  3. [New] with the agent name and a bus.Publisher for the dead letters.
+//  3. [New] with the agent name and a bus.Publisher for the dead letters
+//     (watermillbus.NewPublisher can publish the Router's messages through
+//     the same one).
 //  4. Add m.Middleware to the Router first (router.AddMiddleware), then
 //     the handlers with AddConsumerHandler (AddNoPublisherHandler is
 //     deprecated).
@@ -77,12 +80,10 @@
 // deliveries (the Router can only ack or nack), and parks messages held by
 // an open breaker aside so that other subjects keep flowing, where here a
 // held message pauses the subscription that handed it out. It is also
-// faster: measured side by side on 2 cores (design brief, "Watermill's
-// place"), one watermill message per JetStream message through the Router
-// reached 0.53-0.69x of a raw nats.go consumer's throughput whatever the
-// worker count, pull size or ack strategy (a goroutine per message, an
-// extra channel hop, stack growth), against 0.90-0.95x for the runtime's
-// plain dispatcher, decoding included. Use this package to give an
-// existing watermill application jetagent's resilience; use the runtime
-// for new agents and for throughput.
+// faster: the Router spends a goroutine and an extra channel hop on each
+// message, which the runtime's dispatcher does not. docs/benchmarks.md
+// (written by make bench) has the runtime's measured throughput against
+// raw nats.go and the watermill-nats subscriber. Use this package to give
+// an existing watermill application jetagent's resilience; use the
+// runtime for new agents and for throughput.
 package watermillmw

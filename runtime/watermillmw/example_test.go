@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
@@ -55,7 +56,7 @@ func Example() {
 		return
 	}
 
-	pub := bus.NewPublisher(js)
+	pub := bus.NewPublisher(js) // for the dead letters, and the orders below
 	mw, err := watermillmw.New(watermillmw.Config{
 		Agent:       "billing",
 		Publisher:   pub,
@@ -67,7 +68,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	sub, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{
+	sub, err := watermillbus.NewSubscriber(conn, watermillbus.Config{
 		Stream:        "ORDERS",
 		ConsumerGroup: "billing",
 		Consumer:      bus.ConsumerConfig{MaxDeliver: 5, Prefetch: 1},
@@ -84,7 +85,7 @@ func Example() {
 	router.AddMiddleware(mw.Middleware) // first: the outermost
 	handled := make(chan string, 1)
 	router.AddConsumerHandler("billing", "orders.>", sub, func(msg *message.Message) error {
-		delivery := msg.Metadata.Get(bus.MetadataNumDelivered)
+		delivery := msg.Metadata.Get(watermillbus.MetadataNumDelivered)
 		if string(msg.Payload) != "tea" {
 			return resilience.Permanent(fmt.Errorf("unknown product %q", msg.Payload))
 		}
@@ -102,7 +103,7 @@ func Example() {
 	}()
 	<-router.Running()
 
-	if err := pub.Publish("orders.created",
+	if err := watermillbus.NewPublisher(pub).Publish("orders.created",
 		message.NewMessage("order-1", []byte("tea")),
 		message.NewMessage("order-2", []byte("caviar")),
 	); err != nil {
@@ -128,7 +129,7 @@ func Example() {
 		return
 	}
 	fmt.Println("dead letter on", m.Subject())
-	fmt.Printf("%s %s from %s after %d delivery: %s\n", rec.Reason, rec.Header.Get(bus.HeaderWatermillUUID), rec.Subject, rec.Deliveries, rec.Error)
+	fmt.Printf("%s %s from %s after %d delivery: %s\n", rec.Reason, rec.Header.Get(watermillbus.HeaderUUID), rec.Subject, rec.Deliveries, rec.Error)
 	// Output:
 	// tea paid on delivery 2
 	// dead letter on jetagent.dlq.billing.orders.created

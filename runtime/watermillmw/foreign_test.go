@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
@@ -51,7 +52,7 @@ func TestDispositionsOfForeignMessages(t *testing.T) {
 			t.Errorf("%s: called %d times, err %v", c.name, called, err)
 			continue
 		}
-		v, set := msg.Metadata[bus.MetadataNakDelay]
+		v, set := msg.Metadata[watermillbus.MetadataNakDelay]
 		if c.wantDelay == nil {
 			if set {
 				t.Errorf("%s: nak delay %q set", c.name, v)
@@ -74,7 +75,7 @@ func TestDispositionsOfForeignMessages(t *testing.T) {
 		r.Deliveries != 1 || r.Reason != dlq.ReasonPermanent || string(r.Data) != "permanent" {
 		t.Errorf("dead letter on %s: %+v", subjects[0], r)
 	}
-	if id := r.Header.Get(bus.HeaderMsgID); id != "dlq-watermill-billing-"+r.Header.Get(bus.HeaderWatermillUUID) {
+	if id := r.Header.Get(bus.HeaderMsgID); id != "dlq-watermill-billing-"+r.Header.Get(watermillbus.HeaderUUID) {
 		t.Errorf("Nats-Msg-Id = %q, want one derived from the UUID", id)
 	}
 	if st := h.mw.Stats(); st.Succeeded != 1 || st.Retried != 3 || st.DeadLettered != 1 {
@@ -157,7 +158,7 @@ func TestHeldMessageGivenBackWhenContextEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("held message not given back within 10s of its context ending")
 	}
-	if v := msg.Metadata.Get(bus.MetadataNakDelay); v != "0s" {
+	if v := msg.Metadata.Get(watermillbus.MetadataNakDelay); v != "0s" {
 		t.Errorf("nak delay %q, want 0s (redeliver at once)", v)
 	}
 	if st := h.mw.Stats(); st.Held != 1 || st.Holding != 0 || st.Returned != 1 {
@@ -238,7 +239,7 @@ func TestInnerTimeoutMiddleware(t *testing.T) {
 	if _, err := handler(slow); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timed out attempt: err = %v, want DeadlineExceeded", err)
 	}
-	if v := slow.Metadata.Get(bus.MetadataNakDelay); v == "" || v == "0s" {
+	if v := slow.Metadata.Get(watermillbus.MetadataNakDelay); v == "" || v == "0s" {
 		t.Errorf("nak delay %q, want the backoff delay", v)
 	}
 	if st := h.mw.Stats(); st.DeadLettered != 1 || st.Retried != 1 || st.Returned != 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
@@ -50,7 +51,7 @@ type recorder struct {
 func newRecorder() *recorder { return &recorder{each: make(chan call, 1000)} }
 
 func (r *recorder) record(msg *message.Message) call {
-	n, _ := strconv.Atoi(msg.Metadata.Get(bus.MetadataNumDelivered))
+	n, _ := strconv.Atoi(msg.Metadata.Get(watermillbus.MetadataNumDelivered))
 	c := call{payload: string(msg.Payload), n: n, at: time.Now()}
 	r.mu.Lock()
 	r.calls = append(r.calls, c)
@@ -79,13 +80,15 @@ func (r *recorder) next(t *testing.T) call {
 
 // harness is a watermill Router on the jetagent bus: an embedded server,
 // the jetagent topology (for the DLQ), a stream for the test topics, a
-// bus.WatermillSubscriber and the middleware under test.
+// watermillbus.Subscriber and the middleware under test.
 type harness struct {
 	conn *bus.Conn
 	js   jetstream.JetStream
-	pub  *bus.Publisher
-	sub  *bus.WatermillSubscriber
-	mw   *watermillmw.Middleware
+	pub  *bus.Publisher // publishes the dead letters
+	// wmPub publishes the test messages, through pub.
+	wmPub *watermillbus.Publisher
+	sub   *watermillbus.Subscriber
+	mw    *watermillmw.Middleware
 }
 
 // prepare starts the server, provisions, creates the test stream and the
@@ -104,6 +107,7 @@ func prepare(t *testing.T, cfg watermillmw.Config) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{conn: conn, js: js, pub: bus.NewPublisher(js)}
+	h.wmPub = watermillbus.NewPublisher(h.pub)
 	if cfg.Agent == "" {
 		cfg.Agent = testAgent
 	}
@@ -118,7 +122,7 @@ func prepare(t *testing.T, cfg watermillmw.Config) *harness {
 }
 
 // run starts a Router with the middleware and handler on testTopic, read
-// by a bus.WatermillSubscriber of testGroup with consumer settings cc; the
+// by a watermillbus.Subscriber of testGroup with consumer settings cc; the
 // Router is closed when the test ends.
 func (h *harness) run(t *testing.T, cc bus.ConsumerConfig, handler message.NoPublishHandlerFunc) {
 	h.runN(t, cc, 1, handler)
@@ -128,7 +132,7 @@ func (h *harness) run(t *testing.T, cc bus.ConsumerConfig, handler message.NoPub
 // with one message in hand at a time.
 func (h *harness) runN(t *testing.T, cc bus.ConsumerConfig, n int, handler message.NoPublishHandlerFunc) {
 	t.Helper()
-	sub, err := bus.NewWatermillSubscriber(h.conn, bus.WatermillConfig{Stream: testStream, ConsumerGroup: testGroup, Consumer: cc})
+	sub, err := watermillbus.NewSubscriber(h.conn, watermillbus.Config{Stream: testStream, ConsumerGroup: testGroup, Consumer: cc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +176,7 @@ func (h *harness) publish(t *testing.T, subject string, payloads ...string) []*m
 		msg.Metadata.Set("tenant", "acme")
 		msgs = append(msgs, msg)
 	}
-	if err := h.pub.Publish(subject, msgs...); err != nil {
+	if err := h.wmPub.Publish(subject, msgs...); err != nil {
 		t.Fatal(err)
 	}
 	return msgs

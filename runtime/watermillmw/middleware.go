@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/disposition"
 )
@@ -125,21 +126,21 @@ func (m *Middleware) Stats() Stats {
 // m.Middleware to Router.AddMiddleware or Handler.AddMiddleware). For each
 // message, in this order:
 //
-//  1. The breaker of the message's subject (bus.MetadataSubject, else the
-//     Router's topic): while it is open the handler is not called and the
-//     message is not nacked (a nack would use up a delivery, and in the end
-//     dead-letter a message nothing is wrong with): the call blocks until
-//     the breaker's probe time, then asks again, for as long as the breaker
-//     stays open. The subscriber's heartbeats keep the message meanwhile,
-//     and a subscription hands out one message at a time, so this pauses
-//     exactly that subscription. If the message's context ends first, it
-//     is given back for immediate redelivery.
+//  1. The breaker of the message's subject (watermillbus.MetadataSubject,
+//     else the Router's topic): while it is open the handler is not called
+//     and the message is not nacked (a nack would use up a delivery, and in
+//     the end dead-letter a message nothing is wrong with): the call blocks
+//     until the breaker's probe time, then asks again, for as long as the
+//     breaker stays open. The subscriber's heartbeats keep the message
+//     meanwhile, and a subscription hands out one message at a time, so
+//     this pauses exactly that subscription. If the message's context ends
+//     first, it is given back for immediate redelivery.
 //  2. h runs; a panic is recovered, logged with its stack, and becomes a
 //     transient error wrapping [ErrPanic].
 //  3. The outcome is recorded by the breaker and turned into exactly one
 //     disposition (see settle): success, redelivery after a delay (an
-//     error, with [bus.MetadataNakDelay] set), or dead letter (nil, after
-//     the dead letter is stored).
+//     error, with [watermillbus.MetadataNakDelay] set), or dead letter
+//     (nil, after the dead letter is stored).
 //
 // Messages from other subscribers work too: the delivery count is then
 // taken as 1 (so failures are retried until they succeed or turn
@@ -172,11 +173,12 @@ func (m *Middleware) Middleware(h message.HandlerFunc) message.HandlerFunc {
 //	DeadLetter -> dead letter, then nil (the Router acks)
 //	Retry      -> nak with the decision's delay, or Backoff.Delay(n)
 //
-// where "nak with delay" is returning the error with bus.MetadataNakDelay
-// set (the Router nacks; bus.WatermillSubscriber naks with that delay),
-// and a dead letter that cannot be stored is a nak with the backoff delay.
-// The runtime's own errors (runtime.ErrCancelled, ErrTaskTaken) do not
-// reach a watermill handler; if one is returned anyway, it is retried.
+// where "nak with delay" is returning the error with
+// watermillbus.MetadataNakDelay set (the Router nacks; watermillbus.Subscriber
+// naks with that delay), and a dead letter that cannot be stored is a nak
+// with the backoff delay. The runtime's own errors (runtime.ErrCancelled,
+// ErrTaskTaken) do not reach a watermill handler; if one is returned
+// anyway, it is retried.
 func (m *Middleware) settle(ctx context.Context, msg *message.Message, d delivery, out []*message.Message, err error) ([]*message.Message, error) {
 	dec := disposition.Decide(disposition.Facts{Err: err, Stopping: ctx.Err() != nil,
 		Attempt: d.attempt(), MaxAttempts: int(min(m.maxAttempts, 1<<30))})
@@ -207,7 +209,7 @@ func (m *Middleware) settle(ctx context.Context, msg *message.Message, d deliver
 // nakAfter asks for msg's redelivery after delay and returns err, for the
 // Router to nack msg.
 func (m *Middleware) nakAfter(msg *message.Message, delay time.Duration, err error) error {
-	msg.Metadata.Set(bus.MetadataNakDelay, delay.String())
+	msg.Metadata.Set(watermillbus.MetadataNakDelay, delay.String())
 	return err
 }
 

@@ -3,7 +3,6 @@ package watermillmw_test
 import (
 	"errors"
 	"fmt"
-	"github.com/jetagent/jetagent/internal/testio"
 	"log/slog"
 	"slices"
 	"strings"
@@ -15,7 +14,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/testio"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,7 +90,7 @@ func TestPermanentErrorDeadLettersOnce(t *testing.T) {
 	bad := message.NewMessage(watermill.NewUUID(), []byte("bad"))
 	bad.Metadata.Set("tenant", "acme")
 	bad.Metadata.Set(bus.HeaderTraceParent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if err := h.pub.Publish("wmmw.orders.created", bad); err != nil {
+	if err := h.wmPub.Publish("wmmw.orders.created", bad); err != nil {
 		t.Fatal(err)
 	}
 	h.publish(t, "wmmw.orders.created", "good")
@@ -114,10 +115,10 @@ func TestPermanentErrorDeadLettersOnce(t *testing.T) {
 	if r.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" {
 		t.Errorf("trace id %q, want the traceparent's", r.TraceID)
 	}
-	if string(r.Data) != "bad" || r.Header.Get("tenant") != "acme" || r.Header.Get(bus.HeaderWatermillUUID) != bad.UUID {
+	if string(r.Data) != "bad" || r.Header.Get("tenant") != "acme" || r.Header.Get(watermillbus.HeaderUUID) != bad.UUID {
 		t.Errorf("dead letter body %q, headers %v: want the original's", r.Data, r.Header)
 	}
-	for _, k := range []string{bus.MetadataNumDelivered, bus.MetadataStreamSeq, bus.MetadataSubject, bus.MetadataNakDelay} {
+	for _, k := range []string{watermillbus.MetadataNumDelivered, watermillbus.MetadataStreamSeq, watermillbus.MetadataSubject, watermillbus.MetadataNakDelay} {
 		if v := r.Header.Get(k); v != "" {
 			t.Errorf("dead letter carries delivery key %s = %q", k, v)
 		}

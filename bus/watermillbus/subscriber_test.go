@@ -1,4 +1,4 @@
-package bus_test
+package watermillbus_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,118 +37,6 @@ func wmServer(t *testing.T) *bus.EmbeddedServer {
 		t.Fatal(err)
 	}
 	return srv
-}
-
-// wmPubSub returns a constructor of the conformance suite: each call gets
-// its own connection (closed when the calling test ends, which also ends
-// any subscription the suite forgets to close) and a subscriber of group.
-func wmPubSub(srv *bus.EmbeddedServer, consumer bus.ConsumerConfig) tests.ConsumerGroupPubSubConstructor {
-	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		conn := natstest.Connect(t, srv)
-		sub, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{
-			Stream: wmStream, ConsumerGroup: group, Consumer: consumer,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bus.NewPublisher(conn.JetStream()), sub
-	}
-}
-
-func wmTopic(tctx tests.TestContext) string { return "wmtest." + string(tctx.TestID) }
-
-// runSuiteTests runs the given tests of watermill's suite as parallel
-// subtests, each with a fresh test ID.
-func runSuiteTests(t *testing.T, features tests.Features, newPubSub tests.PubSubConstructor,
-	suite map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor),
-) {
-	for name, test := range suite {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, tests.TestContext{TestID: tests.NewTestID(), Features: features}, newPubSub)
-		})
-	}
-}
-
-// TestWatermillConformance runs watermill's whole pub/sub suite with every
-// subscriber in a consumer group (the plain constructor uses group "suite",
-// as watermill's Kafka and SQL adapters do). Features claimed:
-//   - ConsumerGroups: a group is one durable consumer per topic; with limits
-//     retention every group receives every message.
-//   - Persistent: messages live in the stream, not in the subscriber.
-//   - not NewSubscriberReceivesOldMessages: a new member of a group resumes
-//     where the group is (groupless subscribers do receive old messages:
-//     TestWatermillConformanceGroupless).
-//   - not GuaranteedOrder: a Nack'ed message comes back after those already
-//     pulled (TestWatermillConformanceOrdered covers the strict setting).
-//   - not ExactlyOnceDelivery: delivery is at least once.
-//   - no RestartServiceCommand: reconnects are proved by the integration
-//     suites, which restart a real server.
-//
-// MaxDeliver is raised from the default 10: TestContinueAfterErrors Nacks
-// every message about nine times within one group, and watermill expects a
-// Nack'ed message back however often it failed.
-func TestWatermillConformance(t *testing.T) {
-	srv := wmServer(t)
-	newPubSub := wmPubSub(srv, bus.ConsumerConfig{MaxDeliver: 100})
-	tests.TestPubSub(t, tests.Features{
-		ConsumerGroups:    true,
-		Persistent:        true,
-		GenerateTopicFunc: wmTopic,
-	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
-		return newPubSub(t, "suite")
-	}, newPubSub)
-}
-
-// TestWatermillConformanceGroupless runs the suite's tests on groupless
-// subscribers (a consumer per Subscribe call, from the stream's start),
-// claiming NewSubscriberReceivesOldMessages. Left out: the order tests (not
-// claimed), TestReconnect (no restart command), TestConsumerGroups (no
-// group) and TestConcurrentSubscribe: its 50 subscribers each receive all
-// 5000 messages, and watermill's multiplier merging them leaves 49
-// goroutines blocked forever on a send nobody reads (goleak fails).
-func TestWatermillConformanceGroupless(t *testing.T) {
-	srv := wmServer(t)
-	newPubSub := wmPubSub(srv, bus.ConsumerConfig{})
-	runSuiteTests(t, tests.Features{
-		Persistent:                       true,
-		NewSubscriberReceivesOldMessages: true,
-		GenerateTopicFunc:                wmTopic,
-	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
-		return newPubSub(t, "")
-	}, map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor){
-		"PublishSubscribe":                  tests.TestPublishSubscribe,
-		"ConcurrentSubscribeMultipleTopics": tests.TestConcurrentSubscribeMultipleTopics,
-		"ResendOnError":                     tests.TestResendOnError,
-		"ContinueAfterSubscribeClose":       tests.TestContinueAfterSubscribeClose,
-		"ConcurrentClose":                   tests.TestConcurrentClose,
-		"ContinueAfterErrors":               tests.TestContinueAfterErrors,
-		"PublisherClose":                    tests.TestPublisherClose,
-		"Topic":                             tests.TestTopic,
-		"MessageCtx":                        tests.TestMessageCtx,
-		"SubscribeCtx":                      tests.TestSubscribeCtx,
-		"NewSubscriberReceivesOldMessages":  tests.TestNewSubscriberReceivesOldMessages,
-	})
-}
-
-// TestWatermillConformanceOrdered runs the suite's order tests (skipped by
-// TestPubSub unless GuaranteedOrder is claimed) on the setting documented
-// to keep order: one group, MaxAckPending 1, no NakDelay.
-func TestWatermillConformanceOrdered(t *testing.T) {
-	srv := wmServer(t)
-	newPubSub := wmPubSub(srv, bus.ConsumerConfig{MaxAckPending: 1, Prefetch: 1})
-	runSuiteTests(t, tests.Features{
-		ConsumerGroups:    true,
-		Persistent:        true,
-		GuaranteedOrder:   true,
-		GenerateTopicFunc: wmTopic,
-	}, func(t *testing.T) (message.Publisher, message.Subscriber) {
-		return newPubSub(t, "ordered")
-	}, map[string]func(*testing.T, tests.TestContext, tests.PubSubConstructor){
-		"PublishSubscribeInOrder": tests.TestPublishSubscribeInOrder,
-		"NoAck":                   tests.TestNoAck,
-		"ResendOnError":           tests.TestResendOnError,
-	})
 }
 
 func wmNext(t *testing.T, ch <-chan *message.Message) *message.Message {
@@ -177,10 +65,10 @@ func wmClosed(t *testing.T, ch <-chan *message.Message) {
 	}
 }
 
-func newWMSubscriber(t *testing.T, conn *bus.Conn, cfg bus.WatermillConfig) *bus.WatermillSubscriber {
+func newWMSubscriber(t *testing.T, conn *bus.Conn, cfg watermillbus.Config) *watermillbus.Subscriber {
 	t.Helper()
 	cfg.Stream = wmStream
-	sub, err := bus.NewWatermillSubscriber(conn, cfg)
+	sub, err := watermillbus.NewSubscriber(conn, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,12 +76,13 @@ func newWMSubscriber(t *testing.T, conn *bus.Conn, cfg bus.WatermillConfig) *bus
 	return sub
 }
 
-func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
+func TestRoundTripNackAndDuplicates(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	pub := bus.NewPublisher(conn.JetStream())
+	raw := bus.NewPublisher(conn.JetStream())
+	pub := watermillbus.NewPublisher(raw)
 	const nakDelay = 200 * time.Millisecond
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{NakDelay: nakDelay})
+	sub := newWMSubscriber(t, conn, watermillbus.Config{NakDelay: nakDelay})
 	topic := "wmtest.orders.created"
 
 	msg := message.NewMessage(watermill.NewUUID(), []byte("payload"))
@@ -212,7 +101,7 @@ func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	// Published outside watermill: the UUID comes from Nats-Msg-Id.
 	foreign := &nats.Msg{Subject: "wmtest.foreign", Header: nats.Header{bus.HeaderMsgID: []string{"env-1"}}}
-	if _, err := pub.PublishMsg(ctxT(t), foreign); err != nil {
+	if _, err := raw.PublishMsg(ctxT(t), foreign); err != nil {
 		t.Fatal(err)
 	}
 	last := message.NewMessage(watermill.NewUUID(), []byte("last"))
@@ -230,18 +119,18 @@ func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	want := map[string]string{
 		"tenant": "acme", "Trace-Id": "4bf92f3577b34da6",
-		bus.MetadataNumDelivered: "1", bus.MetadataStreamSeq: "1", bus.MetadataStream: wmStream, bus.MetadataSubject: topic,
+		watermillbus.MetadataNumDelivered: "1", watermillbus.MetadataStreamSeq: "1", watermillbus.MetadataStream: wmStream, watermillbus.MetadataSubject: topic,
 	}
 	for k, v := range want {
 		if got.Metadata.Get(k) != v {
 			t.Errorf("metadata %s = %q, want %q (all: %v)", k, got.Metadata.Get(k), v, got.Metadata)
 		}
 	}
-	if at, err := time.Parse(time.RFC3339Nano, got.Metadata.Get(bus.MetadataPublished)); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 {
-		t.Errorf("metadata %s = %q (err %v), want the recent publish time", bus.MetadataPublished, got.Metadata.Get(bus.MetadataPublished), err)
+	if at, err := time.Parse(time.RFC3339Nano, got.Metadata.Get(watermillbus.MetadataPublished)); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 {
+		t.Errorf("metadata %s = %q (err %v), want the recent publish time", watermillbus.MetadataPublished, got.Metadata.Get(watermillbus.MetadataPublished), err)
 	}
 	if len(got.Metadata) != len(want)+1 {
-		t.Errorf("metadata = %v, want exactly %v and %s", got.Metadata, want, bus.MetadataPublished)
+		t.Errorf("metadata = %v, want exactly %v and %s", got.Metadata, want, watermillbus.MetadataPublished)
 	}
 
 	// One message at a time: "last" sits in the client buffer until then.
@@ -266,9 +155,9 @@ func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	second.Ack()
 	again := wmNext(t, out)
-	if elapsed := time.Since(nacked); again.UUID != msg.UUID || again.Metadata.Get(bus.MetadataNumDelivered) != "2" || elapsed < nakDelay {
+	if elapsed := time.Since(nacked); again.UUID != msg.UUID || again.Metadata.Get(watermillbus.MetadataNumDelivered) != "2" || elapsed < nakDelay {
 		t.Fatalf("redelivery %s delivered %s after %v, want %s delivered 2 after >= %v",
-			again.UUID, again.Metadata.Get(bus.MetadataNumDelivered), elapsed, msg.UUID, nakDelay)
+			again.UUID, again.Metadata.Get(watermillbus.MetadataNumDelivered), elapsed, msg.UUID, nakDelay)
 	}
 	again.Ack()
 
@@ -296,10 +185,10 @@ func TestWatermillRoundTripNackAndDuplicates(t *testing.T) {
 	}
 }
 
-func TestWatermillCloseEndsSubscriptions(t *testing.T) {
+func TestCloseEndsSubscriptions(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{})
+	sub := newWMSubscriber(t, conn, watermillbus.Config{})
 	ctx, cancel := context.WithCancel(ctxT(t))
 	byCtx, err := sub.Subscribe(ctx, "wmtest.a")
 	if err != nil {
@@ -342,13 +231,13 @@ func TestWatermillCloseEndsSubscriptions(t *testing.T) {
 	}
 }
 
-// TestWatermillGroupResumesAndGetsHeldMessageBack: a group member closed
+// TestGroupResumesAndGetsHeldMessageBack: a group member closed
 // while holding a message gives it back at once (long before AckWait), and
 // the next member of the group continues from there.
-func TestWatermillGroupResumesAndGetsHeldMessageBack(t *testing.T) {
+func TestGroupResumesAndGetsHeldMessageBack(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	pub := bus.NewPublisher(conn.JetStream())
+	pub := newWMPublisher(conn)
 	topic := "wmtest.jobs"
 	var sent []*message.Message
 	for i := range 3 {
@@ -357,7 +246,7 @@ func TestWatermillGroupResumesAndGetsHeldMessageBack(t *testing.T) {
 	if err := pub.Publish(topic, sent...); err != nil {
 		t.Fatal(err)
 	}
-	cfg := bus.WatermillConfig{ConsumerGroup: "workers", Consumer: bus.ConsumerConfig{AckWait: time.Minute}}
+	cfg := watermillbus.Config{ConsumerGroup: "workers", Consumer: bus.ConsumerConfig{AckWait: time.Minute}}
 
 	first := newWMSubscriber(t, conn, cfg)
 	out, err := first.Subscribe(ctxT(t), topic)
@@ -387,18 +276,18 @@ func TestWatermillGroupResumesAndGetsHeldMessageBack(t *testing.T) {
 	want := map[string]bool{sent[1].UUID: true, sent[2].UUID: true}
 	for range 2 {
 		m := wmNext(t, out)
-		if !want[m.UUID] || m.Metadata.Get(bus.MetadataNumDelivered) != "2" {
-			t.Fatalf("got %s delivered %s, want one of %v delivered 2", m.UUID, m.Metadata.Get(bus.MetadataNumDelivered), want)
+		if !want[m.UUID] || m.Metadata.Get(watermillbus.MetadataNumDelivered) != "2" {
+			t.Fatalf("got %s delivered %s, want one of %v delivered 2", m.UUID, m.Metadata.Get(watermillbus.MetadataNumDelivered), want)
 		}
 		delete(want, m.UUID)
 		m.Ack()
 	}
 }
 
-func TestWatermillConfigAndPublishErrors(t *testing.T) {
+func TestConfigAndPublishErrors(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	bad := map[string]bus.WatermillConfig{
+	bad := map[string]watermillbus.Config{
 		"no stream":      {},
 		"durable set":    {Stream: wmStream, Consumer: bus.ConsumerConfig{Durable: "x"}},
 		"filter set":     {Stream: wmStream, Consumer: bus.ConsumerConfig{FilterSubjects: []string{"wmtest.a"}}},
@@ -408,24 +297,25 @@ func TestWatermillConfigAndPublishErrors(t *testing.T) {
 		"ack wait":       {Stream: wmStream, Consumer: bus.ConsumerConfig{AckWait: time.Millisecond}},
 	}
 	for name, cfg := range bad {
-		if _, err := bus.NewWatermillSubscriber(conn, cfg); err == nil {
-			t.Errorf("%s: NewWatermillSubscriber succeeded", name)
+		if _, err := watermillbus.NewSubscriber(conn, cfg); err == nil {
+			t.Errorf("%s: NewSubscriber succeeded", name)
 		}
 	}
-	if _, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{Stream: wmStream, ConsumerGroup: "a.b"}); !errors.Is(err, bus.ErrInvalidName) {
+	if _, err := watermillbus.NewSubscriber(conn, watermillbus.Config{Stream: wmStream, ConsumerGroup: "a.b"}); !errors.Is(err, bus.ErrInvalidName) {
 		t.Errorf("bad group: err = %v, want ErrInvalidName", err)
 	}
 
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{})
+	sub := newWMSubscriber(t, conn, watermillbus.Config{})
 	if _, err := sub.Subscribe(ctxT(t), "outside.stream"); err == nil {
 		t.Error("Subscribe to a topic outside the stream succeeded")
 	}
 
-	pub := bus.NewPublisher(conn.JetStream())
+	raw := bus.NewPublisher(conn.JetStream())
+	pub := watermillbus.NewPublisher(raw)
 	good := message.NewMessage(watermill.NewUUID(), nil)
 	badKey := message.NewMessage(watermill.NewUUID(), nil)
 	badKey.Metadata.Set("has space", "v")
-	if err := pub.Publish("wmtest.a", good, badKey); !errors.Is(err, bus.ErrInvalidMetadata) {
+	if err := pub.Publish("wmtest.a", good, badKey); !errors.Is(err, watermillbus.ErrInvalidMetadata) {
 		t.Fatalf("err = %v, want ErrInvalidMetadata", err)
 	}
 	if err := pub.Publish("outside.stream", good); !errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -441,6 +331,19 @@ func TestWatermillConfigAndPublishErrors(t *testing.T) {
 	if err := pub.Publish("wmtest.a", good); !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
+	// Closing the watermill face leaves the bus.Publisher it sends through
+	// open; closing that one closes every face.
+	if _, err := raw.PublishMsg(ctxT(t), &nats.Msg{Subject: "wmtest.a"}); err != nil {
+		t.Fatalf("bus.Publisher after the watermill face's Close: %v", err)
+	}
+	_ = raw.Close()
+	if err := watermillbus.NewPublisher(raw).Publish("wmtest.a", good); !errors.Is(err, bus.ErrClosed) || !containsAll(err.Error(), good.UUID) {
+		t.Fatalf("through a closed bus.Publisher: err = %v, want ErrClosed naming the message", err)
+	}
+}
+
+func newWMPublisher(conn *bus.Conn) *watermillbus.Publisher {
+	return watermillbus.NewPublisher(bus.NewPublisher(conn.JetStream()))
 }
 
 func containsAll(s string, subs ...string) bool {
@@ -452,13 +355,13 @@ func containsAll(s string, subs ...string) bool {
 	return true
 }
 
-// TestWatermillRouter runs a watermill Router on the bus: every message is
+// TestRouter runs a watermill Router on the bus: every message is
 // handled, and a handler error redelivers the message.
-func TestWatermillRouter(t *testing.T) {
+func TestRouter(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	pub := bus.NewPublisher(conn.JetStream())
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{ConsumerGroup: "router"})
+	pub := newWMPublisher(conn)
+	sub := newWMSubscriber(t, conn, watermillbus.Config{ConsumerGroup: "router"})
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
 	if err != nil {
 		t.Fatal(err)
@@ -522,16 +425,16 @@ func TestWatermillRouter(t *testing.T) {
 	}
 }
 
-// TestWatermillHeartbeatsKeepSlowMessage: a handler holding its message
+// TestHeartbeatsKeepSlowMessage: a handler holding its message
 // three times AckWait keeps it: heartbeats stop the server from
 // redelivering it to the idle second member of the group, so it is
 // delivered exactly once.
-func TestWatermillHeartbeatsKeepSlowMessage(t *testing.T) {
+func TestHeartbeatsKeepSlowMessage(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	pub := bus.NewPublisher(conn.JetStream())
+	pub := newWMPublisher(conn)
 	const ackWait = time.Second
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{
+	sub := newWMSubscriber(t, conn, watermillbus.Config{
 		ConsumerGroup: "slow",
 		Consumer:      bus.ConsumerConfig{AckWait: ackWait, Prefetch: 1},
 	})
@@ -561,7 +464,7 @@ func TestWatermillHeartbeatsKeepSlowMessage(t *testing.T) {
 	// the group pulls and would get any redelivery.
 	select {
 	case again := <-idle:
-		t.Fatalf("redelivered to the other member during the work (delivery %s)", again.Metadata.Get(bus.MetadataNumDelivered))
+		t.Fatalf("redelivered to the other member during the work (delivery %s)", again.Metadata.Get(watermillbus.MetadataNumDelivered))
 	case <-time.After(3 * ackWait):
 	}
 	m.Ack()
@@ -583,50 +486,51 @@ func TestWatermillHeartbeatsKeepSlowMessage(t *testing.T) {
 	}
 }
 
-// TestWatermillNakDelayFromMetadata: a message nacked with
+// TestNakDelayFromMetadata: a message nacked with
 // MetadataNakDelay comes back after that delay, not after the (much
 // longer) configured NakDelay; the key is neither published as a header
 // nor taken from one.
-func TestWatermillNakDelayFromMetadata(t *testing.T) {
+func TestNakDelayFromMetadata(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
-	pub := bus.NewPublisher(conn.JetStream())
-	sub := newWMSubscriber(t, conn, bus.WatermillConfig{NakDelay: time.Minute})
+	raw := bus.NewPublisher(conn.JetStream())
+	pub := watermillbus.NewPublisher(raw)
+	sub := newWMSubscriber(t, conn, watermillbus.Config{NakDelay: time.Minute})
 	topic := "wmtest.nakdelay"
 	out, err := sub.Subscribe(ctxT(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := message.NewMessage(watermill.NewUUID(), []byte("again"))
-	msg.Metadata.Set(bus.MetadataNakDelay, "1ms") // must not travel as a header
+	msg.Metadata.Set(watermillbus.MetadataNakDelay, "1ms") // must not travel as a header
 	if err := pub.Publish(topic, msg); err != nil {
 		t.Fatal(err)
 	}
 	// A header of that name from outside watermill is ignored too.
-	foreign := &nats.Msg{Subject: topic, Header: nats.Header{bus.MetadataNakDelay: []string{"1ms"}}}
-	if _, err := pub.PublishMsg(ctxT(t), foreign); err != nil {
+	foreign := &nats.Msg{Subject: topic, Header: nats.Header{watermillbus.MetadataNakDelay: []string{"1ms"}}}
+	if _, err := raw.PublishMsg(ctxT(t), foreign); err != nil {
 		t.Fatal(err)
 	}
 
 	got := wmNext(t, out)
-	if v, ok := got.Metadata[bus.MetadataNakDelay]; ok {
-		t.Fatalf("received metadata %s = %q: it must not travel as a header", bus.MetadataNakDelay, v)
+	if v, ok := got.Metadata[watermillbus.MetadataNakDelay]; ok {
+		t.Fatalf("received metadata %s = %q: it must not travel as a header", watermillbus.MetadataNakDelay, v)
 	}
 	const asked = 400 * time.Millisecond
-	got.Metadata.Set(bus.MetadataNakDelay, asked.String())
+	got.Metadata.Set(watermillbus.MetadataNakDelay, asked.String())
 	nacked := time.Now()
 	got.Nack()
 
 	second := wmNext(t, out)
-	if _, ok := second.Metadata[bus.MetadataNakDelay]; ok || second.Metadata.Get(bus.MetadataNumDelivered) != "1" {
-		t.Fatalf("second message: metadata %v, want the foreign message, first delivery, without %s", second.Metadata, bus.MetadataNakDelay)
+	if _, ok := second.Metadata[watermillbus.MetadataNakDelay]; ok || second.Metadata.Get(watermillbus.MetadataNumDelivered) != "1" {
+		t.Fatalf("second message: metadata %v, want the foreign message, first delivery, without %s", second.Metadata, watermillbus.MetadataNakDelay)
 	}
 	second.Ack()
 
 	again := wmNext(t, out)
 	elapsed := time.Since(nacked)
-	if again.UUID != msg.UUID || again.Metadata.Get(bus.MetadataNumDelivered) != "2" {
-		t.Fatalf("got %s delivery %s, want %s delivery 2", again.UUID, again.Metadata.Get(bus.MetadataNumDelivered), msg.UUID)
+	if again.UUID != msg.UUID || again.Metadata.Get(watermillbus.MetadataNumDelivered) != "2" {
+		t.Fatalf("got %s delivery %s, want %s delivery 2", again.UUID, again.Metadata.Get(watermillbus.MetadataNumDelivered), msg.UUID)
 	}
 	t.Logf("asked for %v, redelivered after %v (NakDelay %v)", asked, elapsed, time.Minute)
 	if elapsed < asked || elapsed > 10*time.Second {

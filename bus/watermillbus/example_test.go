@@ -1,4 +1,4 @@
-package bus_test
+package watermillbus_test
 
 import (
 	"context"
@@ -7,12 +7,13 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Watermill messages published with a bus.Publisher and consumed by a
+// Watermill messages published with a Publisher and consumed by a
 // consumer group, on an in-process server.
-func ExampleWatermillSubscriber() {
+func ExampleSubscriber() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "jetagent-example-")
 	if err != nil {
@@ -40,7 +41,7 @@ func ExampleWatermillSubscriber() {
 		return
 	}
 
-	pub := bus.NewPublisher(conn.JetStream())
+	pub := watermillbus.NewPublisher(bus.NewPublisher(conn.JetStream()))
 	msg := message.NewMessage("order-1", []byte(`{"sku":"tea"}`))
 	msg.Metadata.Set("tenant", "acme")
 	if err := pub.Publish("orders.created", msg); err != nil {
@@ -48,7 +49,7 @@ func ExampleWatermillSubscriber() {
 		return
 	}
 
-	sub, err := bus.NewWatermillSubscriber(conn, bus.WatermillConfig{Stream: "ORDERS", ConsumerGroup: "billing"})
+	sub, err := watermillbus.NewSubscriber(conn, watermillbus.Config{Stream: "ORDERS", ConsumerGroup: "billing"})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -61,7 +62,7 @@ func ExampleWatermillSubscriber() {
 	}
 	got := <-msgs
 	fmt.Println(got.UUID, string(got.Payload), got.Metadata.Get("tenant"))
-	fmt.Println("subject:", got.Metadata.Get(bus.MetadataSubject), "delivery:", got.Metadata.Get(bus.MetadataNumDelivered))
+	fmt.Println("subject:", got.Metadata.Get(watermillbus.MetadataSubject), "delivery:", got.Metadata.Get(watermillbus.MetadataNumDelivered))
 	got.Ack()
 	// Output:
 	// order-1 {"sku":"tea"} acme
