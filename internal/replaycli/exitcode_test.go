@@ -32,6 +32,9 @@ func TestWrongInputExitCodesAndStderr(t *testing.T) {
 			"replay: invalid argument \"maybe\" for \"-y, --yes\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax\n" + hint("replay purge")},
 		{"flag without its value", []string{"list", "--limit"}, 2, "replay: flag needs an argument: --limit\n" + hint("replay list")},
 		{"bad value found by the command", []string{"list", "--limit", "-1"}, 2, "replay: --limit must not be negative\n" + hint("replay list")},
+		// It exited 1, where agent exited 2: now both say "wrong arguments".
+		{"argument to cobra's completion", []string{"completion", "bash", "extra"}, 2,
+			"replay: unknown command \"extra\" for \"replay completion bash\"\n" + hint("replay completion bash")},
 		{"runtime failure", []string{"show", "1", "--data-dir", missing}, 1,
 			"replay: no jetagent data in " + missing + " (has 'agent run' ever run there? or pass --nats URL)\n"},
 	}
