@@ -8,14 +8,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -30,93 +28,61 @@ const agentChild = "JETAGENT_BENCH_AGENT_CHILD"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	var code int
 	if os.Getenv(agentChild) == "1" {
-		code := agentcli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+		code = agentcli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	}
-	var o benchsuite.Options
-	var lo benchsuite.LoadOptions
-	flag.IntVar(&o.Rounds, "rounds", 7, "rounds of each measurement (medians and spreads are over rounds)")
-	flag.IntVar(&o.Messages, "messages", 20000, "messages per round of the throughput measurements")
-	flag.IntVar(&o.Requests, "requests", 2000, "requests per round of the latency measurements")
-	flag.IntVar(&lo.Messages, "load", 1_000_000, "tasks handled by one agent process in the sustained-load run (0: skip it)")
-	out := flag.String("out", "docs/benchmarks.md", "markdown file to write (empty: none; a run with --only writes only when --out is given)")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server included) to this file, for go tool pprof")
-	flag.StringVar(&o.Only, "only", "", "run only the measurements whose name contains this (e.g. publish, consume, replay, load)")
-	flag.Usage = func() {
-		fmt.Fprint(flag.CommandLine.Output(), `bench measures jetagent against hand-written nats.go code (and the
-watermill-nats subscriber) with the same payloads and settings, each pair
-run alternately on an embedded server of its own, then runs one agent
-process through --load tasks and records its memory and goroutines. It
-prints one table and writes it to --out. About two minutes on 2 cores.
+	stop()
+	os.Exit(code)
+}
 
-Usage: go run ./cmd/bench [flags]    (or: make bench)
-
-Flags:
-`)
-		flag.PrintDefaults()
+// run is the bench command with args (without the program name); it
+// returns the exit code: 0 done, 1 failed, 2 wrong flags. It returns
+// only after everything it opened is closed and the CPU profile, if
+// any, is written, whatever the outcome.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	s, code, ok := parseFlags(args, stderr)
+	if !ok {
+		return code
 	}
-	flag.Parse()
-	if flag.NArg() > 0 || o.Rounds < 1 || o.Messages < 1 || o.Requests < 1 || lo.Messages < 0 {
-		fmt.Fprintln(os.Stderr, "bench: takes no arguments; --rounds, --messages and --requests must be positive, --load not negative")
-		flag.Usage()
-		os.Exit(2)
-	}
-	outGiven := false
-	flag.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "out" })
-	if o.Only != "" && !outGiven {
-		*out = "" // a partial table must not replace the full one
-	}
-	if o.Only != "" && !slices.ContainsFunc(benchsuite.Names(), func(n string) bool { return strings.Contains(n, o.Only) }) {
-		fmt.Fprintf(os.Stderr, "bench: --only %q matches no measurement; they are:\n  %s\n", o.Only, strings.Join(benchsuite.Names(), "\n  "))
-		os.Exit(2)
-	}
-	if *out != "" {
-		// Fail now, not after two minutes of measuring.
-		if st, err := os.Stat(filepath.Dir(*out)); err != nil || !st.IsDir() {
-			fmt.Fprintf(os.Stderr, "bench: cannot write %s: its directory is missing (run from the repository root, or pass --out)\n", *out)
-			os.Exit(2)
-		}
+	o, lo := s.suite, s.load
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		return fail(err)
 	}
 	lo.Agent = func(ctx context.Context, args []string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Env = append(os.Environ(), agentChild+"=1")
 		return cmd
 	}
-	o.Progress, lo.Progress = os.Stderr, os.Stderr
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
+	o.Progress, lo.Progress = stderr, stderr
+	if s.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(s.cpuProfile)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			return fail(err)
 		}
 		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
+			if err := stopProfile(); err != nil && code == 0 {
+				code = fail(err)
+			}
 		}()
 	}
 	start := time.Now()
 	results, err := benchsuite.Run(ctx, o)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		return fail(err)
 	}
 	var load *benchsuite.LoadResult
 	if lo.Messages > 0 && (o.Only == "" || strings.Contains(benchsuite.LoadName, o.Only)) {
 		r, err := benchsuite.RunLoad(ctx, lo)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			return fail(err)
 		}
 		load = &r
 	}
@@ -124,12 +90,32 @@ Flags:
 	if load != nil {
 		md += benchsuite.LoadMarkdown(*load)
 	}
-	fmt.Print(md)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+	fmt.Fprint(stdout, md)
+	if s.out != "" {
+		if err := os.WriteFile(s.out, []byte(md), 0o644); err != nil {
+			return fail(err)
 		}
-		fmt.Fprintln(os.Stderr, "written to", *out)
+		fmt.Fprintln(stderr, "written to", s.out)
 	}
+	return 0
+}
+
+// startCPUProfile profiles the process into path until the returned stop,
+// which flushes the profile and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		return nil
+	}, nil
 }

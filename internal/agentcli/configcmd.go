@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/spf13/cobra"
 )
 
@@ -15,7 +16,7 @@ func newConfigCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Check agent config files",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{fmt.Errorf("%s needs a subcommand: validate", cmd.CommandPath())}
+			return cliexit.UsageError(fmt.Errorf("%s needs a subcommand: validate", cmd.CommandPath()))
 		},
 	}
 	var asJSON bool

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/console"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/spf13/cobra"
@@ -55,25 +56,25 @@ viewer. See docs/console.md.`,
 			auth.ReadOnly = readOnly
 			if tokenFile != "" {
 				if err := auth.LoadTokenFile(tokenFile); err != nil {
-					return usageError{err}
+					return cliexit.UsageError(err)
 				}
 			}
 			if usersFile != "" {
 				if err := auth.LoadCredentialsFile(usersFile); err != nil {
-					return usageError{err}
+					return cliexit.UsageError(err)
 				}
 			}
 			topo := bus.Topology{Prefix: prefix}
 			if err := topo.Validate(); err != nil {
-				return usageError{fmt.Errorf("--prefix: %w", err)}
+				return cliexit.UsageError(fmt.Errorf("--prefix: %w", err))
 			}
 			cfg := console.Config{Topology: topo, Addr: listen, Auth: auth, AuditFile: auditFile, Logger: log}
 			if err := cfg.Check(); err != nil {
-				return usageError{err} // refused before connecting: no auth off loopback, a bad address
+				return cliexit.UsageError(err) // refused before connecting: no auth off loopback, a bad address
 			}
 			opts, err := security.Options()
 			if errors.Is(err, natsflags.ErrConflict) {
-				return usageError{err}
+				return cliexit.UsageError(err)
 			}
 			if err != nil {
 				return err
@@ -89,7 +90,7 @@ viewer. See docs/console.md.`,
 			cfg.Conn = conn
 			srv, err := console.New(cfg)
 			if err != nil {
-				return usageError{err}
+				return cliexit.UsageError(err)
 			}
 			if err := srv.Start(ctx); err != nil {
 				return err

@@ -2,64 +2,25 @@ package agentcli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/version"
 	"github.com/spf13/cobra"
 )
 
 // Main runs the agent command line with args (without the program name)
-// and returns the process exit code: 0 on success, 1 on failure (after one
-// line "agent: <error>" on stderr), 2 on a usage error, 130 when a command
-// that waits was interrupted (ctx ended: Ctrl-C, SIGTERM).
+// and returns the process exit code (internal/cliexit): 0 on success, 1
+// on failure (after one line "agent: <error>" on stderr), 2 on a usage
+// error (with a hint to --help), 130 when a command that waits was
+// interrupted (ctx ended: Ctrl-C, SIGTERM).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(stderr, "agent: %s\n", oneLine(err.Error()))
-	var intr interrupted
-	switch {
-	case errors.As(err, &intr):
-		return 130
-	case isUsageError(cmd, err):
-		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
-		return 2
-	}
-	return 1
-}
-
-// interrupted marks the error of a command stopped by an interrupt; Main
-// exits 130 (128 + SIGINT), as shells do.
-type interrupted struct{ error }
-
-func (e interrupted) Unwrap() error { return e.error }
-
-// usageError marks errors in how the command was called.
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
-func isUsageError(cmd *cobra.Command, err error) bool {
-	if _, ok := err.(usageError); ok {
-		return true
-	}
-	// cobra's own flag and argument errors
-	msg := err.Error()
-	return strings.Contains(msg, "unknown flag") || strings.Contains(msg, "unknown command") ||
-		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "invalid argument") ||
-		strings.Contains(msg, "required flag") || strings.Contains(msg, " arg(s)") || strings.Contains(msg, "unknown shorthand")
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return cliexit.Report(stderr, cmd, err)
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -84,18 +45,18 @@ machine, like "agent send", can join it.`,
 				names = append(names, c.Name())
 			}
 			if near := didyoumean.Closest(args[0], names); near != "" {
-				return usageError{fmt.Errorf("unknown command %q (did you mean %q?)", args[0], near)}
+				return cliexit.Usagef("unknown command %q (did you mean %q?)", args[0], near)
 			}
-			return usageError{fmt.Errorf("unknown command %q", args[0])}
+			return cliexit.Usagef("unknown command %q", args[0])
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(stderr), newSendCmd(stdout, stderr), newConfigCmd(stdout, stderr), newDemoCmd(stdout),
 		newLsCmd(stdout), newStatusCmd(stdout), newTaskCmd(stdout, stderr), newConsoleCmd(stderr))
 	version.SetOn(root)
+	cliexit.MarkUsageErrors(root)
 	return root
 }
 
@@ -113,7 +74,7 @@ func (f *logFlags) register(cmd *cobra.Command) {
 func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(f.level)); err != nil {
-		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.level)}
+		return nil, cliexit.Usagef("--log-level %q: want debug, info, warn or error", f.level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch f.format {
@@ -122,7 +83,7 @@ func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	default:
-		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", f.format)}
+		return nil, cliexit.Usagef("--log-format %q: want text or json", f.format)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/logsample"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/internal/ophttp"
@@ -154,7 +155,7 @@ func problemsError(stderr io.Writer, file string, probs []problem) error {
 		for i, p := range probs {
 			msgs[i] = p.String()
 		}
-		return usageError{errors.New(strings.Join(msgs, "; "))}
+		return cliexit.UsageError(errors.New(strings.Join(msgs, "; ")))
 	}
 	for _, p := range probs {
 		fmt.Fprintln(stderr, p.String())
@@ -197,7 +198,7 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		server := natsflags.Server{Context: src.natsContext}
 		url, err := server.URL("")
 		if err != nil {
-			return usageError{err}
+			return cliexit.UsageError(err)
 		}
 		if cfg.natsURL == "" {
 			cfg.natsURL = url
@@ -419,7 +420,7 @@ func (c *runConfig) connect(ctx context.Context, security *natsflags.Flags, log 
 	if c.natsURL != "" {
 		opts, err := security.Options()
 		if errors.Is(err, natsflags.ErrConflict) {
-			return nil, nil, "", usageError{err}
+			return nil, nil, "", cliexit.UsageError(err)
 		}
 		if err != nil {
 			return nil, nil, "", err

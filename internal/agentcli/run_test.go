@@ -16,34 +16,13 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/testio"
 	"github.com/jetagent/jetagent/runtime"
-	"github.com/spf13/cobra"
 )
 
-// validateMain runs `agent config validate` with args and returns the exit
-// code and output: through Main once root.go registers the command, else
-// through the same root with the command added and Main's exit codes.
+// validateMain runs `agent config validate` with args through Main and
+// returns the exit code and output.
 func validateMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	args = append([]string{"config", "validate"}, args...)
-	if sub, _, err := newRoot(&bytes.Buffer{}, &bytes.Buffer{}).Find([]string{"config"}); err == nil && sub.Name() == "config" {
-		return runMain(t, args...)
-	}
-	var out, errb testio.Buffer
-	root := newRoot(&out, &errb)
-	root.AddCommand(newConfigCmd(&out, &errb))
-	root.SetArgs(args)
-	var cmd *cobra.Command
-	cmd, err := root.ExecuteC()
-	switch {
-	case err == nil:
-		return 0, out.String(), errb.String()
-	case isUsageError(cmd, err):
-		code = 2
-	default:
-		code = 1
-	}
-	errb.Write([]byte("agent: " + oneLine(err.Error()) + "\n"))
-	return code, out.String(), errb.String()
+	return runMain(t, append([]string{"config", "validate"}, args...)...)
 }
 
 func TestConfigValidateExitCodes(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/nats-io/nats.go"
@@ -134,28 +135,28 @@ func (e *errDeadLettered) Error() string {
 func (o *sendOptions) buildEnvelope(stdin io.Reader, payloadGiven bool) (*envelope.Envelope, bus.Topology, error) {
 	topo := bus.Topology{Prefix: envOr("JETAGENT_PREFIX", o.prefix)}
 	if err := bus.ValidateName(o.to); err != nil {
-		return nil, topo, usageError{fmt.Errorf("--to: %w", err)}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("--to: %w", err))
 	}
 	typ := envelope.PayloadType(o.typ)
 	if !typ.Valid() {
-		return nil, topo, usageError{fmt.Errorf("--type %q is not a valid payload type (e.g. task.request)", o.typ)}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("--type %q is not a valid payload type (e.g. task.request)", o.typ))
 	}
 	if o.timeout <= 0 {
-		return nil, topo, usageError{fmt.Errorf("--timeout must be positive, got %v", o.timeout)}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("--timeout must be positive, got %v", o.timeout))
 	}
 	if err := topo.Validate(); err != nil {
-		return nil, topo, usageError{fmt.Errorf("--prefix: %w", err)}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("--prefix: %w", err))
 	}
 	if o.client != "" {
 		if err := bus.ValidateName(o.client); err != nil {
-			return nil, topo, usageError{fmt.Errorf("--client: %w", err)}
+			return nil, topo, cliexit.UsageError(fmt.Errorf("--client: %w", err))
 		}
 	}
 	raw := []byte(o.payload)
 	what := "--payload"
 	if o.payloadFile != "" {
 		if payloadGiven {
-			return nil, topo, usageError{errors.New("--payload and --payload-file are both given: give the payload one way")}
+			return nil, topo, cliexit.UsageError(errors.New("--payload and --payload-file are both given: give the payload one way"))
 		}
 		var err error
 		what = "--payload-file " + o.payloadFile
@@ -168,16 +169,16 @@ func (o *sendOptions) buildEnvelope(stdin io.Reader, payloadGiven bool) (*envelo
 			return nil, topo, fmt.Errorf("%s: %w", what, err)
 		}
 		if len(raw) > envelope.DefaultMaxSize {
-			return nil, topo, usageError{fmt.Errorf("%s: more than 1 MiB, the envelope limit", what)}
+			return nil, topo, cliexit.UsageError(fmt.Errorf("%s: more than 1 MiB, the envelope limit", what))
 		}
 	}
 	payload, err := envelope.PayloadFromJSON(bytes.TrimSpace(raw))
 	if err != nil {
-		return nil, topo, usageError{fmt.Errorf("%s is not a valid payload: %w", what, err)}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("%s is not a valid payload: %w", what, err))
 	}
 	env, err := envelope.New(o.from, o.to, typ, nil)
 	if err != nil {
-		return nil, topo, usageError{err}
+		return nil, topo, cliexit.UsageError(err)
 	}
 	env.Payload = payload
 	env.TaskID = o.taskID
@@ -191,15 +192,15 @@ func (o *sendOptions) buildEnvelope(stdin io.Reader, payloadGiven bool) (*envelo
 	if o.deadline != "" {
 		dl, err := parseDeadline(o.deadline, time.Now())
 		if err != nil {
-			return nil, topo, usageError{fmt.Errorf("--deadline: %w", err)}
+			return nil, topo, cliexit.UsageError(fmt.Errorf("--deadline: %w", err))
 		}
 		env.Deadline = dl
 	}
 	if err := env.Validate(envelope.Limits{}); err != nil {
-		return nil, topo, usageError{err}
+		return nil, topo, cliexit.UsageError(err)
 	}
 	if n, err := envelope.Marshal(env); err == nil && len(n) > envelope.DefaultMaxSize {
-		return nil, topo, usageError{fmt.Errorf("the envelope is %d bytes, above the 1 MiB limit agents accept", len(n))}
+		return nil, topo, cliexit.UsageError(fmt.Errorf("the envelope is %d bytes, above the 1 MiB limit agents accept", len(n)))
 	}
 	return env, topo, nil
 }
@@ -238,12 +239,12 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 	}
 	url, err := o.server.URL(bus.DefaultURL)
 	if err != nil {
-		return usageError{err}
+		return cliexit.UsageError(err)
 	}
 	o.server.Apply(&o.nats)
 	natsOpts, err := o.nats.Options()
 	if errors.Is(err, natsflags.ErrConflict) {
-		return usageError{err}
+		return cliexit.UsageError(err)
 	}
 	if err != nil {
 		return err
@@ -264,7 +265,7 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 	conn, err := bus.Connect(ctx, url, append(natsOpts, denied)...)
 	if err != nil {
 		if parent.Err() != nil {
-			return interrupted{errors.New("interrupted before the task was sent")}
+			return cliexit.WithCode(cliexit.Interrupted, errors.New("interrupted before the task was sent"))
 		}
 		return fmt.Errorf("cannot reach NATS at %s (is 'agent run' running? or pass --nats): %w", bus.RedactURL(url), err)
 	}
@@ -310,10 +311,10 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 		}
 		if parent.Err() != nil {
 			if seq := storedTask(js, topo, subject, env); seq > 0 {
-				return interrupted{fmt.Errorf("interrupted: task %s (envelope %s) was published to %s (stream %s, sequence %d) and %s (see: agent task show %s --agent %s)",
-					env.TaskID, env.ID, subject, topo.TasksStream(), seq, willRun, env.TaskID, o.to)}
+				return cliexit.WithCode(cliexit.Interrupted, fmt.Errorf("interrupted: task %s (envelope %s) was published to %s (stream %s, sequence %d) and %s (see: agent task show %s --agent %s)",
+					env.TaskID, env.ID, subject, topo.TasksStream(), seq, willRun, env.TaskID, o.to))
 			}
-			return interrupted{fmt.Errorf("interrupted while publishing task %s: it may or may not have been stored (agent task show %s --agent %s)", env.TaskID, env.TaskID, o.to)}
+			return cliexit.WithCode(cliexit.Interrupted, fmt.Errorf("interrupted while publishing task %s: it may or may not have been stored (agent task show %s --agent %s)", env.TaskID, env.TaskID, o.to))
 		}
 		return publishFailure(ctx, js, subject, err)
 	}
@@ -349,8 +350,8 @@ func (o *sendOptions) run(parent context.Context, stdin io.Reader, stdout, stder
 				return v
 			}
 			if parent.Err() != nil {
-				return interrupted{fmt.Errorf("interrupted: %s and %s; its reply will be kept on %s (see: agent task show %s --agent %s)",
-					published, willRun, env.ReplyTo, env.TaskID, o.to)}
+				return cliexit.WithCode(cliexit.Interrupted, fmt.Errorf("interrupted: %s and %s; its reply will be kept on %s (see: agent task show %s --agent %s)",
+					published, willRun, env.ReplyTo, env.TaskID, o.to))
 			}
 			// A reply published while the connection was down reached no
 			// subscriber; the replies stream keeps it.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -50,14 +51,14 @@ type session struct {
 func (t *target) open(ctx context.Context, extra ...nats.Option) (*session, func(), error) {
 	topo := bus.Topology{Prefix: envOr("JETAGENT_PREFIX", t.prefix)}
 	if err := topo.Validate(); err != nil {
-		return nil, nil, usageError{fmt.Errorf("--prefix: %w", err)}
+		return nil, nil, cliexit.UsageError(fmt.Errorf("--prefix: %w", err))
 	}
 	if t.timeout <= 0 {
-		return nil, nil, usageError{fmt.Errorf("--timeout must be positive, got %v", t.timeout)}
+		return nil, nil, cliexit.UsageError(fmt.Errorf("--timeout must be positive, got %v", t.timeout))
 	}
 	url, err := t.server.URL("")
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, nil, cliexit.UsageError(err)
 	}
 	if url == "" {
 		if url, err = t.dataDirURL(ctx); err != nil {
@@ -67,7 +68,7 @@ func (t *target) open(ctx context.Context, extra ...nats.Option) (*session, func
 	t.server.Apply(&t.nats)
 	opts, err := t.nats.Options()
 	if errors.Is(err, natsflags.ErrConflict) {
-		return nil, nil, usageError{err}
+		return nil, nil, cliexit.UsageError(err)
 	}
 	if err != nil {
 		return nil, nil, err

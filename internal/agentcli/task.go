@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/snapshot"
@@ -46,7 +47,7 @@ steps), and for a task without one, where it is: queued in the tasks stream,
 dead-lettered, or answered (its reply kept by the replies stream).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{fmt.Errorf("%s needs a subcommand: show, ls or cancel", cmd.CommandPath())}
+			return cliexit.UsageError(fmt.Errorf("%s needs a subcommand: show, ls or cancel", cmd.CommandPath()))
 		},
 	}
 	cmd.AddCommand(newTaskShowCmd(stdout), newTaskLsCmd(stdout), newTaskCancelCmd(stdout, stderr))
@@ -129,7 +130,7 @@ the replies stream (answered), reading at most 20,000 messages of each.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if history < 1 || history > 64 {
-				return usageError{fmt.Errorf("--history %d: want 1..64", history)}
+				return cliexit.UsageError(fmt.Errorf("--history %d: want 1..64", history))
 			}
 			return t.withSession(cmd, func(ctx context.Context, s *session) error {
 				views, err := findTask(ctx, s, args[0], agent, history)
@@ -276,7 +277,7 @@ var errStop = errors.New("stop")
 func candidateAgents(ctx context.Context, s *session, agent string) ([]string, error) {
 	if agent != "" {
 		if err := bus.ValidateName(agent); err != nil {
-			return nil, usageError{fmt.Errorf("--agent: %w", err)}
+			return nil, cliexit.UsageError(fmt.Errorf("--agent: %w", err))
 		}
 		return []string{agent}, nil
 	}
@@ -374,7 +375,7 @@ uses steps or checkpoints, and cancel markers. Tasks without steps leave none:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if status != "" && !snapshot.Status(status).Valid() {
 				known := []string{"submitted", "working", "input_required", "completed", "failed", "cancelled"}
-				return usageError{notFound("status", status, known)}
+				return cliexit.UsageError(notFound("status", status, known))
 			}
 			return t.withSession(cmd, func(ctx context.Context, s *session) error {
 				agents, err := candidateAgents(ctx, s, agent)
@@ -448,7 +449,7 @@ uses no steps and is already running finishes anyway.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.to == "" {
-				return usageError{errors.New("--agent is required: the agent that runs the task (agent task show ID finds it)")}
+				return cliexit.UsageError(errors.New("--agent is required: the agent that runs the task (agent task show ID finds it)"))
 			}
 			o.taskID, o.typ, o.payload = args[0], string(envelope.TaskCancel), "null"
 			return o.run(cmd.Context(), strings.NewReader(""), stdout, stderr, false)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/common/expfmt"
 	"github.com/spf13/cobra"
@@ -176,7 +177,7 @@ func (wf watchFlags) loop(ctx context.Context, w io.Writer, frame func(ctx conte
 		return frame(ctx, w)
 	}
 	if wf.interval < 100*time.Millisecond {
-		return usageError{fmt.Errorf("--interval %v: at least 100ms", wf.interval)}
+		return cliexit.UsageError(fmt.Errorf("--interval %v: at least 100ms", wf.interval))
 	}
 	term := isTerminal(w)
 	tick := time.NewTicker(wf.interval)
@@ -269,7 +270,7 @@ server).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ops != "" {
 				if u, err := url.Parse(ops); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					return usageError{fmt.Errorf("--ops %q: want the agent's --ops-listen as a URL, http://HOST:PORT", ops)}
+					return cliexit.UsageError(fmt.Errorf("--ops %q: want the agent's --ops-listen as a URL, http://HOST:PORT", ops))
 				}
 			}
 			return wf.loop(cmd.Context(), stdout, func(ctx context.Context, w io.Writer) error {
@@ -379,7 +380,7 @@ func writeStatus(w io.Writer, views []*agentView, now time.Time, withOps bool) e
 func breakersOf(ctx context.Context, ops, agent string) (map[string]string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(ops, "/")+"/metrics", nil)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--ops %q: %w", ops, err)}
+		return nil, cliexit.UsageError(fmt.Errorf("--ops %q: %w", ops, err))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
@@ -40,7 +41,7 @@ func TestDataDirInUseJoinsTheOwnersServer(t *testing.T) {
 
 	r := run(t, "", false, "list", "--data-dir", dir, "--json", "--timeout", "10s")
 	var got []summary
-	if err := json.Unmarshal([]byte(r.out), &got); r.code != ExitOK || err != nil || len(got) != 1 || got[0].Agent != "owner" {
+	if err := json.Unmarshal([]byte(r.out), &got); r.code != cliexit.OK || err != nil || len(got) != 1 || got[0].Agent != "owner" {
 		t.Fatalf("list --data-dir of a running agent: %+v; want the owner's one entry", r)
 	}
 }
@@ -51,7 +52,7 @@ func TestUnreadableDataDirIsNotCalledEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := run(t, "", false, "list", "--data-dir", file)
-	if r.code != ExitError || strings.Contains(r.stderr, "no jetagent data") || !strings.Contains(r.stderr, "not a directory") {
+	if r.code != cliexit.Failure || strings.Contains(r.stderr, "no jetagent data") || !strings.Contains(r.stderr, "not a directory") {
 		t.Errorf("--data-dir FILE: %+v; want the real cause", r)
 	}
 	if os.Geteuid() == 0 {
@@ -67,7 +68,7 @@ func TestUnreadableDataDirIsNotCalledEmpty(t *testing.T) {
 	}
 	defer os.Chmod(dir, 0o700)
 	r = run(t, "", false, "list", "--data-dir", dir)
-	if r.code != ExitError || strings.Contains(r.stderr, "no jetagent data") || !strings.Contains(r.stderr, "permission denied") {
+	if r.code != cliexit.Failure || strings.Contains(r.stderr, "no jetagent data") || !strings.Contains(r.stderr, "permission denied") {
 		t.Errorf("unreadable --data-dir: %+v; want the real cause", r)
 	}
 }
@@ -76,7 +77,7 @@ func TestReplayRefusesInternalDestinations(t *testing.T) {
 	for _, to := range []string{"jetagent.dlq.echo.task.request", "$KV.JETAGENT_SNAPSHOTS.echo.x", "$JS.API.STREAM.LIST",
 		"_INBOX.abc", "jetagent.replies.cli.x", "$SYS.REQ.SERVER.PING"} {
 		r := run(t, "", false, "replay", "--to", to, "--nats", "nats://127.0.0.1:1")
-		if r.code != ExitUsage || !strings.Contains(r.stderr, "--to") {
+		if r.code != cliexit.Usage || !strings.Contains(r.stderr, "--to") {
 			t.Errorf("--to %s: %+v; want a usage error", to, r)
 		}
 	}
@@ -90,7 +91,7 @@ func TestNonsenseNumbersAndWindowsAreUsageErrors(t *testing.T) {
 		{"list", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"},
 	} {
 		r := run(t, "", false, append(args, "--nats", "nats://127.0.0.1:1")...)
-		if r.code != ExitUsage {
+		if r.code != cliexit.Usage {
 			t.Errorf("%v: %+v; want a usage error", args, r)
 		}
 	}
@@ -100,26 +101,26 @@ func TestMessagesCountInEnglish(t *testing.T) {
 	url, conn := server(t)
 	fill(t, conn, "echo", 1, 1, dlq.ReasonPermanent)
 	r := run(t, "", false, "replay", "--nats", url, "--yes", "--quiet")
-	if r.code != ExitOK || !strings.HasPrefix(r.out, "replayed 1,") {
+	if r.code != cliexit.OK || !strings.HasPrefix(r.out, "replayed 1,") {
 		t.Fatalf("replay: %+v", r)
 	}
 	r = run(t, "", false, "replay", "--nats", url, "--yes", "--quiet", "--force")
-	if r.code != ExitOK || strings.Contains(r.out, "use --force") {
+	if r.code != cliexit.OK || strings.Contains(r.out, "use --force") {
 		t.Errorf("replay --force: %+v; the hint to use --force makes no sense with it", r)
 	}
 	r = run(t, "", false, "purge", "--nats", url, "--yes")
-	if r.code != ExitOK || r.out != "purged 1 entry\n" {
+	if r.code != cliexit.OK || r.out != "purged 1 entry\n" {
 		t.Errorf("purge: %+v; want \"purged 1 entry\"", r)
 	}
 }
 
 func TestTyposGetSuggestions(t *testing.T) {
 	r := run(t, "", false, "lst", "--nats", "nats://127.0.0.1:1")
-	if r.code != ExitUsage || !strings.Contains(r.stderr, `did you mean "list"`) {
+	if r.code != cliexit.Usage || !strings.Contains(r.stderr, `did you mean "list"`) {
 		t.Errorf("replay lst: %+v", r)
 	}
 	r = run(t, "", false, "list", "--reason", "permanant", "--nats", "nats://127.0.0.1:1")
-	if r.code != ExitUsage || !strings.Contains(r.stderr, `did you mean "permanent"`) {
+	if r.code != cliexit.Usage || !strings.Contains(r.stderr, `did you mean "permanent"`) {
 		t.Errorf("--reason permanant: %+v", r)
 	}
 }
@@ -135,7 +136,7 @@ func TestAServerWithoutJetStreamIsNamed(t *testing.T) {
 		t.Fatal("not ready")
 	}
 	r := run(t, "", false, "stats", "--nats", srv.ClientURL())
-	if r.code != ExitError || !strings.Contains(r.stderr, "JetStream is not enabled") {
+	if r.code != cliexit.Failure || !strings.Contains(r.stderr, "JetStream is not enabled") {
 		t.Fatalf("%+v", r)
 	}
 }

@@ -24,7 +24,7 @@ func newListCmd(g *globals, stdio IO) *cobra.Command {
   replay list --agent billing --reason max_attempts --since 24h
   replay list --json | jq '.[].id'
   replay list --limit 100 --after 4200`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := sel.filter(nil, time.Now())
 			if err != nil {

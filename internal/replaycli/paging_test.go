@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 )
 
 func TestListPagesWithAfter(t *testing.T) {
 	url, conn := server(t)
 	fill(t, conn, "echo", 5, 1, dlq.ReasonPermanent)
 	r := run(t, "", false, "list", "--nats", url, "--limit", "2")
-	if r.code != ExitOK || strings.Count(r.out, "\n") != 3 || !strings.Contains(r.stderr, "replay list --after 2 --limit 2") {
+	if r.code != cliexit.OK || strings.Count(r.out, "\n") != 3 || !strings.Contains(r.stderr, "replay list --after 2 --limit 2") {
 		t.Fatalf("first page: %+v", r)
 	}
 	r = run(t, "", false, "list", "--nats", url, "--limit", "2", "--after", "2", "--json")
@@ -21,7 +22,7 @@ func TestListPagesWithAfter(t *testing.T) {
 		t.Fatalf("second page: %v %+v", err, r)
 	}
 	r = run(t, "", false, "list", "--nats", url, "--limit", "2", "--after", "4")
-	if r.code != ExitOK || strings.Count(r.out, "\n") != 2 || r.stderr != "" {
+	if r.code != cliexit.OK || strings.Count(r.out, "\n") != 2 || r.stderr != "" {
 		t.Fatalf("last page: %+v; want one entry and no hint", r)
 	}
 }
@@ -40,7 +41,7 @@ func TestCompletionOffersIDsAgentsAndReasons(t *testing.T) {
 		{[]string{"__complete", "stats", "--reason", ""}, "max_deliveries"},
 	} {
 		r := run(t, "", false, c.args...)
-		if r.code != ExitOK || !strings.Contains(r.out, c.want) {
+		if r.code != cliexit.OK || !strings.Contains(r.out, c.want) {
 			t.Errorf("%v: %+v; want %q offered", c.args, r, c.want)
 		}
 	}
@@ -51,7 +52,7 @@ func TestReplayToSaysWhereItPublishes(t *testing.T) {
 	fill(t, conn, "echo", 1, 1, dlq.ReasonPermanent)
 	to := topo.TaskSubject("echo2", "task.request")
 	r := run(t, "", false, "replay", "--nats", url, "--yes", "--to", to)
-	if r.code != ExitOK || !strings.Contains(r.stderr, "destination: "+to) || !strings.Contains(r.out, "1 replayed "+to) {
+	if r.code != cliexit.OK || !strings.Contains(r.stderr, "destination: "+to) || !strings.Contains(r.out, "1 replayed "+to) {
 		t.Fatalf("replay --to: %+v", r)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
@@ -44,7 +45,7 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 				return err
 			}
 			if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
-				return usage("--rate %v: want a number of entries per second, 0 or more", o.Rate)
+				return cliexit.Usagef("--rate %v: want a number of entries per second, 0 or more", o.Rate)
 			}
 			if err := checkDestination(o.To, bus.Topology{Prefix: g.prefix}); err != nil {
 				return err
@@ -76,7 +77,7 @@ Above --confirm-above entries, replay asks for confirmation unless --yes.`,
 				report.done()
 				fmt.Fprintln(stdio.Out, summaryLine(res, o.Force))
 				if err != nil && res.Failed > 0 && ctx.Err() == nil {
-					return &exitError{ExitPartial, err}
+					return cliexit.WithCode(cliexit.Partial, err)
 				}
 				return err
 			})
@@ -119,7 +120,7 @@ func checkDestination(to string, topo bus.Topology) error {
 		return nil
 	}
 	if strings.ContainsAny(to, "*> \t\r\n") || strings.HasPrefix(to, ".") || strings.HasSuffix(to, ".") || strings.Contains(to, "..") {
-		return usage("--to %q is not a subject a task can be published to", to)
+		return cliexit.Usagef("--to %q is not a subject a task can be published to", to)
 	}
 	prefix := topo.Prefix
 	if prefix == "" {
@@ -127,7 +128,7 @@ func checkDestination(to string, topo bus.Topology) error {
 	}
 	for _, internal := range []string{"$", "_INBOX", prefix + ".dlq.", prefix + ".replies."} {
 		if strings.HasPrefix(to, internal) {
-			return usage("--to %q is an internal subject (%s...), not a task subject: give one like %s", to, internal, topo.TaskSubject("AGENT", "task.request"))
+			return cliexit.Usagef("--to %q is an internal subject (%s...), not a task subject: give one like %s", to, internal, topo.TaskSubject("AGENT", "task.request"))
 		}
 	}
 	return nil
@@ -137,18 +138,18 @@ func checkDestination(to string, topo bus.Topology) error {
 // it refuses.
 func confirm(stdio IO, action string) error {
 	if !stdio.InIsTerminal {
-		return &exitError{ExitAborted, fmt.Errorf("%s needs confirmation, and stdin is not a terminal: pass --yes", action)}
+		return cliexit.WithCode(cliexit.Aborted, fmt.Errorf("%s needs confirmation, and stdin is not a terminal: pass --yes", action))
 	}
 	fmt.Fprintf(stdio.Err, "%s%s? [y/N] ", strings.ToUpper(action[:1]), action[1:])
 	line, err := bufio.NewReader(stdio.In).ReadString('\n')
 	if err != nil && line == "" {
-		return &exitError{ExitAborted, errors.New("aborted: no answer")}
+		return cliexit.WithCode(cliexit.Aborted, errors.New("aborted: no answer"))
 	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":
 		return nil
 	default:
-		return &exitError{ExitAborted, errors.New("aborted: not confirmed")}
+		return cliexit.WithCode(cliexit.Aborted, errors.New("aborted: not confirmed"))
 	}
 }
 

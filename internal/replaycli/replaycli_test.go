@@ -13,6 +13,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,23 +84,23 @@ func fill(t *testing.T, conn *bus.Conn, agent string, n int, firstSeq uint64, re
 func TestEmptyDLQAndUnreachableServer(t *testing.T) {
 	url, _ := server(t)
 	r := run(t, "", false, "list", "--nats", url)
-	if r.code != ExitOK || r.out != "no dead letters match\n" {
+	if r.code != cliexit.OK || r.out != "no dead letters match\n" {
 		t.Fatalf("empty list: %+v", r)
 	}
 	r = run(t, "", false, "replay", "--nats", url)
-	if r.code != ExitOK || !strings.Contains(r.out, "nothing to replay") {
+	if r.code != cliexit.OK || !strings.Contains(r.out, "nothing to replay") {
 		t.Fatalf("empty replay: %+v", r)
 	}
 	r = run(t, "", false, "stats", "--nats", url)
-	if r.code != ExitOK || !strings.HasPrefix(r.out, "total 0") {
+	if r.code != cliexit.OK || !strings.HasPrefix(r.out, "total 0") {
 		t.Fatalf("empty stats: %+v", r)
 	}
 	r = run(t, "", false, "list", "--nats", "nats://127.0.0.1:1", "--timeout", "2s")
-	if r.code != ExitError || !strings.HasPrefix(r.stderr, "replay: cannot reach NATS at nats://127.0.0.1:1") || strings.Count(r.stderr, "\n") != 1 {
+	if r.code != cliexit.Failure || !strings.HasPrefix(r.stderr, "replay: cannot reach NATS at nats://127.0.0.1:1") || strings.Count(r.stderr, "\n") != 1 {
 		t.Fatalf("unreachable: %+v", r)
 	}
 	r = run(t, "", false, "list", "--data-dir", t.TempDir())
-	if r.code != ExitError || !strings.Contains(r.stderr, "no jetagent data in") {
+	if r.code != cliexit.Failure || !strings.Contains(r.stderr, "no jetagent data in") {
 		t.Fatalf("empty data dir: %+v", r)
 	}
 }
@@ -118,7 +119,7 @@ func TestUsageErrors(t *testing.T) {
 		{"frobnicate"},
 	} {
 		r := run(t, "", false, append(args, "--nats", "nats://127.0.0.1:1")...)
-		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "replay: ") {
+		if r.code != cliexit.Usage || !strings.HasPrefix(r.stderr, "replay: ") {
 			t.Errorf("%v: %+v, want exit 2 and one error line", args, r)
 		}
 	}
@@ -148,7 +149,7 @@ func TestListShowStatsFilters(t *testing.T) {
 		}
 	}
 	r = run(t, "", false, "show", "99", "--nats", url)
-	if r.code != ExitError || !strings.Contains(r.stderr, "entry not found: 99") {
+	if r.code != cliexit.Failure || !strings.Contains(r.stderr, "entry not found: 99") {
 		t.Fatalf("show 99: %+v", r)
 	}
 	r = run(t, "", false, "stats", "--nats", url, "--json")
@@ -165,15 +166,15 @@ func TestPurgeRemovesExactlyTheMatchingEntries(t *testing.T) {
 	url, conn := server(t)
 	fill(t, conn, "echo", 10, 1, dlq.ReasonPermanent, dlq.ReasonMaxAttempts)
 	r := run(t, "", false, "purge", "--nats", url, "--reason", "max_attempts")
-	if r.code != ExitAborted || !strings.Contains(r.stderr, "pass --yes") {
+	if r.code != cliexit.Aborted || !strings.Contains(r.stderr, "pass --yes") {
 		t.Fatalf("purge without --yes on a pipe: %+v", r)
 	}
 	r = run(t, "n\n", true, "purge", "--nats", url, "--reason", "max_attempts")
-	if r.code != ExitAborted {
+	if r.code != cliexit.Aborted {
 		t.Fatalf("declined purge: %+v", r)
 	}
 	r = run(t, "y\n", true, "purge", "--nats", url, "--reason", "max_attempts")
-	if r.code != ExitOK || r.out != "purged 5 entries\n" {
+	if r.code != cliexit.OK || r.out != "purged 5 entries\n" {
 		t.Fatalf("confirmed purge: %+v", r)
 	}
 	left, err := dlq.NewStore(conn.JetStream(), topo).List(context.Background(), dlq.Filter{})
@@ -198,13 +199,13 @@ func TestReplayTenThousandOnceWithRateLimit(t *testing.T) {
 	fill(t, conn, "echo", n, 1, dlq.ReasonMaxAttempts)
 
 	r := run(t, "", false, "replay", "--nats", url)
-	if r.code != ExitAborted {
+	if r.code != cliexit.Aborted {
 		t.Fatalf("replay of %d without --yes on a pipe: %+v", n, r)
 	}
 	start := time.Now()
 	r = run(t, "", false, "replay", "--nats", url, "--rate", "4000", "--yes", "--quiet")
 	took := time.Since(start)
-	if r.code != ExitOK || r.out != fmt.Sprintf("replayed %d, already replayed 0, would replay 0, failed 0\n", n) {
+	if r.code != cliexit.OK || r.out != fmt.Sprintf("replayed %d, already replayed 0, would replay 0, failed 0\n", n) {
 		t.Fatalf("replay: %+v", r)
 	}
 	t.Logf("replayed %d entries at --rate 4000 in %v (%.0f/s)", n, took, n/took.Seconds())
@@ -212,7 +213,7 @@ func TestReplayTenThousandOnceWithRateLimit(t *testing.T) {
 		t.Errorf("replayed %d entries in %v: faster than --rate 4000 allows", n, took)
 	}
 	r = run(t, "", false, "replay", "--nats", url, "--yes", "--quiet")
-	if r.code != ExitOK || !strings.HasPrefix(r.out, fmt.Sprintf("replayed 0, already replayed %d", n)) {
+	if r.code != cliexit.OK || !strings.HasPrefix(r.out, fmt.Sprintf("replayed 0, already replayed %d", n)) {
 		t.Fatalf("second replay: %+v", r)
 	}
 	if got := tasksStored(t, conn); got != n {

@@ -8,50 +8,18 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/jetagent/jetagent/internal/natsflags"
 	"github.com/jetagent/jetagent/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
-
-// Exit codes, documented in the root command's help.
-const (
-	ExitOK      = 0 // done
-	ExitError   = 1 // failed: server unreachable, entry not found, ...
-	ExitUsage   = 2 // wrong flags or arguments
-	ExitAborted = 3 // confirmation declined or missing (--yes)
-	ExitPartial = 4 // some entries could not be replayed
-)
-
-// exitError carries an exit code with its error.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func usage(format string, a ...any) error {
-	return &exitError{ExitUsage, fmt.Errorf(format, a...)}
-}
-
-// usageArgs makes a cobra argument check's error a usage error.
-func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := check(cmd, args); err != nil {
-			return &exitError{ExitUsage, err}
-		}
-		return nil
-	}
-}
 
 // IO is where the commands read and write; tests replace it.
 type IO struct {
@@ -61,24 +29,15 @@ type IO struct {
 	ErrIsTerminal bool // a progress bar may be drawn
 }
 
-// Main runs the replay command line with args and returns the exit code.
-// Errors are printed as one line "replay: <error>" on stderr.
+// Main runs the replay command line with args and returns the exit code
+// (internal/cliexit; the root command's help lists them). Errors are
+// printed as one line "replay: <error>" on stderr, and usage errors
+// followed by a hint to --help.
 func Main(ctx context.Context, args []string, stdio IO) int {
 	root := newRoot(stdio)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
-		return ExitOK
-	}
-	fmt.Fprintf(stdio.Err, "replay: %s\n", strings.Join(strings.Fields(err.Error()), " "))
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.code == ExitUsage {
-			fmt.Fprintf(stdio.Err, "Run '%s --help' for usage.\n", cmd.CommandPath())
-		}
-		return ee.code
-	}
-	return ExitError
+	return cliexit.Report(stdio.Err, cmd, err)
 }
 
 // globals are the flags every command shares.
@@ -130,9 +89,9 @@ Exit codes:
 					names = append(names, c.Name())
 				}
 				if near := didyoumean.Closest(args[0], names); near != "" {
-					return usage("unknown command %q (did you mean %q?)", args[0], near)
+					return cliexit.Usagef("unknown command %q (did you mean %q?)", args[0], near)
 				}
-				return usage("unknown command %q", args[0])
+				return cliexit.Usagef("unknown command %q", args[0])
 			}
 			return nil
 		},
@@ -141,7 +100,6 @@ Exit codes:
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.Err)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{ExitUsage, err} })
 	pf := root.PersistentFlags()
 	g.server.Register(pf, "none given: --data-dir")
 	pf.StringVar(&g.dataDir, "data-dir", os.Getenv("JETAGENT_DATA_DIR"), "data directory of the embedded server (default $XDG_DATA_HOME/jetagent or ~/.local/share/jetagent) [$JETAGENT_DATA_DIR]")
@@ -151,7 +109,8 @@ Exit codes:
 	root.AddCommand(newListCmd(&g, stdio), newShowCmd(&g, stdio), newReplayCmd(&g, stdio),
 		newPurgeCmd(&g, stdio), newStatsCmd(&g, stdio))
 	version.SetOn(root)
-	// cobra adds "completion" (bash, zsh, fish, powershell) by itself.
+	// cliexit adds cobra's "completion" (bash, zsh, fish, powershell).
+	cliexit.MarkUsageErrors(root)
 	return root
 }
 
@@ -169,16 +128,16 @@ type session struct {
 func (g *globals) open(ctx context.Context, extra ...nats.Option) (*session, error) {
 	topo := bus.Topology{Prefix: g.prefix}
 	if err := topo.Validate(); err != nil {
-		return nil, usage("--prefix: %v", err)
+		return nil, cliexit.Usagef("--prefix: %v", err)
 	}
 	natsURL, err := g.server.URL("")
 	if err != nil {
-		return nil, &exitError{ExitUsage, err}
+		return nil, cliexit.UsageError(err)
 	}
 	g.server.Apply(&g.nats)
 	natsOpts, err := g.nats.Options()
 	if errors.Is(err, natsflags.ErrConflict) {
-		return nil, &exitError{ExitUsage, err}
+		return nil, cliexit.UsageError(err)
 	}
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/cliexit"
 	"github.com/jetagent/jetagent/internal/didyoumean"
 	"github.com/spf13/cobra"
 )
@@ -64,30 +65,30 @@ func (s *selection) filter(ids []string, now time.Time) (dlq.Filter, error) {
 		}
 		if !slices.Contains(names, s.reason) {
 			if near := didyoumean.Closest(s.reason, names); near != "" {
-				return f, usage("--reason %q: did you mean %q? (one of %s)", s.reason, near, reasonList)
+				return f, cliexit.Usagef("--reason %q: did you mean %q? (one of %s)", s.reason, near, reasonList)
 			}
-			return f, usage("--reason %q: want one of %s", s.reason, reasonList)
+			return f, cliexit.Usagef("--reason %q: want one of %s", s.reason, reasonList)
 		}
 		f.Reason = dlq.Reason(s.reason)
 	}
 	if s.limit < 0 {
-		return f, usage("--limit must not be negative")
+		return f, cliexit.Usagef("--limit must not be negative")
 	}
 	var err error
 	if f.Since, err = parseWhen(s.since, now); err != nil {
-		return f, usage("--since: %v", err)
+		return f, cliexit.Usagef("--since: %v", err)
 	}
 	if f.Until, err = parseWhen(s.until, now); err != nil {
-		return f, usage("--until: %v", err)
+		return f, cliexit.Usagef("--until: %v", err)
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
-		return f, usage("--until %s is before --since %s: nothing can match (a duration counts back from now: --since 2h --until 1h)",
+		return f, cliexit.Usagef("--until %s is before --since %s: nothing can match (a duration counts back from now: --since 2h --until 1h)",
 			f.Until.UTC().Format(time.RFC3339), f.Since.UTC().Format(time.RFC3339))
 	}
 	for _, id := range ids {
 		n, err := strconv.ParseUint(id, 10, 64)
 		if err != nil || n == 0 {
-			return f, usage("%q is not an entry ID (the ID column of 'replay list': a positive number)", id)
+			return f, cliexit.Usagef("%q is not an entry ID (the ID column of 'replay list': a positive number)", id)
 		}
 		f.IDs = append(f.IDs, n)
 	}

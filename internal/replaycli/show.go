@@ -20,7 +20,7 @@ func newShowCmd(g *globals, stdio IO) *cobra.Command {
 		Use:     "show ID",
 		Short:   "Show one dead letter: its provenance, headers and decoded envelope",
 		Example: "  replay show 42\n  replay show 42 --json",
-		Args:    usageArgs(cobra.ExactArgs(1)),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sel selection
 			f, err := sel.filter(args, time.Now())

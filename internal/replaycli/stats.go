@@ -18,7 +18,7 @@ func newStatsCmd(g *globals, stdio IO) *cobra.Command {
 		Use:     "stats [flags]",
 		Short:   "Count dead letters by agent, subject and reason, and show the oldest",
 		Example: "  replay stats\n  replay stats --since 24h --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := sel.filter(nil, time.Now())
 			if err != nil {
