@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 )
 
 func TestEmbeddedServerListensOnLoopback(t *testing.T) {
@@ -20,12 +21,12 @@ func TestEmbeddedServerListensOnLoopback(t *testing.T) {
 		t.Fatalf("ClientURL = %q, want a loopback URL", url)
 	}
 	// Another process would join by URL.
-	conn, err := bus.Connect(ctxT(t), url)
+	conn, err := bus.Connect(testkit.Context(t), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := bus.Provision(ctxT(t), conn.JetStream(), bus.Topology{}); err != nil {
+	if err := bus.Provision(testkit.Context(t), conn.JetStream(), bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -55,7 +56,7 @@ func TestEmbeddedServerReportsTakenAddress(t *testing.T) {
 	}
 	defer ln.Close()
 	start := time.Now()
-	_, err = bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: ln.Addr().String()})
+	_, err = bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: ln.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "cannot listen on "+ln.Addr().String()) {
 		t.Fatalf("err = %v, want a clear listen error", err)
 	}
@@ -66,7 +67,7 @@ func TestEmbeddedServerReportsTakenAddress(t *testing.T) {
 
 func TestEmbeddedOptionsRejectBadListen(t *testing.T) {
 	for _, addr := range []string{"nohost", "127.0.0.1:99999", "127.0.0.1:x"} {
-		_, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
+		_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
 		if err == nil || !strings.Contains(err.Error(), addr) {
 			t.Errorf("Listen %q: err = %v, want an error naming it", addr, err)
 		}
@@ -80,7 +81,7 @@ func TestConnectReportsUnreachableServer(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	_, err = bus.Connect(ctxT(t), "nats://"+addr)
+	_, err = bus.Connect(testkit.Context(t), "nats://"+addr)
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("err = %v, want a connect error naming %s", err, addr)
 	}
@@ -88,7 +89,7 @@ func TestConnectReportsUnreachableServer(t *testing.T) {
 
 func TestEmbeddedServerRecordsItsOwnerInTheLock(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{Listen: true})
-	_, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: srv.DataDir(), DontListen: true})
+	_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: srv.DataDir(), DontListen: true})
 	var locked *bus.DataDirLockedError
 	if !errors.As(err, &locked) || !errors.Is(err, bus.ErrDataDirLocked) {
 		t.Fatalf("err = %v, want a *DataDirLockedError", err)
@@ -103,7 +104,7 @@ func TestEmbeddedServerRecordsItsOwnerInTheLock(t *testing.T) {
 
 func TestEmbeddedServerListensOnLoopbackOnly(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0"} {
-		_, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
+		_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
 		if !errors.Is(err, bus.ErrListenNotLoopback) {
 			t.Errorf("Listen %q: err = %v, want ErrListenNotLoopback", addr, err)
 		}
@@ -114,9 +115,9 @@ func TestEmbeddedServerListensOnLoopbackOnly(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v, want %v", host, got, want)
 		}
 	}
-	srv, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: "0.0.0.0:0", InsecureListenWithoutAuth: true})
+	srv, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: "0.0.0.0:0", InsecureListenWithoutAuth: true})
 	if err != nil {
 		t.Fatalf("with InsecureListenWithoutAuth: %v", err)
 	}
-	_ = srv.Shutdown(ctxT(t))
+	_ = srv.Shutdown(testkit.Context(t))
 }

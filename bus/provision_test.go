@@ -1,7 +1,6 @@
 package bus_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -10,20 +9,15 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func TestProvisionCreatesEverythingOnce(t *testing.T) {
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	js := conn.JetStream()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 
 	// Idempotent: again, and from several goroutines at once.
 	var wg sync.WaitGroup
@@ -71,7 +65,7 @@ func TestProvisionRefusesConflictingStream(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	js := conn.JetStream()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	// Someone created the tasks stream by hand with limits retention.
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "JETAGENT_TASKS", Subjects: []string{"jetagent.tasks.>"}, Storage: jetstream.MemoryStorage,
@@ -97,10 +91,10 @@ func TestProvisionRefusesConflictingStream(t *testing.T) {
 
 func TestProvisionRefusesConflictingBucket(t *testing.T) {
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
-	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), bus.Topology{Memory: true}, "A"); err != nil {
+	if err := bus.ProvisionAgent(testkit.Context(t), conn.JetStream(), bus.Topology{Memory: true}, "A"); err != nil {
 		t.Fatal(err)
 	}
-	err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), bus.Topology{Memory: true, SnapshotHistory: 10}, "A")
+	err := bus.ProvisionAgent(testkit.Context(t), conn.JetStream(), bus.Topology{Memory: true, SnapshotHistory: 10}, "A")
 	if !errors.Is(err, bus.ErrConfigConflict) || !strings.Contains(err.Error(), "JETAGENT_SNAPSHOTS_A: history is 5, want 10") {
 		t.Fatalf("ProvisionAgent = %v, want ErrConfigConflict about history", err)
 	}
@@ -131,7 +125,7 @@ func TestProvisionAgentGivesEachAgentItsOwnBuckets(t *testing.T) {
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	js := conn.JetStream()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 6)
 	for _, agent := range []string{"A", "B", "A", "B", "A", "B"} {

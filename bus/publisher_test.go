@@ -11,6 +11,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -28,7 +29,7 @@ func TestPublishEnvelopeSetsHeadersAndDeduplicates(t *testing.T) {
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	pub := bus.NewPublisher(conn.JetStream())
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	env := newEnvelope(t, map[string]any{"n": 1})
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
 
@@ -78,12 +79,12 @@ func TestPublishEnvelopeSetsHeadersAndDeduplicates(t *testing.T) {
 func TestPublishToSubjectWithoutStreamFails(t *testing.T) {
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
 	pub := bus.NewPublisher(conn.JetStream())
-	_, err := pub.PublishEnvelope(ctxT(t), "nowhere.at.all", newEnvelope(t, nil))
+	_, err := pub.PublishEnvelope(testkit.Context(t), "nowhere.at.all", newEnvelope(t, nil))
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !strings.Contains(err.Error(), "nowhere.at.all") {
 		t.Fatalf("err = %v, want ErrNoStreamResponse naming the subject", err)
 	}
 	_ = pub.Close()
-	if _, err := pub.PublishEnvelope(ctxT(t), "jetagent.tasks.echo.task.request", newEnvelope(t, nil)); !errors.Is(err, bus.ErrClosed) {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), "jetagent.tasks.echo.task.request", newEnvelope(t, nil)); !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
 }
@@ -103,7 +104,7 @@ func TestPublishBatchAcksEveryMessage(t *testing.T) {
 	}
 	// One bad message in the middle must not hide the others' acks.
 	msgs = append(msgs[:n/2], append([]*nats.Msg{{Subject: "nowhere", Data: []byte("x")}}, msgs[n/2:]...)...)
-	acks, err := pub.PublishBatch(ctxT(t), msgs)
+	acks, err := pub.PublishBatch(testkit.Context(t), msgs)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("message %d to nowhere", n/2)) {
 		t.Fatalf("err = %v, want the failure of message %d", err, n/2)
 	}
@@ -136,11 +137,11 @@ func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
 	}
 	envs[n/2].Timestamp = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // cannot be encoded
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
-	acks, err := pub.PublishEnvelopes(ctxT(t), subject, envs)
+	acks, err := pub.PublishEnvelopes(testkit.Context(t), subject, envs)
 	if !errors.Is(err, envelope.ErrInvalidField) || !strings.Contains(err.Error(), fmt.Sprintf("envelope %d to %s", n/2, subject)) {
 		t.Fatalf("err = %v, want envelope %d's encoding error", err, n/2)
 	}
-	stream, err := conn.JetStream().Stream(ctxT(t), topo.TasksStream())
+	stream, err := conn.JetStream().Stream(testkit.Context(t), topo.TasksStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
 		if i%500 != 0 { // spot-check that ack i holds envelope i
 			continue
 		}
-		raw, err := stream.GetMsg(ctxT(t), a.Sequence)
+		raw, err := stream.GetMsg(testkit.Context(t), a.Sequence)
 		if err != nil {
 			t.Fatalf("ack %d: %v", i, err)
 		}
@@ -164,7 +165,7 @@ func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
 			t.Fatalf("ack %d holds envelope %q (err %v), want %s", i, got.ID, err, envs[i].ID)
 		}
 	}
-	info, err := stream.Info(ctxT(t))
+	info, err := stream.Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestPublishEachReportsEachMessage(t *testing.T) {
 	}
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	acks, errs := pub.PublishEach(ctxT(t), msgs, func(i int) context.Context {
+	acks, errs := pub.PublishEach(testkit.Context(t), msgs, func(i int) context.Context {
 		if i == 1 {
 			return done
 		}
@@ -204,7 +205,7 @@ func TestPublishEachReportsEachMessage(t *testing.T) {
 		t.Fatalf("message 1: ack %+v, err %v, want context.Canceled and no ack", acks[1], errs[1])
 	}
 	_ = pub.Close()
-	if _, errs := pub.PublishEach(ctxT(t), msgs, nil); !errors.Is(errs[0], bus.ErrClosed) || !errors.Is(errs[2], bus.ErrClosed) {
+	if _, errs := pub.PublishEach(testkit.Context(t), msgs, nil); !errors.Is(errs[0], bus.ErrClosed) || !errors.Is(errs[2], bus.ErrClosed) {
 		t.Fatalf("after Close: errs %v, want ErrClosed for each", errs)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 )
 
 func TestConsumerConfigValidation(t *testing.T) {
@@ -25,7 +26,7 @@ func TestConsumerConfigValidation(t *testing.T) {
 	for want, mutate := range cases {
 		cfg := base
 		mutate(&cfg)
-		_, err := bus.NewSubscriber(ctxT(t), conn.JetStream(), "JETAGENT_TASKS", cfg, nil)
+		_, err := bus.NewSubscriber(testkit.Context(t), conn.JetStream(), "JETAGENT_TASKS", cfg, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v", want, err)
 		}
@@ -57,7 +58,7 @@ func next(t *testing.T, ch <-chan *bus.Delivery) *bus.Delivery {
 func TestSubscriberDeliveryMetadataAndSettlement(t *testing.T) {
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	pub := bus.NewPublisher(conn.JetStream())
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
 	for i := range 2 {

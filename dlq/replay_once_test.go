@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,7 +22,7 @@ var shortWindow = bus.Topology{Memory: true, DuplicateWindow: 200 * time.Millise
 // consumer reads them), by the entry they replay.
 func storedReplays(t *testing.T, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	st, err := js.Stream(ctx, shortWindow.TasksStream())
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,7 @@ func TestAnInterruptedReplayCountsWhatItPublishedAndARerunDoesNotRepeatIt(t *tes
 		t.Fatalf("the interrupted replay stored %d tasks and reported %+v (%v)", total(got), res, err)
 	}
 	pastWindow(stopped)
-	res2, err := store.Replay(ctxT(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
+	res2, err := store.Replay(testkit.Context(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
 	entries := list(t, store, dlq.Filter{})
 	slow := make(chan dlq.ReplayResult, 1)
 	go func() {
-		res, err := store.Replay(ctxT(t), entries, dlq.ReplayOptions{Rate: 4})
+		res, err := store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{Rate: 4})
 		if err != nil {
 			t.Error(err)
 		}
@@ -129,7 +130,7 @@ func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
 		time.Sleep(5 * time.Millisecond) // polling the server's state
 	}
 	pastWindow(time.Now())
-	fast, err := store.Replay(ctxT(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
+	fast, err := store.Replay(testkit.Context(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestAReplayWhoseAcknowledgementsNeverComeEndsInDoubt(t *testing.T) {
 	if r.err == nil || r.res.InDoubt != n || r.res.Replayed != 0 || r.res.Failed != 0 {
 		t.Fatalf("replay into silence: %+v, %v; want %d in doubt", r.res, r.err, n)
 	}
-	again, err := store.Replay(ctxT(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
+	again, err := store.Replay(testkit.Context(t), list(t, store, dlq.Filter{}), dlq.ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

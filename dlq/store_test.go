@@ -1,7 +1,6 @@
 package dlq_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,17 +11,12 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 var topo = bus.Topology{Memory: true}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // deadLetter stores a dead letter of agent's task (a valid envelope) with
 // reason, as the runtime would, and returns the envelope.
@@ -37,7 +31,7 @@ func deadLetter(t testing.TB, store *dlq.Store, agent string, seq uint64, reason
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	_, err = store.Publish(ctxT(t), &dlq.Record{
+	_, err = store.Publish(testkit.Context(t), &dlq.Record{
 		Data: m.Data, Header: m.Header, Reason: reason, Error: "boom " + string(reason), Agent: agent,
 		Subject: m.Subject, Stream: topo.TasksStream(), Sequence: seq, Deliveries: 3,
 		FirstFailure: now, LastFailure: now, TraceID: env.TraceID,
@@ -57,7 +51,7 @@ func TestPublishIsIdempotentPerOriginalMessage(t *testing.T) {
 	_, store := newStore(t)
 	deadLetter(t, store, "echo", 7, dlq.ReasonPermanent)
 	deadLetter(t, store, "echo", 7, dlq.ReasonPermanent) // the same delivery dead-lettered twice
-	all, err := store.List(ctxT(t), dlq.Filter{})
+	all, err := store.List(testkit.Context(t), dlq.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +62,11 @@ func TestPublishIsIdempotentPerOriginalMessage(t *testing.T) {
 	if e.Seq != 1 || e.DLQSubject != "jetagent.dlq.echo.task.request" || e.Sequence != 7 || e.Reason != dlq.ReasonPermanent {
 		t.Fatalf("entry = %+v", e)
 	}
-	got, err := store.Get(ctxT(t), 1)
+	got, err := store.Get(testkit.Context(t), 1)
 	if err != nil || got.Sequence != 7 {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
-	if _, err := store.Get(ctxT(t), 99); !errors.Is(err, dlq.ErrNotFound) {
+	if _, err := store.Get(testkit.Context(t), 99); !errors.Is(err, dlq.ErrNotFound) {
 		t.Fatalf("Get(99) = %v, want ErrNotFound", err)
 	}
 }
@@ -86,7 +80,7 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 	deadLetter(t, store, "billing", 4, dlq.ReasonMalformed)
 	count := func(f dlq.Filter) int {
 		t.Helper()
-		es, err := store.List(ctxT(t), f)
+		es, err := store.List(testkit.Context(t), f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,14 +119,14 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 			t.Errorf("%s: %d entries, want %d", name, got, c.want)
 		}
 	}
-	st, err := store.Stats(ctxT(t), dlq.Filter{})
+	st, err := store.Stats(testkit.Context(t), dlq.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Total != 4 || st.ByAgent["billing"] != 2 || st.ByReason[dlq.ReasonPermanent] != 2 || st.Oldest.Seq != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
-	n, err := store.Purge(ctxT(t), dlq.Filter{Agent: "billing", Reason: dlq.ReasonPermanent})
+	n, err := store.Purge(testkit.Context(t), dlq.Filter{Agent: "billing", Reason: dlq.ReasonPermanent})
 	if err != nil || n != 1 {
 		t.Fatalf("purge = %d, %v", n, err)
 	}
@@ -150,7 +144,7 @@ func TestFiltersStatsAndPurge(t *testing.T) {
 // consumeTasks counts the tasks agent's consumer receives.
 func consumeTasks(t *testing.T, conn *bus.Conn, agent string) func() []jetstream.Msg {
 	t.Helper()
-	cons, err := conn.JetStream().CreateOrUpdateConsumer(ctxT(t), topo.TasksStream(), jetstream.ConsumerConfig{
+	cons, err := conn.JetStream().CreateOrUpdateConsumer(testkit.Context(t), topo.TasksStream(), jetstream.ConsumerConfig{
 		Durable: agent, FilterSubject: topo.AgentTasks(agent), AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
@@ -200,7 +194,7 @@ func TestPagesStartWhereTheLastEnded(t *testing.T) {
 	var seen []uint64
 	after := uint64(0)
 	for pages := 0; pages < 10; pages++ {
-		es, err := store.List(ctxT(t), dlq.Filter{After: after, Limit: 3})
+		es, err := store.List(testkit.Context(t), dlq.Filter{After: after, Limit: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,17 +216,17 @@ func TestReplayRunsEachEntryOnceUnlessForced(t *testing.T) {
 	env := deadLetter(t, store, "echo", 1, dlq.ReasonPermanent)
 	// The original task id is still inside the duplicate window: a replay
 	// must not be dropped as a duplicate of it.
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject("ghost", envelope.TaskRequest), env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject("ghost", envelope.TaskRequest), env); err != nil {
 		t.Fatal(err)
 	}
 	got := consumeTasks(t, conn, "echo")
 	entries := list(t, store, dlq.Filter{})
 
-	res, err := store.Replay(ctxT(t), entries, dlq.ReplayOptions{DryRun: true})
+	res, err := store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{DryRun: true})
 	if err != nil || res.WouldReplay != 1 || res.Replayed != 0 {
 		t.Fatalf("dry run = %+v, %v", res, err)
 	}
-	res, err = store.Replay(ctxT(t), entries, dlq.ReplayOptions{})
+	res, err = store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{})
 	if err != nil || res.Replayed != 1 {
 		t.Fatalf("replay = %+v, %v", res, err)
 	}
@@ -250,12 +244,12 @@ func TestReplayRunsEachEntryOnceUnlessForced(t *testing.T) {
 	if entries[0].Replays != 1 {
 		t.Fatalf("entry shows %d replays", entries[0].Replays)
 	}
-	res, err = store.Replay(ctxT(t), entries, dlq.ReplayOptions{})
+	res, err = store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{})
 	if err != nil || res.Skipped != 1 || res.Replayed != 0 {
 		t.Fatalf("second replay = %+v, %v", res, err)
 	}
 	// With --force: a new task again.
-	res, err = store.Replay(ctxT(t), entries, dlq.ReplayOptions{Force: true})
+	res, err = store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{Force: true})
 	if err != nil || res.Replayed != 1 {
 		t.Fatalf("forced replay = %+v, %v", res, err)
 	}
@@ -279,7 +273,7 @@ func TestConcurrentReplaysRunAnEntryOnce(t *testing.T) {
 	results := make([]dlq.ReplayResult, 4)
 	for i := range results {
 		wg.Go(func() {
-			res, err := store.Replay(ctxT(t), entries, dlq.ReplayOptions{})
+			res, err := store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{})
 			if err != nil {
 				t.Error(err)
 			}
@@ -310,7 +304,7 @@ func TestReplayToAnotherSubjectAndRateLimit(t *testing.T) {
 	entries := list(t, store, dlq.Filter{})
 	start := time.Now()
 	var seen []dlq.Outcome
-	res, err := store.Replay(ctxT(t), entries, dlq.ReplayOptions{
+	res, err := store.Replay(testkit.Context(t), entries, dlq.ReplayOptions{
 		To: topo.TaskSubject("echo2", envelope.TaskRequest), Rate: 20,
 		Progress: func(_ *dlq.Entry, o dlq.Outcome, _ error) { seen = append(seen, o) },
 	})
@@ -333,7 +327,7 @@ func TestFullDLQRefusesNewDeadLetters(t *testing.T) {
 	deadLetter(t, store, "echo", 1, dlq.ReasonPermanent)
 	deadLetter(t, store, "echo", 2, dlq.ReasonPermanent)
 	m, _ := bus.EnvelopeMsg(topo.TaskSubject("echo", envelope.TaskRequest), mustEnvelope(t))
-	_, err := store.Publish(ctxT(t), &dlq.Record{Data: m.Data, Header: nats.Header{}, Reason: dlq.ReasonPermanent,
+	_, err := store.Publish(testkit.Context(t), &dlq.Record{Data: m.Data, Header: nats.Header{}, Reason: dlq.ReasonPermanent,
 		Agent: "echo", Subject: m.Subject, Stream: topo.TasksStream(), Sequence: 3})
 	if err == nil {
 		t.Fatal("a full DLQ accepted a dead letter")
@@ -354,7 +348,7 @@ func mustEnvelope(t *testing.T) *envelope.Envelope {
 
 func list(t *testing.T, store *dlq.Store, f dlq.Filter) []*dlq.Entry {
 	t.Helper()
-	es, err := store.List(ctxT(t), f)
+	es, err := store.List(testkit.Context(t), f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,14 +366,14 @@ func TestReplayMarksFollowTheirEntry(t *testing.T) {
 	if len(alpha) != 1 {
 		t.Fatalf("alpha has %d entries", len(alpha))
 	}
-	if res, err := store.Replay(ctxT(t), alpha, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+	if res, err := store.Replay(testkit.Context(t), alpha, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
 		t.Fatalf("replay = %+v, %v", res, err)
 	}
-	kv, err := conn.JetStream().KeyValue(ctxT(t), topo.ReplaysBucket())
+	kv, err := conn.JetStream().KeyValue(testkit.Context(t), topo.ReplaysBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := kv.ListKeys(ctxT(t))
+	keys, err := kv.ListKeys(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,14 +397,14 @@ func TestReplayMarksFollowTheirEntry(t *testing.T) {
 			t.Errorf("filter %+v: replays by agent %v", f, r)
 		}
 	}
-	e, err := store.Get(ctxT(t), alpha[0].Seq)
+	e, err := store.Get(testkit.Context(t), alpha[0].Seq)
 	if err != nil || e.Replays != 1 {
 		t.Fatalf("Get = %+v, %v; want 1 replay", e, err)
 	}
-	if n, err := store.Purge(ctxT(t), dlq.Filter{Agent: "alpha"}); err != nil || n != 1 {
+	if n, err := store.Purge(testkit.Context(t), dlq.Filter{Agent: "alpha"}); err != nil || n != 1 {
 		t.Fatalf("purge = %d, %v", n, err)
 	}
-	if _, err := kv.Get(ctxT(t), got[0]); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := kv.Get(testkit.Context(t), got[0]); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("mark after purge: %v, want it gone", err)
 	}
 }
@@ -422,14 +416,14 @@ func TestListWithoutReplaysThenFill(t *testing.T) {
 	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
 	deadLetter(t, store, "alpha", 2, dlq.ReasonPermanent)
 	first := list(t, store, dlq.Filter{IDs: []uint64{1}})
-	if res, err := store.Replay(ctxT(t), first, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+	if res, err := store.Replay(testkit.Context(t), first, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
 		t.Fatalf("replay = %+v, %v", res, err)
 	}
 	page := list(t, store, dlq.Filter{WithoutReplays: true})
 	if len(page) != 2 || page[0].Replays != 0 {
 		t.Fatalf("without replays: %d entries, first has %d replays; want 2 and 0", len(page), page[0].Replays)
 	}
-	if err := store.FillReplays(ctxT(t), page); err != nil {
+	if err := store.FillReplays(testkit.Context(t), page); err != nil {
 		t.Fatal(err)
 	}
 	if page[0].Replays != 1 || page[1].Replays != 0 {
@@ -452,14 +446,14 @@ func TestPublishDoesNotTrustADuplicateAnswer(t *testing.T) {
 	decoy := nats.NewMsg(topo.DLQSubject("attacker", "x"))
 	decoy.Header.Set(jetstream.MsgIDHeader, rec.MsgID())
 	decoy.Data = []byte("decoy")
-	if _, err := conn.JetStream().PublishMsg(ctxT(t), decoy); err != nil {
+	if _, err := conn.JetStream().PublishMsg(testkit.Context(t), decoy); err != nil {
 		t.Fatal(err)
 	}
-	seq, err := store.Publish(ctxT(t), rec)
+	seq, err := store.Publish(testkit.Context(t), rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := store.Get(ctxT(t), seq)
+	e, err := store.Get(testkit.Context(t), seq)
 	if err != nil || e.Agent != "victim" || e.Sequence != 7 || string(e.Data) != "task" {
 		t.Fatalf("entry %d: %+v, %v", seq, e, err)
 	}
@@ -470,11 +464,11 @@ func TestPublishDoesNotTrustADuplicateAnswer(t *testing.T) {
 	// term lost after dead-lettering): one entry.
 	rec2 := *rec
 	rec2.Sequence = 8
-	first, err := store.Publish(ctxT(t), &rec2)
+	first, err := store.Publish(testkit.Context(t), &rec2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := store.Publish(ctxT(t), &rec2)
+	again, err := store.Publish(testkit.Context(t), &rec2)
 	if err != nil || again != first {
 		t.Fatalf("re-publish: entry %d (first %d), %v", again, first, err)
 	}

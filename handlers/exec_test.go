@@ -17,6 +17,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/handlers"
 	"github.com/jetagent/jetagent/internal/testio"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/vmihailenco/msgpack/v5"
@@ -61,13 +62,6 @@ func execHandler(t *testing.T, cfg handlers.ExecConfig) runtime.Handler {
 	return h
 }
 
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestExecRequiresACommand(t *testing.T) {
 	for _, cmd := range [][]string{nil, {}, {""}} {
 		if _, err := handlers.Exec(handlers.ExecConfig{Command: cmd}); !errors.Is(err, handlers.ErrNoCommand) {
@@ -85,7 +79,7 @@ func TestExecSuccessRepliesWithStdoutAsPayload(t *testing.T) {
 	tk := task(t, map[string]any{"n": 1, "s": "é"})
 	tk.Attempt = 2
 	tk.Header = map[string][]string{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
-	res, err := h(ctxTimeout(t, 10*time.Second), tk)
+	res, err := h(testkit.ContextFor(t, 10*time.Second), tk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +134,7 @@ func TestExecOutcomes(t *testing.T) {
 			h := execHandler(t, handlers.ExecConfig{Command: c.cmd})
 			// a payload larger than a pipe buffer: the program reading
 			// none of it must not block anything
-			res, err := h(ctxTimeout(t, 10*time.Second), task(t, strings.Repeat("x", 200<<10)))
+			res, err := h(testkit.ContextFor(t, 10*time.Second), task(t, strings.Repeat("x", 200<<10)))
 			if k := resilience.Classify(err); k != c.kind {
 				t.Fatalf("kind %v, want %v (err %v)", k, c.kind, err)
 			}
@@ -217,7 +211,7 @@ func TestExecDeadlineKillsTheProcessGroup(t *testing.T) {
 	h := execHandler(t, handlers.ExecConfig{Command: childCommand("hang", pidFile)})
 	const timeout = 2 * time.Second // time enough for the program to start its child
 	start := time.Now()
-	_, err := h(ctxTimeout(t, timeout), task(t, nil))
+	_, err := h(testkit.ContextFor(t, timeout), task(t, nil))
 	took := time.Since(start)
 	if k := resilience.Classify(err); k != resilience.KindTimeout || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("kind %v, err %v; want a timeout", k, err)
@@ -236,7 +230,7 @@ func TestExecKillsWhatTheProgramLeftBehind(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pids")
 	h := execHandler(t, handlers.ExecConfig{Command: childCommand("leave-behind", pidFile)})
 	start := time.Now()
-	res, err := h(ctxTimeout(t, 20*time.Second), task(t, "x"))
+	res, err := h(testkit.ContextFor(t, 20*time.Second), task(t, "x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +262,7 @@ func TestExecShutdownCancellationIsNotATimeout(t *testing.T) {
 func TestExecStdoutIsCapped(t *testing.T) {
 	h := execHandler(t, handlers.ExecConfig{Command: childCommand("flood-stdout", strconv.Itoa(64<<20)), MaxOutput: 4096})
 	start := time.Now()
-	_, err := h(ctxTimeout(t, 20*time.Second), task(t, nil))
+	_, err := h(testkit.ContextFor(t, 20*time.Second), task(t, nil))
 	if !errors.Is(err, handlers.ErrAnswerTooLarge) || resilience.Classify(err) != resilience.KindPermanent {
 		t.Fatalf("err %v, want a permanent ErrAnswerTooLarge", err)
 	}
@@ -283,7 +277,7 @@ func TestExecStderrIsLoggedAndCapped(t *testing.T) {
 	const maxStderr = 8 << 10
 	h := execHandler(t, handlers.ExecConfig{Command: childCommand("flood-stderr", strconv.Itoa(1<<20)), MaxStderr: maxStderr, Logger: logger})
 	tk := task(t, nil)
-	if _, err := h(ctxTimeout(t, 20*time.Second), tk); err != nil {
+	if _, err := h(testkit.ContextFor(t, 20*time.Second), tk); err != nil {
 		t.Fatal(err)
 	}
 	var lines, logged int
@@ -322,7 +316,7 @@ func TestExecEnvironmentAndDir(t *testing.T) {
 		Env:     map[string]string{"V": "set"},
 		Dir:     dir,
 	})
-	res, err := h(ctxTimeout(t, 10*time.Second), task(t, nil))
+	res, err := h(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

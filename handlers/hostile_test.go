@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 )
 
@@ -22,7 +23,7 @@ func TestHTTPOperationalStatusesAreTransientByDefault(t *testing.T) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			w.WriteHeader(status)
 		}))
-		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(ctxTimeout(t, 10*time.Second), task(t, nil))
+		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 		srv.Close()
 		if k := resilience.Classify(err); k != resilience.KindTransient {
 			t.Errorf("%d: kind %v (err %v), want transient", status, k, err)
@@ -44,7 +45,7 @@ func TestHTTPStatusKindsAreConfigurable(t *testing.T) {
 	cfg := handlers.HTTPConfig{Statuses: map[int]resilience.Kind{404: resilience.KindPermanent, 409: resilience.KindTransient}}
 	for path, want := range map[string]resilience.Kind{"/404": resilience.KindPermanent, "/409": resilience.KindTransient} {
 		cfg.URL = srv.URL + path
-		_, err := httpHandler(t, cfg)(ctxTimeout(t, 10*time.Second), task(t, nil))
+		_, err := httpHandler(t, cfg)(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 		if k := resilience.Classify(err); k != want {
 			t.Errorf("%s: kind %v (err %v), want %v", path, k, err, want)
 		}
@@ -71,7 +72,7 @@ func TestHTTPResponseHeaderTimeout(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	start := time.Now()
-	_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL, ResponseHeaderTimeout: 200 * time.Millisecond})(ctxTimeout(t, 30*time.Second), task(t, nil))
+	_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL, ResponseHeaderTimeout: 200 * time.Millisecond})(testkit.ContextFor(t, 30*time.Second), task(t, nil))
 	if k := resilience.Classify(err); k != resilience.KindTimeout {
 		t.Fatalf("kind %v (err %v), want timeout", k, err)
 	}
@@ -91,7 +92,7 @@ func TestHTTPUnsendableHeaderIsPermanent(t *testing.T) {
 	for _, id := range []string{"a\r\nX: y", "a\x00", "a\n"} {
 		tk := task(t, nil)
 		tk.Envelope.TaskID = id
-		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(ctxTimeout(t, 10*time.Second), tk)
+		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(testkit.ContextFor(t, 10*time.Second), tk)
 		if k := resilience.Classify(err); k != resilience.KindPermanent {
 			t.Errorf("task id %q: kind %v (err %v), want permanent", id, k, err)
 		}
@@ -108,7 +109,7 @@ func TestExecInheritsOnlyListedVariables(t *testing.T) {
 		Command:    []string{"/bin/sh", "-c", `cat >/dev/null; printf '{"secret":"%s","keep":"%s","agent":"%s","path":"%s"}' "$AWS_SECRET_ACCESS_KEY" "$KEEP_ME" "$JETAGENT_AGENT" "${PATH:+set}"`},
 		EnvInherit: []string{"PATH", "KEEP_ME"},
 	})
-	res, err := h(ctxTimeout(t, 10*time.Second), task(t, nil))
+	res, err := h(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestExecInheritsOnlyListedVariables(t *testing.T) {
 		Env:        map[string]string{"GORACE": "atexit_sleep_ms=0"},
 		EnvInherit: []string{},
 	})
-	if res, err = h(ctxTimeout(t, 10*time.Second), task(t, nil)); err != nil {
+	if res, err = h(testkit.ContextFor(t, 10*time.Second), task(t, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if got := payloadJSON(t, res); got != `{"n":"0"}` {

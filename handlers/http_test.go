@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/handlers"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"go.opentelemetry.io/otel/trace"
@@ -58,7 +59,7 @@ func TestHTTPSendsTheEnvelopeAndHeaders(t *testing.T) {
 	tk.Envelope.TaskID = "task-1"
 	tk.Attempt = 3
 	tk.Header = map[string][]string{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
-	res, err := h(ctxTimeout(t, 10*time.Second), tk)
+	res, err := h(testkit.ContextFor(t, 10*time.Second), tk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestHTTPPropagatesTheHandlerSpan(t *testing.T) {
 	defer srv.Close()
 	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	spanID, _ := trace.SpanIDFromHex("1111111111111111")
-	ctx := trace.ContextWithSpanContext(ctxTimeout(t, 10*time.Second),
+	ctx := trace.ContextWithSpanContext(testkit.ContextFor(t, 10*time.Second),
 		trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled}))
 	tk := task(t, nil)
 	tk.Header = map[string][]string{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
@@ -158,7 +159,7 @@ func TestHTTPOutcomes(t *testing.T) {
 				_, _ = io.WriteString(w, c.body)
 			}))
 			defer srv.Close()
-			res, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(ctxTimeout(t, 10*time.Second), task(t, "hi"))
+			res, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(testkit.ContextFor(t, 10*time.Second), task(t, "hi"))
 			if k := resilience.Classify(err); k != c.kind {
 				t.Fatalf("kind %v, want %v (err %v)", k, c.kind, err)
 			}
@@ -194,7 +195,7 @@ func TestHTTPSlowServerTimesOutAtTheDeadline(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	start := time.Now()
-	_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(ctxTimeout(t, 300*time.Millisecond), task(t, nil))
+	_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL})(testkit.ContextFor(t, 300*time.Millisecond), task(t, nil))
 	if k := resilience.Classify(err); k != resilience.KindTimeout {
 		t.Fatalf("kind %v (err %v), want timeout", k, err)
 	}
@@ -212,7 +213,7 @@ func TestHTTPOversizedBodyIsPermanent(t *testing.T) {
 			}
 			_, _ = io.WriteString(w, body)
 		}))
-		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL, MaxResponse: 1000})(ctxTimeout(t, 10*time.Second), task(t, nil))
+		_, err := httpHandler(t, handlers.HTTPConfig{URL: srv.URL, MaxResponse: 1000})(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 		srv.Close()
 		if !errors.Is(err, handlers.ErrAnswerTooLarge) || resilience.Classify(err) != resilience.KindPermanent {
 			t.Errorf("chunked=%v: err %v, want a permanent ErrAnswerTooLarge", chunked, err)
@@ -227,7 +228,7 @@ func TestHTTPConnectionRefusedIsAConnectionError(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	ln.Close()
-	_, err = httpHandler(t, handlers.HTTPConfig{URL: url})(ctxTimeout(t, 10*time.Second), task(t, nil))
+	_, err = httpHandler(t, handlers.HTTPConfig{URL: url})(testkit.ContextFor(t, 10*time.Second), task(t, nil))
 	if k := resilience.Classify(err); k != resilience.KindConnection {
 		t.Fatalf("kind %v (err %v), want connection", k, err)
 	}

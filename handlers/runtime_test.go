@@ -16,6 +16,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/handlers"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 )
@@ -24,8 +25,6 @@ import (
 // checked by their dispositions (replies, redeliveries, dead letters).
 
 var topo = bus.Topology{Memory: true}
-
-func ctxT(t *testing.T) context.Context { return ctxTimeout(t, 60*time.Second) }
 
 // startRuntime runs agent with h on task.request: 3 deliveries at most,
 // quick backoff, a breaker that does not get in the way.
@@ -43,7 +42,7 @@ func startRuntime(t *testing.T, conn *bus.Conn, agent string, timeout time.Durat
 		t.Fatal(err)
 	}
 	rt.Handle(envelope.TaskRequest, h)
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -73,7 +72,7 @@ func send(t *testing.T, c *runtime.Client, agent string, payload any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := c.Send(ctxT(t), env)
+	reply, err := c.Send(testkit.Context(t), env)
 	if err != nil {
 		t.Fatalf("send %v: %v", payload, err)
 	}
@@ -92,7 +91,7 @@ func publish(t *testing.T, conn *bus.Conn, agent string, payload any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject(agent, envelope.TaskRequest), env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject(agent, envelope.TaskRequest), env); err != nil {
 		t.Fatal(err)
 	}
 	return env.ID
@@ -105,7 +104,7 @@ func deadLetters(t *testing.T, conn *bus.Conn, agent string, n int) map[string]*
 	store := dlq.NewStore(conn.JetStream(), topo)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		entries, err := store.List(ctxT(t), dlq.Filter{Agent: agent})
+		entries, err := store.List(testkit.Context(t), dlq.Filter{Agent: agent})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +226,7 @@ func TestHTTPUnderTheRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := client.Send(ctxT(t), env)
+	reply, err := client.Send(testkit.Context(t), env)
 	if err != nil {
 		t.Fatal(err)
 	}

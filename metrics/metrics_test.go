@@ -12,6 +12,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,23 +23,6 @@ import (
 
 var topo = bus.Topology{Memory: true}
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling an external condition, not synchronising goroutines
-	}
-}
-
 // startAgent starts a runtime for agent "echo" on conn with h on
 // task.request, observed by (and watched by) m.
 func startAgent(t *testing.T, conn *bus.Conn, m *Metrics, cfg runtime.Config, h runtime.Handler) *runtime.Runtime {
@@ -46,28 +31,7 @@ func startAgent(t *testing.T, conn *bus.Conn, m *Metrics, cfg runtime.Config, h 
 	if cfg.Observer == nil {
 		cfg.Observer = m.Agent("echo")
 	}
-	if cfg.Backoff == (resilience.Backoff{}) {
-		cfg.Backoff = resilience.Backoff{Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}
-	}
-	rt, err := runtime.New(conn, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Agent("echo").Watch(rt); err != nil {
-		t.Fatal(err)
-	}
-	rt.Handle(envelope.TaskRequest, h)
-	if err := rt.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := rt.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return rt
+	return agenttest.Start(t, conn, cfg, h, m.Agent("echo").Watch)
 }
 
 // sample is one series' value as gathered: a counter's or gauge's value,
@@ -151,7 +115,7 @@ func TestKnownWorkloadGivesExactCounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pub.PublishEnvelope(ctxT(t), req, env); err != nil {
+		if _, err := pub.PublishEnvelope(testkit.Context(t), req, env); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,18 +123,18 @@ func TestKnownWorkloadGivesExactCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pub.PublishEnvelope(ctxT(t), send, unknown); err != nil {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), send, unknown); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every task settled", func() bool {
+	testkit.WaitFor(t, "every task settled", func() bool {
 		st := rt.Stats()
 		return st.Succeeded == 7 && st.DeadLettered == 3
 	})
 	// Stop waits for the workers, so the last outcome has been observed.
-	if err := rt.Stop(ctxT(t)); err != nil {
+	if err := rt.Stop(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the server to see every settlement", func() bool {
+	testkit.WaitFor(t, "the server to see every settlement", func() bool {
 		p, ok1 := sample(t, reg, "jetagent_consumer_ack_pending", "agent", "echo")
 		d, ok2 := sample(t, reg, "jetagent_dlq_messages", "agent", "echo")
 		return ok1 && ok2 && p == 0 && d == 3
@@ -253,10 +217,10 @@ func TestBreakerGaugeFollowsTheProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), subject, env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), subject, env); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the probe to succeed", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "the probe to succeed", func() bool { return rt.Stats().Succeeded == 1 })
 	if got, want := fmt.Sprint(rec.values()), "[0 2 1 0]"; got != want {
 		t.Errorf("breaker gauge went %s, want %s", got, want)
 	}

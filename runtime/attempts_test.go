@@ -11,6 +11,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,6 +56,7 @@ func dlqCount(t *testing.T, conn *bus.Conn) uint64 {
 // be dead-lettered, nor a task handed back by restart after restart (a
 // rolling restart). Each task succeeds once.
 func TestTasksHandedBackAtShutdownSpendNoAttempts(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var ran, failed ranLedger
 	work := func(ctx context.Context, task *runtime.Task) (any, error) {
@@ -70,7 +73,7 @@ func TestTasksHandedBackAtShutdownSpendNoAttempts(t *testing.T) {
 		ran.add(task.Envelope.ID)
 		return nil, nil
 	}
-	cfg := runtime.Config{Agent: "echo", Topology: topo, Backoff: fastRetry, Concurrency: 1,
+	cfg := runtime.Config{Agent: "echo", Topology: topo, Backoff: agenttest.FastRetry, Concurrency: 1,
 		Breaker:  resilience.BreakerSettings{Threshold: 1000},
 		Consumer: bus.ConsumerConfig{MaxDeliver: 2, AckWait: time.Second}}
 	envs := publishTyped(t, conn, "echo", envelope.TaskRequest, 40, nil)
@@ -80,7 +83,7 @@ func TestTasksHandedBackAtShutdownSpendNoAttempts(t *testing.T) {
 			t.Fatal(err)
 		}
 		rt.Handle(envelope.TaskRequest, work)
-		if err := rt.Start(ctxT(t)); err != nil {
+		if err := rt.Start(testkit.Context(t)); err != nil {
 			t.Fatal(err)
 		}
 		// The first replica stops once some failed tasks are back in its
@@ -90,12 +93,12 @@ func TestTasksHandedBackAtShutdownSpendNoAttempts(t *testing.T) {
 			taken = 45
 		}
 		within(5*time.Second, func() bool { return rt.Stats().Received >= taken })
-		if err := rt.Stop(ctxT(t)); err != nil {
+		if err := rt.Stop(testkit.Context(t)); err != nil {
 			t.Fatalf("stop %d: %v", restart, err)
 		}
 		t.Logf("restart %d: %+v", restart, rt.Stats())
 	}
-	last := startAgent(t, conn, cfg, work)
+	last := agenttest.Start(t, conn, cfg, work)
 	if !within(20*time.Second, func() bool { return ran.len()+int(dlqCount(t, conn)) >= len(envs) }) {
 		t.Fatalf("%d of %d tasks succeeded; %d dead letters (stats %+v)", ran.len(), len(envs), dlqCount(t, conn), last.Stats())
 	}
@@ -117,6 +120,7 @@ func TestTasksHandedBackAtShutdownSpendNoAttempts(t *testing.T) {
 // even when no sweeper runs (or the advisories stream is gone): it is
 // never stranded in the work queue.
 func TestHungTaskIsDeadLetteredWithoutTheSweeper(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		noSweeper bool
@@ -124,13 +128,13 @@ func TestHungTaskIsDeadLetteredWithoutTheSweeper(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, conn := natstest.Provisioned(t, topo)
 			if !tc.noSweeper {
-				if err := conn.JetStream().DeleteStream(ctxT(t), topo.AdvisoriesStream()); err != nil {
+				if err := conn.JetStream().DeleteStream(testkit.Context(t), topo.AdvisoriesStream()); err != nil {
 					t.Fatal(err)
 				}
 			}
 			release := make(chan struct{})
 			var ran ranLedger
-			startAgent(t, conn, runtime.Config{
+			agenttest.Start(t, conn, runtime.Config{
 				Consumer:       bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 2},
 				HandlerTimeout: 300 * time.Millisecond,
 				Concurrency:    4,
@@ -153,7 +157,7 @@ func TestHungTaskIsDeadLetteredWithoutTheSweeper(t *testing.T) {
 			if c := ran.of(env.ID); c != 2 {
 				t.Errorf("the hung task ran %d times, want MaxDeliver = 2", c)
 			}
-			waitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
+			testkit.WaitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
 		})
 	}
 }
@@ -163,8 +167,9 @@ func TestHungTaskIsDeadLetteredWithoutTheSweeper(t *testing.T) {
 // delivering; with the sweeper off, the runtime finds it and dead-letters
 // it when it starts.
 func TestStrandedTaskIsDeadLetteredWhenTheRuntimeStarts(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	js := conn.JetStream()
 	old, err := js.CreateOrUpdateConsumer(ctx, topo.TasksStream(), jetstream.ConsumerConfig{
 		Durable: "echo", FilterSubject: topo.AgentTasks("echo"), AckPolicy: jetstream.AckExplicitPolicy,
@@ -180,16 +185,16 @@ func TestStrandedTaskIsDeadLetteredWhenTheRuntimeStarts(t *testing.T) {
 	}
 	for range batch.Messages() { // taken, never settled: after AckWait the server gives up on it
 	}
-	waitFor(t, "the server to give up on the task", func() bool {
+	testkit.WaitFor(t, "the server to give up on the task", func() bool {
 		info, err := old.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.Delivered.Stream == 1
 	})
-	startAgent(t, conn, runtime.Config{DisableSweeper: true}, runtime.Echo)
+	agenttest.Start(t, conn, runtime.Config{DisableSweeper: true}, runtime.Echo)
 	if !within(10*time.Second, func() bool { return dlqCount(t, conn) == 1 }) {
 		t.Fatalf("the stranded task is not in the DLQ (%d in the tasks stream)", streamMsgs(t, conn, topo.TasksStream()))
 	}
 	if r := dlqMessages(t, conn, 1)[0]; r.Reason != dlq.ReasonMaxDeliveries {
 		t.Errorf("dead letter reason %s, want %s", r.Reason, dlq.ReasonMaxDeliveries)
 	}
-	waitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
+	testkit.WaitFor(t, "the task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
 }

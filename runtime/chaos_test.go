@@ -17,6 +17,7 @@ import (
 // monotonic ULIDs as the ULID spec makes them within one millisecond (the
 // random part incremented by one), as other languages' clients send them.
 func TestChaosPermanentFailuresAreIndependentPerTask(t *testing.T) {
+	t.Parallel()
 	h := runtime.Chaos(runtime.ChaosConfig{PermanentRate: 0.5})
 	const n = 200
 	entropy := ulid.Monotonic(rand.Reader, 1)

@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
@@ -39,8 +40,9 @@ func (g *gatedDialer) Dial(network, address string) (net.Conn, error) {
 // The client must find the reply in the replies stream, which keeps it
 // for exactly this, instead of timing out for a task that succeeded.
 func TestSendFindsAReplyPublishedWhileItReconnected(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{Listen: true})
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	agentConn, err := bus.Connect(ctx, srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

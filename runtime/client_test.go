@@ -11,6 +11,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
@@ -38,11 +40,11 @@ func to(t *testing.T, agent string) *envelope.Envelope {
 
 func streamMsgs(t *testing.T, conn *bus.Conn, name string) uint64 {
 	t.Helper()
-	s, err := conn.JetStream().Stream(ctxT(t), name)
+	s, err := conn.JetStream().Stream(testkit.Context(t), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctxT(t))
+	info, err := s.Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +54,10 @@ func streamMsgs(t *testing.T, conn *bus.Conn, name string) uint64 {
 // Chaos table, message loss: no reply ever comes. The client re-sends
 // MaxRetries times (same id: the server keeps one task), then times out.
 func TestSendMessageLossRetriesThenTimesOut(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 200 * time.Millisecond})
-	_, err := c.Send(ctxT(t), to(t, "ghost"))
+	_, err := c.Send(testkit.Context(t), to(t, "ghost"))
 	if !errors.Is(err, resilience.ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
@@ -68,20 +71,21 @@ func TestSendMessageLossRetriesThenTimesOut(t *testing.T) {
 
 // Chaos table, server crash: retries, then a connection error.
 func TestSendServerDownRetriesThenConnectionError(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{Listen: true})
-	conn, err := bus.Connect(ctxT(t), srv.ClientURL(), nats.ReconnectWait(50*time.Millisecond))
+	conn, err := bus.Connect(testkit.Context(t), srv.ClientURL(), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := bus.Provision(ctxT(t), conn.JetStream(), topo); err != nil {
+	if err := bus.Provision(testkit.Context(t), conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
 	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 2, Backoff: resilience.Backoff{Base: 10 * time.Millisecond}, AttemptTimeout: 300 * time.Millisecond})
-	if err := srv.Shutdown(ctxT(t)); err != nil {
+	if err := srv.Shutdown(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Send(ctxT(t), to(t, "echo"))
+	_, err = c.Send(testkit.Context(t), to(t, "echo"))
 	if !errors.Is(err, resilience.ErrConnection) {
 		t.Fatalf("err = %v, want ErrConnection", err)
 	}
@@ -92,17 +96,18 @@ func TestSendServerDownRetriesThenConnectionError(t *testing.T) {
 
 // Chaos table, circuit open: an immediate error, no attempt made.
 func TestSendCircuitOpenFailsFastWithoutAttempt(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 100 * time.Millisecond,
 		Breaker: &resilience.BreakerSettings{Threshold: 2, OpenTimeout: time.Minute}})
 	for range 2 {
-		if _, err := c.Send(ctxT(t), to(t, "ghost")); !errors.Is(err, resilience.ErrTimeout) {
+		if _, err := c.Send(testkit.Context(t), to(t, "ghost")); !errors.Is(err, resilience.ErrTimeout) {
 			t.Fatalf("err = %v, want ErrTimeout", err)
 		}
 	}
 	before := c.Stats().Attempts
 	start := time.Now()
-	_, err := c.Send(ctxT(t), to(t, "ghost"))
+	_, err := c.Send(testkit.Context(t), to(t, "ghost"))
 	if !errors.Is(err, resilience.ErrCircuitOpen) {
 		t.Fatalf("err = %v, want ErrCircuitOpen", err)
 	}
@@ -121,14 +126,15 @@ func TestSendCircuitOpenFailsFastWithoutAttempt(t *testing.T) {
 // Chaos table, network partition: timeouts and retries, the breaker opens
 // after the threshold, and closes again after recovery through one probe.
 func TestSendPartitionOpensThenClosesTheBreaker(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{Listen: true})
 	agentConn := natstest.Connect(t, srv) // the agent stays on the server's side
-	if err := bus.Provision(ctxT(t), agentConn.JetStream(), topo); err != nil {
+	if err := bus.Provision(testkit.Context(t), agentConn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
-	startAgent(t, agentConn, runtime.Config{}, runtime.Echo)
+	agenttest.Start(t, agentConn, runtime.Config{}, runtime.Echo)
 	proxy := natstest.StartProxy(t, srv.ClientURL()[len("nats://"):])
-	conn, err := bus.Connect(ctxT(t), proxy.URL())
+	conn, err := bus.Connect(testkit.Context(t), proxy.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,32 +145,32 @@ func TestSendPartitionOpensThenClosesTheBreaker(t *testing.T) {
 	br := c.Breakers().Get(topo.TaskSubject("echo", envelope.TaskRequest))
 	attempts := func() uint64 { return c.Stats().Attempts }
 
-	if _, err := c.Send(ctxT(t), to(t, "echo")); err != nil {
+	if _, err := c.Send(testkit.Context(t), to(t, "echo")); err != nil {
 		t.Fatalf("before the partition: %v", err)
 	}
 	proxy.Partition()
 	// Send 1: two attempts time out (2 consecutive failures).
-	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrTimeout) {
+	if _, err := c.Send(testkit.Context(t), to(t, "echo")); !errors.Is(err, resilience.ErrTimeout) {
 		t.Fatalf("send 1: %v, want ErrTimeout", err)
 	}
 	if attempts() != 3 || br.State() != resilience.StateClosed {
 		t.Fatalf("after send 1: %d attempts, breaker %v", attempts(), br.State())
 	}
 	// Send 2: the third failure opens the breaker; its retry is refused.
-	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) {
+	if _, err := c.Send(testkit.Context(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) {
 		t.Fatalf("send 2: %v, want ErrCircuitOpen after the threshold", err)
 	}
 	if attempts() != 4 || br.State() != resilience.StateOpen {
 		t.Fatalf("after send 2: %d attempts, breaker %v", attempts(), br.State())
 	}
 	// Send 3: fails fast.
-	if _, err := c.Send(ctxT(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) || attempts() != 4 {
+	if _, err := c.Send(testkit.Context(t), to(t, "echo")); !errors.Is(err, resilience.ErrCircuitOpen) || attempts() != 4 {
 		t.Fatalf("send 3: %v after %d attempts", err, attempts())
 	}
 	proxy.Heal()
-	waitFor(t, "the breaker to half-open", func() bool { return br.State() == resilience.StateHalfOpen })
+	testkit.WaitFor(t, "the breaker to half-open", func() bool { return br.State() == resilience.StateHalfOpen })
 	// Send 4: the probe goes through, and closes the breaker.
-	if _, err := c.Send(ctxT(t), to(t, "echo")); err != nil {
+	if _, err := c.Send(testkit.Context(t), to(t, "echo")); err != nil {
 		t.Fatalf("send 4 (probe): %v", err)
 	}
 	if attempts() != 5 || br.State() != resilience.StateClosed {
@@ -176,7 +182,7 @@ func TestSendPartitionOpensThenClosesTheBreaker(t *testing.T) {
 // replies reply() builds.
 func fakeAgent(t *testing.T, conn *bus.Conn, agent string, reply func(req *envelope.Envelope) []*envelope.Envelope) {
 	t.Helper()
-	cons, err := conn.JetStream().CreateOrUpdateConsumer(ctxT(t), topo.TasksStream(), jetstream.ConsumerConfig{
+	cons, err := conn.JetStream().CreateOrUpdateConsumer(testkit.Context(t), topo.TasksStream(), jetstream.ConsumerConfig{
 		Durable: agent, FilterSubject: topo.AgentTasks(agent), AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
@@ -203,6 +209,7 @@ func fakeAgent(t *testing.T, conn *bus.Conn, agent string, reply func(req *envel
 }
 
 func TestSendNeverReturnsAReplyWithAnotherCorrelationID(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	stray := func(req *envelope.Envelope) *envelope.Envelope {
 		rep, _ := req.NewReply(envelope.TaskResponse, "not yours")
@@ -219,7 +226,7 @@ func TestSendNeverReturnsAReplyWithAnotherCorrelationID(t *testing.T) {
 	})
 	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 2 * time.Second})
 
-	rep, err := c.Send(ctxT(t), to(t, "liar"))
+	rep, err := c.Send(testkit.Context(t), to(t, "liar"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,18 +237,19 @@ func TestSendNeverReturnsAReplyWithAnotherCorrelationID(t *testing.T) {
 	}
 
 	c2 := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 300 * time.Millisecond})
-	_, err = c2.Send(ctxT(t), to(t, "onlyliar"))
+	_, err = c2.Send(testkit.Context(t), to(t, "onlyliar"))
 	if !errors.Is(err, resilience.ErrTimeout) || !errors.Is(err, resilience.ErrCorrelationMismatch) {
 		t.Fatalf("err = %v, want a timeout that reports the mismatched reply", err)
 	}
 }
 
 func TestSendFallsBackToABackupAgent(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	startAgent(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
+	agenttest.Start(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
 	c := clientWith(t, conn, runtime.RetryConfig{AttemptTimeout: 200 * time.Millisecond})
 	req := to(t, "primary") // no primary agent runs
-	rep, err := c.Send(ctxT(t), req, runtime.WithFallback("backup"))
+	rep, err := c.Send(testkit.Context(t), req, runtime.WithFallback("backup"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +258,7 @@ func TestSendFallsBackToABackupAgent(t *testing.T) {
 	}
 	// A permanent failure does not fall back.
 	bad := to(t, "bad name")
-	if _, err := c.Send(ctxT(t), bad, runtime.WithFallback("backup")); !errors.Is(err, resilience.ErrPermanent) {
+	if _, err := c.Send(testkit.Context(t), bad, runtime.WithFallback("backup")); !errors.Is(err, resilience.ErrPermanent) {
 		t.Fatalf("invalid recipient: err = %v, want a permanent error", err)
 	}
 }
@@ -258,20 +266,21 @@ func TestSendFallsBackToABackupAgent(t *testing.T) {
 // Issue 14 item 7: falling back left the primary's copy queued; when the
 // primary came back it ran the task the backup had already answered.
 func TestAFallbackLeavesThePrimaryNoCopyToRun(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	startAgent(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
+	agenttest.Start(t, conn, runtime.Config{Agent: "backup"}, runtime.Echo)
 	c := clientWith(t, conn, runtime.RetryConfig{MaxRetries: 1, Backoff: resilience.Backoff{Base: 50 * time.Millisecond, Max: 100 * time.Millisecond},
 		AttemptTimeout: 200 * time.Millisecond})
 	req := to(t, "primary") // the primary is down: its copy waits in the stream
-	if _, err := c.Send(ctxT(t), req, runtime.WithFallback("backup")); err != nil {
+	if _, err := c.Send(testkit.Context(t), req, runtime.WithFallback("backup")); err != nil {
 		t.Fatal(err)
 	}
 	var runs atomic.Int32
-	primary := startAgent(t, conn, runtime.Config{Agent: "primary"}, func(context.Context, *runtime.Task) (any, error) {
+	primary := agenttest.Start(t, conn, runtime.Config{Agent: "primary"}, func(context.Context, *runtime.Task) (any, error) {
 		runs.Add(1)
 		return "ran again", nil
 	})
-	waitFor(t, "the primary to settle its copy", func() bool {
+	testkit.WaitFor(t, "the primary to settle its copy", func() bool {
 		s := primary.Stats()
 		return s.DeadLettered+s.Succeeded > 0
 	})
@@ -286,6 +295,7 @@ func TestAFallbackLeavesThePrimaryNoCopyToRun(t *testing.T) {
 // The client's retry policy speaks package resilience's vocabulary: its
 // defaults are resilience's zero values (jitter on), not a second set.
 func TestDefaultRetryConfigUsesResiliencesDefaults(t *testing.T) {
+	t.Parallel()
 	rc := runtime.DefaultRetryConfig()
 	if rc.Backoff != (resilience.Backoff{}) {
 		t.Errorf("DefaultRetryConfig().Backoff = %+v, want resilience's zero value (1s, 60s, jitter on)", rc.Backoff)

@@ -12,6 +12,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,7 +26,7 @@ func publish(t *testing.T, conn *bus.Conn, n int) []*envelope.Envelope {
 	envs := make([]*envelope.Envelope, n)
 	for i := range envs {
 		envs[i] = request(t, i)
-		if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), envs[i]); err != nil {
+		if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), envs[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -75,7 +77,7 @@ func TestTransientFailuresAreRedeliveredWithGrowingDelays(t *testing.T) {
 	backoff := resilience.Backoff{Base: 200 * time.Millisecond, Max: 2 * time.Second}
 	const failures = 4
 	var rec recorder
-	rt := startAgent(t, conn, runtime.Config{Backoff: backoff, Breaker: resilience.BreakerSettings{Threshold: 100}},
+	rt := agenttest.Start(t, conn, runtime.Config{Backoff: backoff, Breaker: resilience.BreakerSettings{Threshold: 100}},
 		func(_ context.Context, task *runtime.Task) (any, error) {
 			var err error
 			if task.Attempt <= failures {
@@ -85,7 +87,7 @@ func TestTransientFailuresAreRedeliveredWithGrowingDelays(t *testing.T) {
 			return "ok", err
 		})
 	env := publish(t, conn, 1)[0]
-	waitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
 	calls := rec.of(env.ID)
 	if len(calls) != failures+1 {
 		t.Fatalf("%d attempts, want %d", len(calls), failures+1)
@@ -110,7 +112,7 @@ func TestTransientFailuresAreRedeliveredWithGrowingDelays(t *testing.T) {
 func TestRetryAfterDelaysRedeliveryAsAsked(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
 	var rec recorder
-	rt := startAgent(t, conn, runtime.Config{Backoff: resilience.Backoff{Base: 20 * time.Second}},
+	rt := agenttest.Start(t, conn, runtime.Config{Backoff: resilience.Backoff{Base: 20 * time.Second}},
 		func(_ context.Context, task *runtime.Task) (any, error) {
 			rec.add(attempt{id: task.Envelope.ID, n: task.Attempt, at: time.Now()})
 			if task.Attempt == 1 {
@@ -119,7 +121,7 @@ func TestRetryAfterDelaysRedeliveryAsAsked(t *testing.T) {
 			return nil, nil
 		})
 	env := publish(t, conn, 1)[0]
-	waitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
 	calls := rec.of(env.ID)
 	if gap := calls[1].at.Sub(calls[0].at); gap < 300*time.Millisecond || gap > 5*time.Second {
 		t.Fatalf("redelivered after %v, want the 300ms asked for (not the 20s backoff)", gap)
@@ -127,9 +129,10 @@ func TestRetryAfterDelaysRedeliveryAsAsked(t *testing.T) {
 }
 
 func TestPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var calls atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{}, func(context.Context, *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{}, func(context.Context, *runtime.Task) (any, error) {
 		calls.Add(1)
 		return nil, resilience.Permanent(errors.New("invalid order id"))
 	})
@@ -138,7 +141,7 @@ func TestPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 	if recs[0].Reason != dlq.ReasonPermanent || recs[0].Deliveries != 1 || recs[0].TraceID != env.TraceID {
 		t.Fatalf("dead letter = %+v", recs[0])
 	}
-	waitFor(t, "settled", func() bool { return rt.Stats().DeadLettered == 1 })
+	testkit.WaitFor(t, "settled", func() bool { return rt.Stats().DeadLettered == 1 })
 	if calls.Load() != 1 || rt.Stats().Retried != 0 {
 		t.Fatalf("handler ran %d times, %d retries: a permanent error must not be retried", calls.Load(), rt.Stats().Retried)
 	}
@@ -154,12 +157,13 @@ func TestPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 // the end of the stream; none is dead-lettered for it, each runs once on
 // its first attempt, and one probe closes it.
 func TestOpenBreakerHoldsTasksUntilOneProbeSucceeds(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	const openFor = 3 * time.Second
 	var healthy atomic.Bool
 	var rec recorder
 	var opened, closed atomic.Int64
-	rt := startAgent(t, conn, runtime.Config{
+	rt := agenttest.Start(t, conn, runtime.Config{
 		Consumer: bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 2},
 		Breaker: resilience.BreakerSettings{Threshold: 2, OpenTimeout: openFor,
 			OnStateChange: func(_ string, _, to resilience.State) {
@@ -180,14 +184,14 @@ func TestOpenBreakerHoldsTasksUntilOneProbeSucceeds(t *testing.T) {
 		return nil, err
 	})
 	envs := publish(t, conn, 10)
-	waitFor(t, "the breaker to open", func() bool { return opened.Load() != 0 })
-	waitFor(t, "tasks to be held or parked", func() bool {
+	testkit.WaitFor(t, "the breaker to open", func() bool { return opened.Load() != 0 })
+	testkit.WaitFor(t, "tasks to be held or parked", func() bool {
 		st := rt.Stats()
 		return st.Holding == 1 && st.Holding+st.Parked >= 8
 	})
 	callsWhileOpen := rec.count()
 	healthy.Store(true)
-	waitFor(t, "every task to succeed", func() bool { return rt.Stats().Succeeded == 10 })
+	testkit.WaitFor(t, "every task to succeed", func() bool { return rt.Stats().Succeeded == 10 })
 
 	if callsWhileOpen != 2 {
 		t.Errorf("handler called %d times before the probe, want the 2 failures that opened it", callsWhileOpen)
@@ -227,7 +231,7 @@ func TestOpenBreakerHoldsTasksUntilOneProbeSucceeds(t *testing.T) {
 func TestSlowHandlerWithHeartbeatsIsDeliveredOnce(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
 	var rec recorder
-	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: time.Second}, Concurrency: 4},
+	rt := agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: time.Second}, Concurrency: 4},
 		func(ctx context.Context, task *runtime.Task) (any, error) {
 			rec.add(attempt{id: task.Envelope.ID, n: task.Attempt, at: time.Now()})
 			select {
@@ -238,11 +242,11 @@ func TestSlowHandlerWithHeartbeatsIsDeliveredOnce(t *testing.T) {
 			}
 		})
 	env := publish(t, conn, 1)[0]
-	waitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
 	if calls := rec.of(env.ID); len(calls) != 1 {
 		t.Fatalf("handler ran %d times, want once", len(calls))
 	}
-	info, err := rt.Consumer().Info(ctxT(t))
+	info, err := rt.Consumer().Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,8 +258,9 @@ func TestSlowHandlerWithHeartbeatsIsDeliveredOnce(t *testing.T) {
 // A delivery taken by a worker that dies (never settles) comes back after
 // AckWait and is processed.
 func TestUnsettledDeliveryIsRedeliveredAfterAckWait(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	const ackWait = time.Second
 	// A "dead" replica: takes the task and never acks it.
 	dead, err := conn.JetStream().CreateOrUpdateConsumer(ctx, topo.TasksStream(), jetstream.ConsumerConfig{
@@ -274,12 +279,12 @@ func TestUnsettledDeliveryIsRedeliveredAfterAckWait(t *testing.T) {
 	for range batch.Messages() { // taken, never settled
 	}
 	var rec recorder
-	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: ackWait}},
+	rt := agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: ackWait}},
 		func(_ context.Context, task *runtime.Task) (any, error) {
 			rec.add(attempt{id: task.Envelope.ID, n: task.Attempt, at: time.Now()})
 			return nil, nil
 		})
-	waitFor(t, "redelivery", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "redelivery", func() bool { return rt.Stats().Succeeded == 1 })
 	calls := rec.of(env.ID)
 	detect := calls[0].at.Sub(taken)
 	t.Logf("lost delivery detected and redelivered after %v (AckWait %v)", detect.Round(time.Millisecond), ackWait)
@@ -291,9 +296,10 @@ func TestUnsettledDeliveryIsRedeliveredAfterAckWait(t *testing.T) {
 // Tasks waiting in the agent's queue behind slow handlers are kept alive
 // too: a backlog longer than AckWait is not redelivered elsewhere.
 func TestQueuedBacklogBehindSlowHandlersIsNotRedelivered(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var rec recorder
-	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: time.Second}, Concurrency: 1},
+	rt := agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: time.Second}, Concurrency: 1},
 		func(ctx context.Context, task *runtime.Task) (any, error) {
 			rec.add(attempt{id: task.Envelope.ID, n: task.Attempt, at: time.Now()})
 			select {
@@ -304,13 +310,13 @@ func TestQueuedBacklogBehindSlowHandlersIsNotRedelivered(t *testing.T) {
 			}
 		})
 	envs := publish(t, conn, 5) // 3s of work, one at a time, AckWait 1s
-	waitFor(t, "all five", func() bool { return rt.Stats().Succeeded == 5 })
+	testkit.WaitFor(t, "all five", func() bool { return rt.Stats().Succeeded == 5 })
 	for i, env := range envs {
 		if calls := rec.of(env.ID); len(calls) != 1 || calls[0].n != 1 {
 			t.Errorf("task %d handled %d times (last delivery %d), want once", i, len(calls), calls[len(calls)-1].n)
 		}
 	}
-	info, err := rt.Consumer().Info(ctxT(t))
+	info, err := rt.Consumer().Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,13 +326,14 @@ func TestQueuedBacklogBehindSlowHandlersIsNotRedelivered(t *testing.T) {
 }
 
 func TestChaosHandlerFailsAsConfigured(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var crashes atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{Concurrency: 8, Breaker: resilience.BreakerSettings{Threshold: 1000}},
+	rt := agenttest.Start(t, conn, runtime.Config{Concurrency: 8, Breaker: resilience.BreakerSettings{Threshold: 1000}},
 		runtime.Chaos(runtime.ChaosConfig{FailRate: 0.3, PermanentRate: 0.1, CrashRate: 0.05, Crash: func() { crashes.Add(1) }}))
 	const n = 200
 	publish(t, conn, n)
-	waitFor(t, "every task settled", func() bool { st := rt.Stats(); return st.Succeeded+st.DeadLettered == n })
+	testkit.WaitFor(t, "every task settled", func() bool { st := rt.Stats(); return st.Succeeded+st.DeadLettered == n })
 	st := rt.Stats()
 	// PermanentRate is per task (by id): about 20 of 200; transient
 	// failures were retried, never dead-lettered with MaxDeliver 10.
@@ -348,9 +355,10 @@ func TestChaosHandlerFailsAsConfigured(t *testing.T) {
 // its 30 s bound, while the tasks waited. A pass now moves only what was
 // parked when it began, and stops once the breaker is open again.
 func TestUnparkingDoesNotChaseTasksParkedAgain(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var runs atomic.Int64
-	rt := startAgent(t, conn, runtime.Config{
+	rt := agenttest.Start(t, conn, runtime.Config{
 		Consumer:    bus.ConsumerConfig{AckWait: 2 * time.Second, MaxDeliver: 1000},
 		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: 300 * time.Millisecond},
 		Concurrency: 1,
@@ -362,7 +370,7 @@ func TestUnparkingDoesNotChaseTasksParkedAgain(t *testing.T) {
 	})
 	const n = 200
 	publish(t, conn, n)
-	waitFor(t, "a few probes", func() bool { return runs.Load() >= 9 })
+	testkit.WaitFor(t, "a few probes", func() bool { return runs.Load() >= 9 })
 	// Each pass moves a task back at most once, and a pass starts when the
 	// breaker stops being open: on a success here (and at the first
 	// half-open). Parked once when first held, once per pass at most.

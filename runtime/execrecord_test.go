@@ -11,6 +11,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
 )
@@ -41,12 +43,12 @@ func (c *runCounter) total() int {
 
 func startOn(t *testing.T, conn *bus.Conn, ftopo bus.Topology, c *runCounter) *runtime.Runtime {
 	t.Helper()
-	rt, err := runtime.New(conn, runtime.Config{Agent: "once", Topology: ftopo, Backoff: fastRetry})
+	rt, err := runtime.New(conn, runtime.Config{Agent: "once", Topology: ftopo, Backoff: agenttest.FastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rt.Handle(envelope.TaskRequest, c.handle)
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	return rt
@@ -66,11 +68,12 @@ func stopNow(t *testing.T, rt *runtime.Runtime) {
 // ones. After a restart, a client's re-send of a task that ran was stored
 // again and ran again. The execution record must stop it.
 func TestResentTasksDoNotRunAgainAfterAServerRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ftopo := bus.Topology{} // file storage: the store outlives the server
 	srv := natstest.Start(t, natstest.Options{DataDir: dir})
 	conn := natstest.Connect(t, srv)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := bus.Provision(ctx, conn.JetStream(), ftopo); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func TestResentTasksDoNotRunAgainAfterAServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the tasks to run", func() bool { return c.total() == n })
+	testkit.WaitFor(t, "the tasks to run", func() bool { return c.total() == n })
 	stopNow(t, rt)
 	conn.Close()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -119,7 +122,7 @@ func TestResentTasksDoNotRunAgainAfterAServerRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d re-sends stored by the restarted server", stored, n)
-	waitFor(t, "the re-sends to be settled", func() bool {
+	testkit.WaitFor(t, "the re-sends to be settled", func() bool {
 		s, err := conn.JetStream().Stream(ctx, ftopo.TasksStream())
 		if err != nil {
 			return false
@@ -145,13 +148,14 @@ func TestResentTasksDoNotRunAgainAfterAServerRestart(t *testing.T) {
 // never goes out, the task is dead-lettered as reply_failed with its
 // result.
 func TestAFailedReplyDoesNotRunTheHandlerAgain(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
 		t.Fatal(err)
 	}
 	var c runCounter
-	rt := startAgent(t, conn, runtime.Config{Agent: "once", Consumer: bus.ConsumerConfig{MaxDeliver: 3}}, c.handle)
+	rt := agenttest.Start(t, conn, runtime.Config{Agent: "once", Consumer: bus.ConsumerConfig{MaxDeliver: 3}}, c.handle)
 	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +172,7 @@ func TestAFailedReplyDoesNotRunTheHandlerAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a dead letter, or a second run", func() bool {
+	testkit.WaitFor(t, "a dead letter, or a second run", func() bool {
 		info, err := dlqStream.Info(ctx)
 		return c.total() > 1 || (err == nil && info.State.Msgs > 0)
 	})
@@ -201,14 +205,15 @@ func TestAFailedReplyDoesNotRunTheHandlerAgain(t *testing.T) {
 // replay within HandlerTimeout was refused as "taken", acked, and never
 // ran. Dead-lettering releases the claim.
 func TestAReplayOfATaskDeadLetteredMidStepRuns(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := bus.ProvisionAgent(ctx, conn.JetStream(), topo, "stepper"); err != nil {
 		t.Fatal(err)
 	}
 	hang := make(chan struct{})
 	t.Cleanup(func() { close(hang) })
-	cfg := runtime.Config{Agent: "stepper", Topology: topo, Backoff: fastRetry,
+	cfg := runtime.Config{Agent: "stepper", Topology: topo, Backoff: agenttest.FastRetry,
 		Consumer: bus.ConsumerConfig{MaxDeliver: 1, AckWait: time.Second}}
 	first, err := runtime.New(conn, cfg)
 	if err != nil {
@@ -279,12 +284,12 @@ func TestAReplayOfATaskDeadLetteredMidStepRuns(t *testing.T) {
 // AckWait the task was redelivered mid-settle and its handler ran again.
 func TestASlowSettlementIsHeartbeated(t *testing.T) {
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
 		t.Fatal(err)
 	}
 	var c runCounter
-	startAgent(t, conn, runtime.Config{Agent: "once", Concurrency: 4, Consumer: bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 5}}, c.handle)
+	agenttest.Start(t, conn, runtime.Config{Agent: "once", Concurrency: 4, Consumer: bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 5}}, c.handle)
 	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +306,7 @@ func TestASlowSettlementIsHeartbeated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the reply_failed dead letter", func() bool {
+	testkit.WaitFor(t, "the reply_failed dead letter", func() bool {
 		info, err := dlqStream.Info(ctx)
 		return err == nil && info.State.Msgs > 0
 	})
@@ -313,9 +318,10 @@ func TestASlowSettlementIsHeartbeated(t *testing.T) {
 // Issue 14 item 7: a client whose retry budget outlasts the duplicate
 // window re-sends an id the server has forgotten; it ran again.
 func TestAReSendAfterTheDuplicateWindowDoesNotRunAgain(t *testing.T) {
+	t.Parallel()
 	short := bus.Topology{Memory: true, DuplicateWindow: 200 * time.Millisecond}
 	_, conn := natstest.Provisioned(t, short)
-	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), short, "once"); err != nil {
+	if err := bus.ProvisionAgent(testkit.Context(t), conn.JetStream(), short, "once"); err != nil {
 		t.Fatal(err)
 	}
 	var c runCounter
@@ -328,16 +334,16 @@ func TestAReSendAfterTheDuplicateWindowDoesNotRunAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.JetStream().PublishMsg(ctxT(t), m); err != nil {
+	if _, err := conn.JetStream().PublishMsg(testkit.Context(t), m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
 	time.Sleep(2 * short.DuplicateWindow) // the server's window is a span of time, not an event
-	ack, err := conn.JetStream().PublishMsg(ctxT(t), m)
+	ack, err := conn.JetStream().PublishMsg(testkit.Context(t), m)
 	if err != nil || ack.Duplicate {
 		t.Fatalf("the re-send after the window: %+v, %v (want it stored: the window is over)", ack, err)
 	}
-	waitFor(t, "the re-send settled", func() bool { return rt.Stats().Duplicates == 1 })
+	testkit.WaitFor(t, "the re-send settled", func() bool { return rt.Stats().Duplicates == 1 })
 	if n := c.total(); n != 1 {
 		t.Fatalf("the handler ran %d times for one task re-sent after the duplicate window", n)
 	}
@@ -349,12 +355,13 @@ func TestAReSendAfterTheDuplicateWindowDoesNotRunAgain(t *testing.T) {
 // dropped and the task acked: its sender heard nothing, and nothing was
 // dead-lettered.
 func TestACancelledTasksFailedReplyIsNotDropped(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
 		t.Fatal(err)
 	}
-	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, func(context.Context, *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{Agent: "once"}, func(context.Context, *runtime.Task) (any, error) {
 		return nil, runtime.ErrCancelled
 	})
 	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
@@ -369,7 +376,7 @@ func TestACancelledTasksFailedReplyIsNotDropped(t *testing.T) {
 	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Cancelled+s.DeadLettered > 0 })
+	testkit.WaitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Cancelled+s.DeadLettered > 0 })
 	dlqStream, err := conn.JetStream().Stream(ctx, topo.DLQStream())
 	if err != nil {
 		t.Fatal(err)
@@ -390,13 +397,14 @@ func TestACancelledTasksFailedReplyIsNotDropped(t *testing.T) {
 // reply failed must not record its task as run, or the task itself would
 // never run.
 func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
 		t.Fatal(err)
 	}
 	var c runCounter
-	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, c.handle)
+	rt := agenttest.Start(t, conn, runtime.Config{Agent: "once"}, c.handle)
 	cancel, err := envelope.New("tester", "once", envelope.TaskCancel, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +418,7 @@ func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
 	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cancel's reply_failed dead letter", func() bool { return rt.Stats().ReplyFailed == 1 })
+	testkit.WaitFor(t, "the cancel's reply_failed dead letter", func() bool { return rt.Stats().ReplyFailed == 1 })
 	task, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
 	if err != nil {
 		t.Fatal(err)
@@ -423,7 +431,7 @@ func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
 	if _, err := conn.JetStream().PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates+s.Cancelled+s.DeadLettered > 1 })
+	testkit.WaitFor(t, "the task settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates+s.Cancelled+s.DeadLettered > 1 })
 	if n := c.total(); n != 1 {
 		t.Fatalf("the task ran %d times after a failed reply to a task.cancel naming it (stats %+v)", n, rt.Stats())
 	}
@@ -435,10 +443,11 @@ func TestAFailedControlReplyDoesNotMarkItsTaskRun(t *testing.T) {
 // replay runs once per replay (entry and count), whatever the task's
 // record says; a second delivery of the same replay does not run.
 func TestAReplayRunsOncePerReplayWhateverTheTaskRecordSays(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	var c runCounter
-	rt := startAgent(t, conn, runtime.Config{Agent: "once"}, c.handle)
+	rt := agenttest.Start(t, conn, runtime.Config{Agent: "once"}, c.handle)
 	env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
 	if err != nil {
 		t.Fatal(err)
@@ -458,15 +467,15 @@ func TestAReplayRunsOncePerReplayWhateverTheTaskRecordSays(t *testing.T) {
 		}
 	}
 	publish(env.ID, nil)
-	waitFor(t, "the first run", func() bool { return c.total() == 1 && rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "the first run", func() bool { return c.total() == 1 && rt.Stats().Succeeded == 1 })
 	replay := map[string]string{dlq.HeaderReplayOf: "7", dlq.HeaderReplayCount: "1"}
 	publish("replay-7-1", replay)
-	waitFor(t, "the replay settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 2 })
+	testkit.WaitFor(t, "the replay settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 2 })
 	if n := c.total(); n != 2 {
 		t.Fatalf("the task ran %d times; its replay must run once (stats %+v)", n, rt.Stats())
 	}
 	publish("replay-7-1-again", replay) // the same replay delivered again (a lost ack)
-	waitFor(t, "the second copy settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 3 })
+	testkit.WaitFor(t, "the second copy settled", func() bool { s := rt.Stats(); return s.Succeeded+s.Duplicates >= 3 })
 	if n := c.total(); n != 2 {
 		t.Fatalf("the task ran %d times; a replay delivered twice must run once", n)
 	}
@@ -480,10 +489,11 @@ func TestAReplayRunsOncePerReplayWhateverTheTaskRecordSays(t *testing.T) {
 // duplicate is dead-lettered as reply_failed, and the handler never runs
 // again.
 func TestADuplicatesFailedReplyIsDeadLetteredAsReplyFailed(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	var c runCounter
-	rt := startAgent(t, conn, runtime.Config{Agent: "once", Consumer: bus.ConsumerConfig{MaxDeliver: 2}}, c.handle)
+	rt := agenttest.Start(t, conn, runtime.Config{Agent: "once", Consumer: bus.ConsumerConfig{MaxDeliver: 2}}, c.handle)
 	send := func(replyTo func(*envelope.Envelope) string) {
 		t.Helper()
 		env, err := envelope.New("tester", "once", envelope.TaskRequest, "job")
@@ -501,7 +511,7 @@ func TestADuplicatesFailedReplyIsDeadLetteredAsReplyFailed(t *testing.T) {
 		}
 	}
 	send(func(*envelope.Envelope) string { return "" })
-	waitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "the first run", func() bool { return rt.Stats().Succeeded == 1 })
 	if err := conn.JetStream().DeleteStream(ctx, topo.RepliesStream()); err != nil {
 		t.Fatal(err)
 	}

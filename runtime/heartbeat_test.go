@@ -12,6 +12,8 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 )
@@ -26,7 +28,7 @@ func TestHeartbeatsFollowTheDeliverysOwnAckTimeout(t *testing.T) {
 	var beatsBefore atomic.Uint64
 	var rt *runtime.Runtime
 	ready := make(chan struct{})
-	rt = startAgent(t, conn, runtime.Config{
+	rt = agenttest.Start(t, conn, runtime.Config{
 		Consumer:    bus.ConsumerConfig{AckWait: 9 * time.Second, BackOff: []time.Duration{time.Second, 9 * time.Second}, MaxDeliver: 3},
 		Concurrency: 1,
 		Breaker:     resilience.BreakerSettings{Threshold: 100},
@@ -45,7 +47,7 @@ func TestHeartbeatsFollowTheDeliverysOwnAckTimeout(t *testing.T) {
 	})
 	close(ready)
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil)
-	waitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return rt.Stats().Succeeded == 1 })
 	beats := rt.Stats().Heartbeats - beatsBefore.Load()
 	t.Logf("%d heartbeats during a 3s run of a delivery whose ack timeout is 9s", beats)
 	if runs.Load() != 2 {
@@ -59,11 +61,12 @@ func TestHeartbeatsFollowTheDeliverysOwnAckTimeout(t *testing.T) {
 // Item 10: replicas with different consumer settings: the last one to
 // start rewrote the shared consumer. Both say so.
 func TestConsumerSettingsRewrittenByAnotherReplicaAreReported(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var logsA, logsB syncBuffer
-	startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: 20 * time.Second},
+	agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: 20 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(&logsA, nil))}, runtime.Echo)
-	startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: 2 * time.Second},
+	agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{AckWait: 2 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(&logsB, nil))}, runtime.Echo)
 	const said = "consumer configuration differs"
 	if !within(10*time.Second, func() bool { return strings.Contains(logsA.String(), said) }) {
@@ -82,7 +85,7 @@ func TestHeldDeliveryGetsAboutThreeHeartbeatsPerAckTimeout(t *testing.T) {
 	const ackWait, held = time.Second, 4 * time.Second
 	var down atomic.Bool
 	down.Store(true)
-	rt := startAgent(t, conn, runtime.Config{
+	rt := agenttest.Start(t, conn, runtime.Config{
 		Consumer:    bus.ConsumerConfig{AckWait: ackWait},
 		Concurrency: 1,
 		Breaker:     resilience.BreakerSettings{Threshold: 1, OpenTimeout: held},
@@ -93,19 +96,19 @@ func TestHeldDeliveryGetsAboutThreeHeartbeatsPerAckTimeout(t *testing.T) {
 		return nil, nil
 	})
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil)
-	waitFor(t, "the breaker to open", func() bool { return rt.Stats().Retried == 1 })
+	testkit.WaitFor(t, "the breaker to open", func() bool { return rt.Stats().Retried == 1 })
 	down.Store(false)
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil) // held until the probe
-	waitFor(t, "the task to be held", func() bool { return rt.Stats().Holding == 1 })
+	testkit.WaitFor(t, "the task to be held", func() bool { return rt.Stats().Holding == 1 })
 	start, before := time.Now(), rt.Stats().Heartbeats
-	waitFor(t, "the probe to succeed", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "the probe to succeed", func() bool { return rt.Stats().Succeeded == 1 })
 	beats := rt.Stats().Heartbeats - before
 	perAckWait := float64(beats) / (time.Since(start).Seconds() / ackWait.Seconds())
 	t.Logf("%d heartbeats for one delivery held %v (AckWait %v): %.1f per AckWait", beats, time.Since(start).Round(time.Millisecond), ackWait, perAckWait)
 	if perAckWait > 3.5 || perAckWait < 1.5 {
 		t.Errorf("%.1f heartbeats per AckWait for a held delivery, want about 3", perAckWait)
 	}
-	info, err := rt.Consumer().Info(ctxT(t))
+	info, err := rt.Consumer().Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}

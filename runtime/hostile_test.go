@@ -12,6 +12,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,9 +23,10 @@ import (
 // dead-lettered after one run (docs/errors.md), never retried, and never
 // counted against the subject's breaker.
 func TestUndecodablePayloadIsDeadLetteredAtOnce(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var runs atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{MaxDeliver: 5}, Breaker: resilience.BreakerSettings{Threshold: 2}},
+	rt := agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{MaxDeliver: 5}, Breaker: resilience.BreakerSettings{Threshold: 2}},
 		func(_ context.Context, task *runtime.Task) (any, error) {
 			runs.Add(1)
 			var n int
@@ -34,14 +37,14 @@ func TestUndecodablePayloadIsDeadLetteredAtOnce(t *testing.T) {
 		})
 	publish(t, conn, 3) // payloads 0, 1, 2 decode
 	bad := request(t, "not a number")
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), bad); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), bad); err != nil {
 		t.Fatal(err)
 	}
 	recs := dlqMessages(t, conn, 1)
 	if recs[0].Deliveries != 1 || recs[0].Reason != dlq.ReasonPermanent {
 		t.Errorf("dead letter after %d deliveries, reason %s (%s)", recs[0].Deliveries, recs[0].Reason, recs[0].Error)
 	}
-	waitFor(t, "the good tasks", func() bool { return rt.Stats().Succeeded == 3 })
+	testkit.WaitFor(t, "the good tasks", func() bool { return rt.Stats().Succeeded == 3 })
 	if n := runs.Load(); n != 4 {
 		t.Errorf("handler ran %d times, want 4", n)
 	}
@@ -53,24 +56,25 @@ func TestUndecodablePayloadIsDeadLetteredAtOnce(t *testing.T) {
 // An agent that never checkpoints starts, and works, without a snapshot
 // bucket (its buckets are opened when first needed).
 func TestStartWithoutSnapshotBucket(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	for _, name := range snapshotBuckets(t, conn) {
-		if err := conn.JetStream().DeleteKeyValue(ctxT(t), name); err != nil {
+		if err := conn.JetStream().DeleteKeyValue(testkit.Context(t), name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rt := startAgent(t, conn, runtime.Config{}, runtime.Echo)
-	if _, err := newClient(t, conn).Send(ctxT(t), request(t, "hi")); err != nil {
+	rt := agenttest.Start(t, conn, runtime.Config{}, runtime.Echo)
+	if _, err := newClient(t, conn).Send(testkit.Context(t), request(t, "hi")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 }
 
 // snapshotBuckets lists the snapshot buckets on the server.
 func snapshotBuckets(t *testing.T, conn *bus.Conn) []string {
 	t.Helper()
 	var out []string
-	names := conn.JetStream().KeyValueStoreNames(ctxT(t))
+	names := conn.JetStream().KeyValueStoreNames(testkit.Context(t))
 	for name := range names.Name() {
 		if strings.HasPrefix(name, strings.TrimSuffix(topo.SnapshotBucket("x"), "x")) {
 			out = append(out, name)
@@ -86,9 +90,10 @@ func snapshotBuckets(t *testing.T, conn *bus.Conn) []string {
 // subject's tail, or a recipient other than the agent, is dead-lettered
 // as invalid without running any handler.
 func TestBodyThatDisagreesWithTheSubjectIsInvalid(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var runs atomic.Int32
-	startAgent(t, conn, runtime.Config{}, func(ctx context.Context, task *runtime.Task) (any, error) {
+	agenttest.Start(t, conn, runtime.Config{}, func(ctx context.Context, task *runtime.Task) (any, error) {
 		runs.Add(1)
 		return runtime.Echo(ctx, task)
 	})
@@ -97,10 +102,10 @@ func TestBodyThatDisagreesWithTheSubjectIsInvalid(t *testing.T) {
 	cancel.PayloadType, cancel.TaskID = envelope.TaskCancel, "x"
 	other := request(t, nil)
 	other.Recipient = "someone-else"
-	if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), cancel); err != nil {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), cancel); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), other); err != nil {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), other); err != nil {
 		t.Fatal(err)
 	}
 	for _, rec := range dlqMessages(t, conn, 2) {
@@ -116,8 +121,9 @@ func TestBodyThatDisagreesWithTheSubjectIsInvalid(t *testing.T) {
 // A reply_to outside the replies stream gets a core NATS publish, which
 // nothing stores: the runtime says so in its log and counts it.
 func TestReplyOutsideTheRepliesStreamIsCounted(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	rt := startAgent(t, conn, runtime.Config{}, runtime.Echo)
+	rt := agenttest.Start(t, conn, runtime.Config{}, runtime.Echo)
 	inbox := conn.NATS().NewRespInbox()
 	sub, err := conn.NATS().SubscribeSync(inbox)
 	if err != nil {
@@ -125,13 +131,13 @@ func TestReplyOutsideTheRepliesStreamIsCounted(t *testing.T) {
 	}
 	env := request(t, "hi")
 	env.ReplyTo = inbox
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sub.NextMsg(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 	if n := rt.Stats().UnstoredReplies; n != 1 {
 		t.Errorf("UnstoredReplies = %d, want 1", n)
 	}
@@ -141,9 +147,10 @@ func TestReplyOutsideTheRepliesStreamIsCounted(t *testing.T) {
 // and leaves a marker that cancels the task if it arrives soon, then
 // expires: the same id sent later runs normally.
 func TestCancelOfAnUnseenTaskExpires(t *testing.T) {
+	t.Parallel()
 	short := bus.Topology{Memory: true, SnapshotMarkerTTL: time.Second}
 	_, conn := natstest.Provisioned(t, short)
-	rt, err := runtime.New(conn, runtime.Config{Agent: "echo", Topology: short, CancelMarkerTTL: time.Second, Backoff: fastRetry})
+	rt, err := runtime.New(conn, runtime.Config{Agent: "echo", Topology: short, CancelMarkerTTL: time.Second, Backoff: agenttest.FastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +160,7 @@ func TestCancelOfAnUnseenTaskExpires(t *testing.T) {
 		}
 		return runtime.Echo(ctx, task)
 	})
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
@@ -166,7 +173,7 @@ func TestCancelOfAnUnseenTaskExpires(t *testing.T) {
 		t.Helper()
 		env := request(t, "x")
 		env.PayloadType, env.TaskID = typ, "ghost"
-		rep, err := client.Send(ctxT(t), env)
+		rep, err := client.Send(testkit.Context(t), env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +197,7 @@ func TestCancelOfAnUnseenTaskExpires(t *testing.T) {
 	}
 	// ...and the marker does not outlive its TTL: cancel again, wait, run.
 	state(envelope.TaskCancel)
-	waitFor(t, "the cancel marker to expire", func() bool {
+	testkit.WaitFor(t, "the cancel marker to expire", func() bool {
 		_, st := state(envelope.StateQuery)
 		return st.Status == ""
 	})

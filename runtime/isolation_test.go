@@ -12,6 +12,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 )
@@ -28,7 +30,7 @@ func newAgent(t *testing.T, conn *bus.Conn, cfg runtime.Config, handlers map[env
 	}
 	cfg.Topology = topo
 	if cfg.Backoff == (resilience.Backoff{}) {
-		cfg.Backoff = fastRetry
+		cfg.Backoff = agenttest.FastRetry
 	}
 	rt, err := runtime.New(conn, cfg)
 	if err != nil {
@@ -37,7 +39,7 @@ func newAgent(t *testing.T, conn *bus.Conn, cfg runtime.Config, handlers map[env
 	for typ, h := range handlers {
 		rt.Handle(typ, h)
 	}
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -62,7 +64,7 @@ func publishTyped(t *testing.T, conn *bus.Conn, agent string, typ envelope.Paylo
 		if mutate != nil {
 			mutate(env)
 		}
-		if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject(agent, typ), env); err != nil {
+		if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject(agent, typ), env); err != nil {
 			t.Fatal(err)
 		}
 		envs[i] = env
@@ -101,6 +103,7 @@ func holding(rt *runtime.Runtime) int {
 // MaxAckPending, which every subject shares: the healthy subject's tasks
 // keep flowing.
 func TestOpenBreakerOnOneSubjectDoesNotStallAnother(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var healthy atomic.Int32
 	rt := newAgent(t, conn, runtime.Config{
@@ -118,7 +121,7 @@ func TestOpenBreakerOnOneSubjectDoesNotStallAnother(t *testing.T) {
 	})
 	failing := rt.Breakers().Get(topo.TaskSubject("echo", envelope.TaskRequest))
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 40, nil)
-	waitFor(t, "the failing subject's breaker to open", func() bool { return failing.State() == resilience.StateOpen })
+	testkit.WaitFor(t, "the failing subject's breaker to open", func() bool { return failing.State() == resilience.StateOpen })
 	publishTyped(t, conn, "echo", envelope.MessageSend, 5, nil)
 	if !within(10*time.Second, func() bool { return healthy.Load() == 5 }) {
 		t.Fatalf("%d of 5 healthy message.send tasks done 10s after another subject's breaker opened (stats %+v)", healthy.Load(), rt.Stats())
@@ -131,6 +134,7 @@ func TestOpenBreakerOnOneSubjectDoesNotStallAnother(t *testing.T) {
 // Item 2: held tasks whose deadline passed while held are dead-lettered
 // "expired" without consulting the breaker; they never become its probe.
 func TestExpiredHeldTasksDoNotKeepARecoveredBreakerOpen(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	const openFor = time.Second
 	var down atomic.Bool
@@ -161,11 +165,11 @@ func TestExpiredHeldTasksDoNotKeepARecoveredBreakerOpen(t *testing.T) {
 		},
 	})
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 2, nil)
-	waitFor(t, "the breaker to open", func() bool { return opened.Load() != 0 })
+	testkit.WaitFor(t, "the breaker to open", func() bool { return opened.Load() != 0 })
 	deadline := time.Now().Add(300 * time.Millisecond)
 	expiring := publishTyped(t, conn, "echo", envelope.TaskRequest, 4, func(e *envelope.Envelope) { e.Deadline = deadline })
-	waitFor(t, "the expiring tasks to be held", func() bool { return rt.Stats().Holding == 4 })
-	waitFor(t, "their deadline to pass", func() bool { return time.Now().After(deadline.Add(50 * time.Millisecond)) })
+	testkit.WaitFor(t, "the expiring tasks to be held", func() bool { return rt.Stats().Holding == 4 })
+	testkit.WaitFor(t, "their deadline to pass", func() bool { return time.Now().After(deadline.Add(50 * time.Millisecond)) })
 	down.Store(false)
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 1, nil) // the probe
 	if !within(openFor+3*time.Second, func() bool { return closed.Load() != 0 }) {
@@ -185,6 +189,7 @@ func TestExpiredHeldTasksDoNotKeepARecoveredBreakerOpen(t *testing.T) {
 // Item 3: a replica takes at most Concurrency + Prefetch deliveries, so a
 // second replica gets its share of a backlog.
 func TestTwoReplicasShareABacklog(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	const n, concurrency, prefetch = 100, 1, 10
 	cfg := runtime.Config{Concurrency: concurrency, Consumer: bus.ConsumerConfig{Prefetch: prefetch}}
@@ -198,7 +203,7 @@ func TestTwoReplicasShareABacklog(t *testing.T) {
 	}
 	a := newAgent(t, conn, cfg, map[envelope.PayloadType]runtime.Handler{envelope.TaskRequest: work})
 	publishTyped(t, conn, "echo", envelope.TaskRequest, n, nil)
-	waitFor(t, "the first replica to start", func() bool { return a.Stats().Succeeded >= 1 })
+	testkit.WaitFor(t, "the first replica to start", func() bool { return a.Stats().Succeeded >= 1 })
 	var most atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -215,7 +220,7 @@ func TestTwoReplicasShareABacklog(t *testing.T) {
 		}
 	})
 	b := newAgent(t, conn, cfg, map[envelope.PayloadType]runtime.Handler{envelope.TaskRequest: work})
-	waitFor(t, "every task", func() bool { return a.Stats().Succeeded+b.Stats().Succeeded == n })
+	testkit.WaitFor(t, "every task", func() bool { return a.Stats().Succeeded+b.Stats().Succeeded == n })
 	close(stop)
 	wg.Wait()
 	sa, sb := a.Stats().Succeeded, b.Stats().Succeeded
@@ -242,11 +247,11 @@ func TestWedgedReplicaHoldsItsWindowAndIsNotReady(t *testing.T) {
 		}})
 	t.Cleanup(func() { close(release) }) // before the runtime's Stop
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 20, nil)
-	waitFor(t, "every worker to be taken", func() bool { return rt.InFlight() == concurrency })
-	if !within(3*time.Second, func() bool { return rt.Ready(ctxT(t)) != nil }) {
+	testkit.WaitFor(t, "every worker to be taken", func() bool { return rt.InFlight() == concurrency })
+	if !within(3*time.Second, func() bool { return rt.Ready(testkit.Context(t)) != nil }) {
 		t.Errorf("a replica whose every handler is stuck past its deadline is still ready")
 	}
-	info, err := rt.Consumer().Info(ctxT(t))
+	info, err := rt.Consumer().Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +263,7 @@ func TestWedgedReplicaHoldsItsWindowAndIsNotReady(t *testing.T) {
 // Item 8: a replica that joins while others have work in flight runs at
 // full concurrency from the start.
 func TestJoiningReplicaRunsAtFullConcurrency(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	release := make(chan struct{})
 	a := newAgent(t, conn, runtime.Config{Concurrency: 2, Consumer: bus.ConsumerConfig{Prefetch: 1}},
@@ -270,7 +276,7 @@ func TestJoiningReplicaRunsAtFullConcurrency(t *testing.T) {
 		}})
 	t.Cleanup(func() { close(release) })
 	publishTyped(t, conn, "echo", envelope.TaskRequest, 2, nil)
-	waitFor(t, "the first replica's work in flight", func() bool { return a.InFlight() == 2 })
+	testkit.WaitFor(t, "the first replica's work in flight", func() bool { return a.InFlight() == 2 })
 	var running, most atomic.Int32
 	b := newAgent(t, conn, runtime.Config{Concurrency: 4},
 		map[envelope.PayloadType]runtime.Handler{envelope.TaskRequest: func(ctx context.Context, _ *runtime.Task) (any, error) {

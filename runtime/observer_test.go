@@ -14,6 +14,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
@@ -78,9 +80,10 @@ func (o *recordingObserver) count(d runtime.Disposition, reason dlq.Reason) int 
 // The observer is told exactly what Stats counts: every outcome, with its
 // dead-letter reason, failure kind and handler time.
 func TestObserverSeesEveryOutcomeStatsCounts(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	obs := newRecordingObserver()
-	rt := startAgent(t, conn, runtime.Config{Observer: obs, Breaker: resilience.BreakerSettings{Threshold: 100}},
+	rt := agenttest.Start(t, conn, runtime.Config{Observer: obs, Breaker: resilience.BreakerSettings{Threshold: 100}},
 		func(_ context.Context, task *runtime.Task) (any, error) {
 			var p string
 			_ = task.Decode(&p)
@@ -95,25 +98,25 @@ func TestObserverSeesEveryOutcomeStatsCounts(t *testing.T) {
 	pub := bus.NewPublisher(conn.JetStream())
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
 	for _, p := range []string{"ok", "transient", "permanent"} {
-		if _, err := pub.PublishEnvelope(ctxT(t), subject, request(t, p)); err != nil {
+		if _, err := pub.PublishEnvelope(testkit.Context(t), subject, request(t, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	unknown := request(t, nil)
 	unknown.PayloadType = envelope.MessageSend
 	unknownSubject := topo.TaskSubject("echo", envelope.MessageSend)
-	if _, err := pub.PublishEnvelope(ctxT(t), unknownSubject, unknown); err != nil {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), unknownSubject, unknown); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.JetStream().PublishMsg(ctxT(t), &nats.Msg{Subject: subject, Data: []byte("not msgpack")}); err != nil {
+	if _, err := conn.JetStream().PublishMsg(testkit.Context(t), &nats.Msg{Subject: subject, Data: []byte("not msgpack")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all settled", func() bool {
+	testkit.WaitFor(t, "all settled", func() bool {
 		st := rt.Stats()
 		return st.Succeeded == 2 && st.DeadLettered == 3
 	})
 	// Stop waits for the workers, so the last outcome has been observed.
-	if err := rt.Stop(ctxT(t)); err != nil {
+	if err := rt.Stop(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	st := rt.Stats()
@@ -156,11 +159,12 @@ func TestObserverSeesEveryOutcomeStatsCounts(t *testing.T) {
 // A held delivery is reported as Held, then settled once released; the
 // breaker's transitions reach the observer in order.
 func TestObserverSeesHoldsAndBreakerTransitions(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	obs := newRecordingObserver()
 	var mu sync.Mutex
 	failing := true
-	rt := startAgent(t, conn, runtime.Config{
+	rt := agenttest.Start(t, conn, runtime.Config{
 		Observer:    obs,
 		Concurrency: 1,
 		Consumer:    bus.ConsumerConfig{AckWait: time.Second},
@@ -175,10 +179,10 @@ func TestObserverSeesHoldsAndBreakerTransitions(t *testing.T) {
 		return nil, nil
 	})
 	publish(t, conn, 2)
-	waitFor(t, "both tasks to succeed", func() bool { return rt.Stats().Succeeded == 2 })
+	testkit.WaitFor(t, "both tasks to succeed", func() bool { return rt.Stats().Succeeded == 2 })
 	// Stop waits for the workers and the heartbeat goroutine, so every
 	// event counted in Stats has been observed.
-	if err := rt.Stop(ctxT(t)); err != nil {
+	if err := rt.Stop(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	st := rt.Stats()
@@ -204,10 +208,11 @@ func TestObserverSeesHoldsAndBreakerTransitions(t *testing.T) {
 // Log lines about a delivery name its agent, subject, envelope, attempt,
 // correlation id and trace id.
 func TestDeliveryLogLinesCarryTheEnvelopesIDs(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var buf syncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	rt := startAgent(t, conn, runtime.Config{Logger: log}, func(_ context.Context, task *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{Logger: log}, func(_ context.Context, task *runtime.Task) (any, error) {
 		if task.Attempt == 1 {
 			return nil, errors.New("flaky")
 		}
@@ -215,10 +220,10 @@ func TestDeliveryLogLinesCarryTheEnvelopesIDs(t *testing.T) {
 	})
 	env := request(t, nil)
 	env.CorrelationID = envelope.NewID()
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), env); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "dead letter", func() bool { return rt.Stats().DeadLettered == 1 })
+	testkit.WaitFor(t, "dead letter", func() bool { return rt.Stats().DeadLettered == 1 })
 	lines := 0
 	for line := range strings.SplitSeq(buf.String(), "\n") {
 		if !strings.Contains(line, "redelivering") && !strings.Contains(line, "dead-lettered") {
@@ -239,6 +244,7 @@ func TestDeliveryLogLinesCarryTheEnvelopesIDs(t *testing.T) {
 
 // Ready follows the runtime's life; Backlog reads the server.
 func TestReadyAndBacklog(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	rt, err := runtime.New(conn, runtime.Config{Agent: "echo", Topology: topo})
 	if err != nil {
@@ -247,30 +253,30 @@ func TestReadyAndBacklog(t *testing.T) {
 	rt.Handle(envelope.TaskRequest, func(context.Context, *runtime.Task) (any, error) {
 		return nil, resilience.Permanent(errors.New("no"))
 	})
-	if err := rt.Ready(ctxT(t)); !errors.Is(err, runtime.ErrNotStarted) {
+	if err := rt.Ready(testkit.Context(t)); !errors.Is(err, runtime.ErrNotStarted) {
 		t.Fatalf("Ready before Start = %v, want ErrNotStarted", err)
 	}
-	if _, err := rt.Backlog(ctxT(t)); !errors.Is(err, runtime.ErrNotStarted) {
+	if _, err := rt.Backlog(testkit.Context(t)); !errors.Is(err, runtime.ErrNotStarted) {
 		t.Fatalf("Backlog before Start = %v, want ErrNotStarted", err)
 	}
 	publish(t, conn, 3)
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := rt.Ready(ctxT(t)); err != nil {
+	if err := rt.Ready(testkit.Context(t)); err != nil {
 		t.Fatalf("Ready after Start = %v", err)
 	}
-	waitFor(t, "dead letters", func() bool {
-		b, err := rt.Backlog(ctxT(t))
+	testkit.WaitFor(t, "dead letters", func() bool {
+		b, err := rt.Backlog(testkit.Context(t))
 		return err == nil && b.DeadLetters == 3 && b.Pending == 0 && b.AckPending == 0
 	})
 	if n := rt.InFlight(); n != 0 {
 		t.Errorf("InFlight = %d after all settled", n)
 	}
-	if err := rt.Stop(ctxT(t)); err != nil {
+	if err := rt.Stop(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := rt.Ready(ctxT(t)); !errors.Is(err, runtime.ErrStopped) {
+	if err := rt.Ready(testkit.Context(t)); !errors.Is(err, runtime.ErrStopped) {
 		t.Fatalf("Ready after Stop = %v, want ErrStopped", err)
 	}
 }

@@ -13,50 +13,14 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
-	"github.com/jetagent/jetagent/resilience"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-var topo = bus.Topology{Memory: true}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// fastRetry redelivers failures after a few milliseconds.
-var fastRetry = resilience.Backoff{Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}
-
-// startAgent starts a runtime for agent "echo" with h on task.request.
-func startAgent(t *testing.T, conn *bus.Conn, cfg runtime.Config, h runtime.Handler) *runtime.Runtime {
-	t.Helper()
-	if cfg.Agent == "" {
-		cfg.Agent = "echo"
-	}
-	cfg.Topology = topo
-	if cfg.Backoff == (resilience.Backoff{}) {
-		cfg.Backoff = fastRetry
-	}
-	rt, err := runtime.New(conn, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt.Handle(envelope.TaskRequest, h)
-	if err := rt.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := rt.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return rt
-}
+var topo = agenttest.Topology
 
 func newClient(t *testing.T, conn *bus.Conn) *runtime.Client {
 	t.Helper()
@@ -81,7 +45,7 @@ func request(t *testing.T, payload any) *envelope.Envelope {
 // of them are there.
 func dlqMessages(t *testing.T, conn *bus.Conn, want int) []*dlq.Record {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	s, err := conn.JetStream().Stream(ctx, topo.DLQStream())
 	if err != nil {
 		t.Fatal(err)
@@ -115,24 +79,14 @@ func dlqMessages(t *testing.T, conn *bus.Conn, want int) []*dlq.Record {
 	return recs
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling an external condition, not synchronising goroutines
-	}
-}
-
 func TestEchoRoundTrip(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	rt := startAgent(t, conn, runtime.Config{}, runtime.Echo)
+	rt := agenttest.Start(t, conn, runtime.Config{}, runtime.Echo)
 	client := newClient(t, conn)
 
 	req := request(t, map[string]any{"hello": "world", "n": 42})
-	rep, err := client.Send(ctxT(t), req)
+	rep, err := client.Send(testkit.Context(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,15 +104,16 @@ func TestEchoRoundTrip(t *testing.T) {
 	if got["hello"] != "world" || got["n"] != int64(42) {
 		t.Fatalf("echoed payload = %#v", got)
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 	if s := rt.Stats(); s.Received != 1 || s.Retried != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 }
 
 func TestConcurrentSendsGetTheirOwnReplies(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	startAgent(t, conn, runtime.Config{Concurrency: 8}, func(_ context.Context, task *runtime.Task) (any, error) {
+	agenttest.Start(t, conn, runtime.Config{Concurrency: 8}, func(_ context.Context, task *runtime.Task) (any, error) {
 		var n int
 		if err := task.Decode(&n); err != nil {
 			return nil, err
@@ -169,7 +124,7 @@ func TestConcurrentSendsGetTheirOwnReplies(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Go(func() {
-			rep, err := client.Send(ctxT(t), request(t, i))
+			rep, err := client.Send(testkit.Context(t), request(t, i))
 			if err != nil {
 				t.Error(err)
 				return
@@ -187,17 +142,18 @@ func TestConcurrentSendsGetTheirOwnReplies(t *testing.T) {
 }
 
 func TestFailedTaskIsRedeliveredUntilItSucceeds(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var calls atomic.Int32
 	attempts := make(chan int, 10)
-	rt := startAgent(t, conn, runtime.Config{}, func(_ context.Context, task *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{}, func(_ context.Context, task *runtime.Task) (any, error) {
 		attempts <- task.Attempt
 		if calls.Add(1) < 3 {
 			return nil, errors.New("service unavailable")
 		}
 		return "ok", nil
 	})
-	rep, err := newClient(t, conn).Send(ctxT(t), request(t, nil))
+	rep, err := newClient(t, conn).Send(testkit.Context(t), request(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,41 +166,43 @@ func TestFailedTaskIsRedeliveredUntilItSucceeds(t *testing.T) {
 			t.Fatalf("attempt %d seen as %d", want, got)
 		}
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 	if st := rt.Stats(); st.Retried != 2 || st.DeadLettered != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 }
 
 func TestPanicIsRecoveredAndRetried(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var calls atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{}, func(_ context.Context, task *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{}, func(_ context.Context, task *runtime.Task) (any, error) {
 		if calls.Add(1) == 1 {
 			panic("boom")
 		}
 		return nil, nil
 	})
-	if _, err := newClient(t, conn).Send(ctxT(t), request(t, nil)); err != nil {
+	if _, err := newClient(t, conn).Send(testkit.Context(t), request(t, nil)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 	if st := rt.Stats(); st.Panics != 1 || st.Retried != 1 {
 		t.Errorf("stats = %+v", st)
 	}
 }
 
 func TestExhaustedAttemptsAreDeadLettered(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var calls atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{MaxDeliver: 3}},
+	rt := agenttest.Start(t, conn, runtime.Config{Consumer: bus.ConsumerConfig{MaxDeliver: 3}},
 		func(context.Context, *runtime.Task) (any, error) {
 			calls.Add(1)
 			return nil, errors.New("always failing")
 		})
 	req := request(t, nil)
 	pub := bus.NewPublisher(conn.JetStream())
-	ack, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), req)
+	ack, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,16 +219,17 @@ func TestExhaustedAttemptsAreDeadLettered(t *testing.T) {
 	if err := envelope.Unmarshal(r.Data, &back); err != nil || back.ID != req.ID {
 		t.Fatalf("original body not kept: %v", err)
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().DeadLettered == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().DeadLettered == 1 })
 	if calls.Load() != 3 {
 		t.Errorf("handler ran %d times, want 3", calls.Load())
 	}
 }
 
 func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	rt := startAgent(t, conn, runtime.Config{Limits: envelope.Limits{MaxSize: 4096}}, runtime.Echo)
-	ctx := ctxT(t)
+	rt := agenttest.Start(t, conn, runtime.Config{Limits: envelope.Limits{MaxSize: 4096}}, runtime.Echo)
+	ctx := testkit.Context(t)
 	js := conn.JetStream()
 	subject := topo.TaskSubject("echo", envelope.TaskRequest)
 
@@ -329,7 +288,7 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 			t.Errorf("dead letter %d: body of %d bytes, want the original %d", i, len(r.Data), len(bad[i].data))
 		}
 	}
-	waitFor(t, "all settled", func() bool { return rt.Stats().DeadLettered == uint64(len(bad)) })
+	testkit.WaitFor(t, "all settled", func() bool { return rt.Stats().DeadLettered == uint64(len(bad)) })
 	st, _ := js.Stream(ctx, topo.TasksStream())
 	info, _ := st.Info(ctx)
 	if info.State.Msgs != 0 {
@@ -338,8 +297,9 @@ func TestBadInputIsDeadLetteredAndNeverBlocksTheConsumer(t *testing.T) {
 }
 
 func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	js := conn.JetStream()
 	// Fill the DLQ to its cap: a full DLQ refuses new dead letters.
 	if err := js.DeleteStream(ctx, topo.DLQStream()); err != nil {
@@ -354,11 +314,11 @@ func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
 	if _, err := js.Publish(ctx, "jetagent.dlq.filler.x", []byte("full")); err != nil {
 		t.Fatal(err)
 	}
-	rt := startAgent(t, conn, runtime.Config{}, runtime.Echo)
+	rt := agenttest.Start(t, conn, runtime.Config{}, runtime.Echo)
 	if _, err := js.Publish(ctx, topo.TaskSubject("echo", envelope.TaskRequest), []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a failed dead-letter attempt", func() bool { return rt.Stats().Retried >= 2 })
+	testkit.WaitFor(t, "a failed dead-letter attempt", func() bool { return rt.Stats().Retried >= 2 })
 	if rt.Stats().DeadLettered != 0 {
 		t.Fatal("counted as dead-lettered although the DLQ refused it")
 	}
@@ -370,6 +330,7 @@ func TestDeadLetterPublishFailureKeepsTheMessage(t *testing.T) {
 }
 
 func TestGracefulStopFinishesInFlightWork(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	started := make(chan struct{})
 	release := make(chan struct{})
@@ -382,18 +343,18 @@ func TestGracefulStopFinishesInFlightWork(t *testing.T) {
 		<-release
 		return "done", nil
 	})
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	client := newClient(t, conn)
 	replied := make(chan error, 1)
 	go func() {
-		_, err := client.Send(ctxT(t), request(t, nil))
+		_, err := client.Send(testkit.Context(t), request(t, nil))
 		replied <- err
 	}()
 	<-started
 	stopped := make(chan error, 1)
-	go func() { stopped <- rt.Stop(ctxT(t)) }()
+	go func() { stopped <- rt.Stop(testkit.Context(t)) }()
 	select {
 	case <-stopped:
 		t.Fatal("Stop returned while a handler was still running")
@@ -406,12 +367,13 @@ func TestGracefulStopFinishesInFlightWork(t *testing.T) {
 	if err := <-replied; err != nil {
 		t.Fatalf("in-flight task lost its reply: %v", err)
 	}
-	if err := rt.Start(ctxT(t)); !errors.Is(err, runtime.ErrStopped) {
+	if err := rt.Start(testkit.Context(t)); !errors.Is(err, runtime.ErrStopped) {
 		t.Errorf("Start after Stop = %v, want ErrStopped", err)
 	}
 }
 
 func TestStopDeadlineHandsWorkBack(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	started := make(chan struct{})
 	rt, err := runtime.New(conn, runtime.Config{Agent: "echo", Topology: topo, Concurrency: 1})
@@ -423,11 +385,11 @@ func TestStopDeadlineHandsWorkBack(t *testing.T) {
 		<-ctx.Done() // a long task, interrupted only by shutdown
 		return nil, ctx.Err()
 	})
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	pub := bus.NewPublisher(conn.JetStream())
-	if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), request(t, nil)); err != nil {
+	if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), request(t, nil)); err != nil {
 		t.Fatal(err)
 	}
 	<-started
@@ -440,11 +402,12 @@ func TestStopDeadlineHandsWorkBack(t *testing.T) {
 		t.Fatalf("stats = %+v: the interrupted task must be handed back, not counted as a failure", st)
 	}
 	// A new replica picks it up at once (no AckWait, no backoff).
-	second := startAgent(t, conn, runtime.Config{}, runtime.Echo)
-	waitFor(t, "redelivery to the next replica", func() bool { return second.Stats().Succeeded == 1 })
+	second := agenttest.Start(t, conn, runtime.Config{}, runtime.Echo)
+	testkit.WaitFor(t, "redelivery to the next replica", func() bool { return second.Stats().Succeeded == 1 })
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	cases := map[string]runtime.Config{
 		"agent name":       {Agent: "bad name"},

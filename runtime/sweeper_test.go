@@ -9,6 +9,8 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/runtime"
 )
 
@@ -18,10 +20,11 @@ import (
 // sweeper dead-letters it from the MAX_DELIVERIES advisory, and every
 // other task is processed.
 func TestPoisonTaskThatNeverSettlesIsSweptIntoTheDLQ(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	release := make(chan struct{})
 	var poisonCalls atomic.Int32
-	rt := startAgent(t, conn, runtime.Config{
+	rt := agenttest.Start(t, conn, runtime.Config{
 		Consumer:       bus.ConsumerConfig{AckWait: time.Second, MaxDeliver: 2},
 		HandlerTimeout: 500 * time.Millisecond,
 		Concurrency:    4,
@@ -41,9 +44,9 @@ func TestPoisonTaskThatNeverSettlesIsSweptIntoTheDLQ(t *testing.T) {
 	if r.Reason != dlq.ReasonMaxDeliveries || r.Deliveries != 2 || r.Sequence != 4 || r.TraceID != envs[3].TraceID {
 		t.Fatalf("dead letter = %+v", r)
 	}
-	waitFor(t, "the other tasks", func() bool { return rt.Stats().Succeeded == 5 })
+	testkit.WaitFor(t, "the other tasks", func() bool { return rt.Stats().Succeeded == 5 })
 	if poisonCalls.Load() != 2 {
 		t.Errorf("poison task handled %d times, want MaxDeliver = 2", poisonCalls.Load())
 	}
-	waitFor(t, "the poison task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
+	testkit.WaitFor(t, "the poison task to leave the tasks stream", func() bool { return streamMsgs(t, conn, topo.TasksStream()) == 0 })
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/jetagent/jetagent/snapshot"
 )
@@ -62,11 +64,12 @@ func stepsHandler(effects *sideEffects, n, failAfter int) runtime.Handler {
 }
 
 func TestTaskResumesAfterTheLastCheckpoint(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var effects sideEffects
-	rt := startAgent(t, conn, runtime.Config{}, stepsHandler(&effects, 10, 3))
+	rt := agenttest.Start(t, conn, runtime.Config{}, stepsHandler(&effects, 10, 3))
 	req := request(t, nil)
-	rep, err := newClient(t, conn).Send(ctxT(t), req)
+	rep, err := newClient(t, conn).Send(testkit.Context(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +82,13 @@ func TestTaskResumesAfterTheLastCheckpoint(t *testing.T) {
 			t.Errorf("step %d ran %d times", i, n)
 		}
 	}
-	waitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "settlement", func() bool { return rt.Stats().Succeeded == 1 })
 	if st := rt.Stats(); st.Retried != 1 {
 		t.Errorf("stats = %+v", st)
 	}
 	store, _ := snapshot.NewKV(conn.JetStream(), topo)
-	waitFor(t, "the snapshot to go", func() bool {
-		_, err := store.Load(ctxT(t), "echo", req.ID)
+	testkit.WaitFor(t, "the snapshot to go", func() bool {
+		_, err := store.Load(testkit.Context(t), "echo", req.ID)
 		return errors.Is(err, snapshot.ErrNotFound)
 	})
 }
@@ -93,12 +96,13 @@ func TestTaskResumesAfterTheLastCheckpoint(t *testing.T) {
 // Two messages carrying one task id reach two workers at once: only one
 // runs each step; the other stops at its first refused claim.
 func TestTwoDeliveriesRacingOnOneTaskRunEachStepOnce(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var effects sideEffects
 	gate := make(chan struct{})
 	var arrived sync.WaitGroup
 	arrived.Add(2)
-	rt := startAgent(t, conn, runtime.Config{Concurrency: 2}, func(ctx context.Context, task *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{Concurrency: 2}, func(ctx context.Context, task *runtime.Task) (any, error) {
 		arrived.Done()
 		<-gate // both deliveries start together
 		for i := 1; i <= 10; i++ {
@@ -116,13 +120,13 @@ func TestTwoDeliveriesRacingOnOneTaskRunEachStepOnce(t *testing.T) {
 	b.TaskID, a.TaskID = "order-17", "order-17"
 	pub := bus.NewPublisher(conn.JetStream())
 	for _, e := range []*envelope.Envelope{a, b} {
-		if _, err := pub.PublishEnvelope(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), e); err != nil {
+		if _, err := pub.PublishEnvelope(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), e); err != nil {
 			t.Fatal(err)
 		}
 	}
 	arrived.Wait()
 	close(gate)
-	waitFor(t, "both settled", func() bool { st := rt.Stats(); return st.Succeeded+st.Duplicates == 2 })
+	testkit.WaitFor(t, "both settled", func() bool { st := rt.Stats(); return st.Succeeded+st.Duplicates == 2 })
 	for i := 1; i <= 10; i++ {
 		if n := effects.count("order-17", i); n != 1 {
 			t.Errorf("step %d ran %d times", i, n)
@@ -134,11 +138,12 @@ func TestTwoDeliveriesRacingOnOneTaskRunEachStepOnce(t *testing.T) {
 }
 
 func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	var effects sideEffects
 	reached := make(chan int, 20)
 	proceed := make(chan struct{})
-	rt := startAgent(t, conn, runtime.Config{Concurrency: 2}, func(ctx context.Context, task *runtime.Task) (any, error) {
+	rt := agenttest.Start(t, conn, runtime.Config{Concurrency: 2}, func(ctx context.Context, task *runtime.Task) (any, error) {
 		for i := 1; i <= 10; i++ {
 			if err := task.Step(ctx, i, func(context.Context) (any, error) {
 				effects.add(task.TaskID(), i)
@@ -158,7 +163,7 @@ func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
 	req.TaskID = "long-1"
 	replied := make(chan *envelope.Envelope, 1)
 	go func() {
-		rep, err := client.Send(ctxT(t), req)
+		rep, err := client.Send(testkit.Context(t), req)
 		if err != nil {
 			t.Error(err)
 		}
@@ -168,7 +173,7 @@ func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
 	}
 	cancel, _ := envelope.New("tester", "echo", envelope.TaskCancel, nil)
 	cancel.TaskID = "long-1"
-	ack, err := client.Send(ctxT(t), cancel)
+	ack, err := client.Send(testkit.Context(t), cancel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,10 +189,10 @@ func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
 	if effects.count("long-1", 3) != 0 {
 		t.Error("step 3 ran after the cancel")
 	}
-	waitFor(t, "the cancelled task to be settled", func() bool { return rt.Stats().Cancelled == 1 })
+	testkit.WaitFor(t, "the cancelled task to be settled", func() bool { return rt.Stats().Cancelled == 1 })
 	q, _ := envelope.New("tester", "echo", envelope.StateQuery, nil)
 	q.TaskID = "long-1"
-	ans, err := client.Send(ctxT(t), q)
+	ans, err := client.Send(testkit.Context(t), q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,27 +204,28 @@ func TestCancelStopsARunningTaskAtItsNextStep(t *testing.T) {
 // The seed's failover: a backup agent takes over a task from where the
 // primary stopped, through state.query and state.restore.
 func TestStateRestoreHandsATaskToABackupAgent(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, topo)
 	store, err := snapshot.NewKV(conn.JetStream(), topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.ProvisionAgent(ctxT(t), conn.JetStream(), topo, "primary"); err != nil {
+	if err := bus.ProvisionAgent(testkit.Context(t), conn.JetStream(), topo, "primary"); err != nil {
 		t.Fatal(err)
 	}
 	// The primary got to step 6 and died.
-	if _, err := store.Save(ctxT(t), &snapshot.Snapshot{Agent: "primary", TaskID: "job-9", Step: 6,
+	if _, err := store.Save(testkit.Context(t), &snapshot.Snapshot{Agent: "primary", TaskID: "job-9", Step: 6,
 		Status: snapshot.Working, Updated: time.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}
 	var effects sideEffects
-	startAgent(t, conn, runtime.Config{Agent: "backup"}, stepsHandler(&effects, 10, 0))
+	agenttest.Start(t, conn, runtime.Config{Agent: "backup"}, stepsHandler(&effects, 10, 0))
 	client := newClient(t, conn)
 	ask := func(typ envelope.PayloadType, to string, payload any) *envelope.Envelope {
 		t.Helper()
 		e, _ := envelope.New("tester", to, typ, payload)
 		e.TaskID = "job-9"
-		rep, err := client.Send(ctxT(t), e)
+		rep, err := client.Send(testkit.Context(t), e)
 		if err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
+	"github.com/jetagent/jetagent/internal/testkit/agenttest"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,7 +21,7 @@ import (
 // and refuses any other, and returns a func that lifts the cap.
 func fillDLQ(t *testing.T, js jetstream.JetStream) (free func()) {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	if err := js.DeleteStream(ctx, topo.DLQStream()); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func fillDLQ(t *testing.T, js jetstream.JetStream) (free func()) {
 	}
 	return func() {
 		cfg.MaxMsgs = -1
-		if _, err := js.UpdateStream(ctxT(t), cfg); err != nil {
+		if _, err := js.UpdateStream(testkit.Context(t), cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,12 +47,12 @@ func fillDLQ(t *testing.T, js jetstream.JetStream) (free func()) {
 // and returns them.
 func deadLetters(t *testing.T, conn *bus.Conn, want int) []*dlq.Record {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	s, err := conn.JetStream().Stream(ctx, topo.DLQStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the dead letters", func() bool {
+	testkit.WaitFor(t, "the dead letters", func() bool {
 		info, err := s.Info(ctx)
 		return err == nil && int(info.State.Msgs) >= want+1
 	})
@@ -75,6 +77,7 @@ func deadLetters(t *testing.T, conn *bus.Conn, want int) []*dlq.Record {
 // hung"). The dead-letter publish is what must be retried, not the
 // handler.
 func TestAFullDLQDoesNotRunAPermanentFailureAgain(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		maxDeliver int
@@ -93,25 +96,25 @@ func TestAFullDLQDoesNotRunAPermanentFailureAgain(t *testing.T) {
 			var runs atomic.Int32
 			cfg := runtime.Config{}
 			cfg.Consumer.MaxDeliver = tc.maxDeliver
-			rt := startAgent(t, conn, cfg, func(context.Context, *runtime.Task) (any, error) {
+			rt := agenttest.Start(t, conn, cfg, func(context.Context, *runtime.Task) (any, error) {
 				runs.Add(1)
 				return nil, resilience.Permanent(errors.New("bad input"))
 			})
 			env := request(t, "x")
-			if _, err := js.Publish(ctxT(t), topo.TaskSubject("echo", envelope.TaskRequest), mustMarshal(t, env)); err != nil {
+			if _, err := js.Publish(testkit.Context(t), topo.TaskSubject("echo", envelope.TaskRequest), mustMarshal(t, env)); err != nil {
 				t.Fatal(err)
 			}
 			if tc.exhaust {
-				waitFor(t, "deliveries beyond the limit", func() bool {
-					c, err := js.Consumer(ctxT(t), topo.TasksStream(), "echo")
+				testkit.WaitFor(t, "deliveries beyond the limit", func() bool {
+					c, err := js.Consumer(testkit.Context(t), topo.TasksStream(), "echo")
 					if err != nil {
 						return false
 					}
-					info, err := c.Info(ctxT(t))
+					info, err := c.Info(testkit.Context(t))
 					return err == nil && info.Delivered.Consumer >= uint64(2*tc.maxDeliver+4)
 				})
 			} else {
-				waitFor(t, "the DLQ refusing twice", func() bool { return rt.Stats().Retried >= 2 })
+				testkit.WaitFor(t, "the DLQ refusing twice", func() bool { return rt.Stats().Retried >= 2 })
 			}
 			free()
 			recs := deadLetters(t, conn, 1)

@@ -9,6 +9,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/jetagent/jetagent/tracing"
@@ -20,17 +21,11 @@ import (
 
 var topo = bus.Topology{Memory: true}
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // setup returns tracing into an in-memory exporter.
 func setup(t *testing.T) (*tracing.Tracing, *tracetest.InMemoryExporter) {
 	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
-	tr, err := tracing.Setup(ctxT(t), tracing.Options{Exporter: exp, Synchronous: true, ServiceName: "test"})
+	tr, err := tracing.Setup(testkit.Context(t), tracing.Options{Exporter: exp, Synchronous: true, ServiceName: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +48,7 @@ func agentAndClient(t *testing.T, tp trace.TracerProvider, h runtime.Handler) *r
 		t.Fatal(err)
 	}
 	rt.Handle(envelope.TaskRequest, h)
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -103,7 +98,7 @@ func TestSendAndHandleSpansAreParentAndChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	traceID := env.TraceID
-	rep, err := client.Send(ctxT(t), env)
+	rep, err := client.Send(testkit.Context(t), env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +152,7 @@ func TestSendAndHandleSpansAreParentAndChild(t *testing.T) {
 func TestSendJoinsTheCallersTrace(t *testing.T) {
 	tr, exp := setup(t)
 	client := agentAndClient(t, tr.Provider(), runtime.Echo)
-	ctx, parent := tr.Provider().Tracer("test").Start(ctxT(t), "caller")
+	ctx, parent := tr.Provider().Tracer("test").Start(testkit.Context(t), "caller")
 	env, err := envelope.New("tester", "echo", envelope.TaskRequest, "hi")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +185,7 @@ func TestEachAttemptIsASpanWithItsOutcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Send(ctxT(t), env); err != nil {
+	if _, err := client.Send(testkit.Context(t), env); err != nil {
 		t.Fatal(err)
 	}
 	byAttempt := map[int64]tracetest.SpanStub{}
@@ -218,7 +213,7 @@ func TestSetupFollowsTheEnvironment(t *testing.T) {
 		"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
 		t.Setenv(k, "")
 	}
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	tr, err := tracing.Setup(ctx, tracing.Options{})
 	if err != nil || tr.Enabled() || tr.Provider() != nil {
 		t.Fatalf("no endpoint: Setup = %v, enabled %v, provider %v; want tracing off", err, tr.Enabled(), tr.Provider())

@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -27,7 +28,7 @@ func wmServer(t *testing.T) *bus.EmbeddedServer {
 	t.Helper()
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
-	_, err := conn.JetStream().CreateStream(ctxT(t), jetstream.StreamConfig{
+	_, err := conn.JetStream().CreateStream(testkit.Context(t), jetstream.StreamConfig{
 		Name:      wmStream,
 		Subjects:  []string{"wmtest.>"},
 		Retention: jetstream.LimitsPolicy,
@@ -101,7 +102,7 @@ func TestRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	// Published outside watermill: the UUID comes from Nats-Msg-Id.
 	foreign := &nats.Msg{Subject: "wmtest.foreign", Header: nats.Header{bus.HeaderMsgID: []string{"env-1"}}}
-	if _, err := raw.PublishMsg(ctxT(t), foreign); err != nil {
+	if _, err := raw.PublishMsg(testkit.Context(t), foreign); err != nil {
 		t.Fatal(err)
 	}
 	last := message.NewMessage(watermill.NewUUID(), []byte("last"))
@@ -109,7 +110,7 @@ func TestRoundTripNackAndDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, err := sub.Subscribe(ctxT(t), "wmtest.orders.>")
+	out, err := sub.Subscribe(testkit.Context(t), "wmtest.orders.>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,14 +162,14 @@ func TestRoundTripNackAndDuplicates(t *testing.T) {
 	}
 	again.Ack()
 
-	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	stream, err := conn.JetStream().Stream(testkit.Context(t), wmStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err := stream.Info(ctxT(t)); err != nil || info.State.Msgs != 4 {
+	if info, err := stream.Info(testkit.Context(t)); err != nil || info.State.Msgs != 4 {
 		t.Fatalf("stream holds %v messages (err %v), want 4: only the duplicate is not stored", info.State.Msgs, err)
 	}
-	out, err = sub.Subscribe(ctxT(t), "wmtest.foreign")
+	out, err = sub.Subscribe(testkit.Context(t), "wmtest.foreign")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +190,14 @@ func TestCloseEndsSubscriptions(t *testing.T) {
 	srv := wmServer(t)
 	conn := natstest.Connect(t, srv)
 	sub := newWMSubscriber(t, conn, watermillbus.Config{})
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithCancel(testkit.Context(t))
 	byCtx, err := sub.Subscribe(ctx, "wmtest.a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var outs []<-chan *message.Message
 	for _, topic := range []string{"wmtest.a", "wmtest.b"} {
-		out, err := sub.Subscribe(ctxT(t), topic)
+		out, err := sub.Subscribe(testkit.Context(t), topic)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,15 +215,15 @@ func TestCloseEndsSubscriptions(t *testing.T) {
 	if err := sub.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := sub.Subscribe(ctxT(t), "wmtest.a"); !errors.Is(err, bus.ErrClosed) {
+	if _, err := sub.Subscribe(testkit.Context(t), "wmtest.a"); !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("Subscribe after Close: err = %v, want ErrClosed", err)
 	}
 	// Groupless consumers are deleted with their subscription.
-	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	stream, err := conn.JetStream().Stream(testkit.Context(t), wmStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := stream.ConsumerNames(ctxT(t))
+	names := stream.ConsumerNames(testkit.Context(t))
 	for name := range names.Name() {
 		t.Errorf("consumer %s left behind", name)
 	}
@@ -249,7 +250,7 @@ func TestGroupResumesAndGetsHeldMessageBack(t *testing.T) {
 	cfg := watermillbus.Config{ConsumerGroup: "workers", Consumer: bus.ConsumerConfig{AckWait: time.Minute}}
 
 	first := newWMSubscriber(t, conn, cfg)
-	out, err := first.Subscribe(ctxT(t), topic)
+	out, err := first.Subscribe(testkit.Context(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func TestGroupResumesAndGetsHeldMessageBack(t *testing.T) {
 	}
 
 	second := newWMSubscriber(t, conn, cfg)
-	out, err = second.Subscribe(ctxT(t), topic)
+	out, err = second.Subscribe(testkit.Context(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +307,7 @@ func TestConfigAndPublishErrors(t *testing.T) {
 	}
 
 	sub := newWMSubscriber(t, conn, watermillbus.Config{})
-	if _, err := sub.Subscribe(ctxT(t), "outside.stream"); err == nil {
+	if _, err := sub.Subscribe(testkit.Context(t), "outside.stream"); err == nil {
 		t.Error("Subscribe to a topic outside the stream succeeded")
 	}
 
@@ -323,8 +324,8 @@ func TestConfigAndPublishErrors(t *testing.T) {
 	} else if !containsAll(err.Error(), good.UUID) {
 		t.Fatalf("error %q does not name the message", err)
 	}
-	stream, _ := conn.JetStream().Stream(ctxT(t), wmStream)
-	if info, err := stream.Info(ctxT(t)); err != nil || info.State.Msgs != 0 {
+	stream, _ := conn.JetStream().Stream(testkit.Context(t), wmStream)
+	if info, err := stream.Info(testkit.Context(t)); err != nil || info.State.Msgs != 0 {
 		t.Fatalf("stream holds %d messages (err %v): a batch with invalid metadata must publish nothing", info.State.Msgs, err)
 	}
 	_ = pub.Close()
@@ -333,7 +334,7 @@ func TestConfigAndPublishErrors(t *testing.T) {
 	}
 	// Closing the watermill face leaves the bus.Publisher it sends through
 	// open; closing that one closes every face.
-	if _, err := raw.PublishMsg(ctxT(t), &nats.Msg{Subject: "wmtest.a"}); err != nil {
+	if _, err := raw.PublishMsg(testkit.Context(t), &nats.Msg{Subject: "wmtest.a"}); err != nil {
 		t.Fatalf("bus.Publisher after the watermill face's Close: %v", err)
 	}
 	_ = raw.Close()
@@ -441,7 +442,7 @@ func TestHeartbeatsKeepSlowMessage(t *testing.T) {
 	topic := "wmtest.slow"
 	var outs [2]<-chan *message.Message
 	for i := range outs {
-		out, err := sub.Subscribe(ctxT(t), topic)
+		out, err := sub.Subscribe(testkit.Context(t), topic)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -469,7 +470,7 @@ func TestHeartbeatsKeepSlowMessage(t *testing.T) {
 	}
 	m.Ack()
 
-	cons, err := conn.JetStream().Consumer(ctxT(t), wmStream, wmGroupConsumer(t, conn, "slow"))
+	cons, err := conn.JetStream().Consumer(testkit.Context(t), wmStream, wmGroupConsumer(t, conn, "slow"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +498,7 @@ func TestNakDelayFromMetadata(t *testing.T) {
 	pub := watermillbus.NewPublisher(raw)
 	sub := newWMSubscriber(t, conn, watermillbus.Config{NakDelay: time.Minute})
 	topic := "wmtest.nakdelay"
-	out, err := sub.Subscribe(ctxT(t), topic)
+	out, err := sub.Subscribe(testkit.Context(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +509,7 @@ func TestNakDelayFromMetadata(t *testing.T) {
 	}
 	// A header of that name from outside watermill is ignored too.
 	foreign := &nats.Msg{Subject: topic, Header: nats.Header{watermillbus.MetadataNakDelay: []string{"1ms"}}}
-	if _, err := raw.PublishMsg(ctxT(t), foreign); err != nil {
+	if _, err := raw.PublishMsg(testkit.Context(t), foreign); err != nil {
 		t.Fatal(err)
 	}
 
@@ -543,11 +544,11 @@ func TestNakDelayFromMetadata(t *testing.T) {
 // stream's only one of that group).
 func wmGroupConsumer(t *testing.T, conn *bus.Conn, group string) string {
 	t.Helper()
-	stream, err := conn.JetStream().Stream(ctxT(t), wmStream)
+	stream, err := conn.JetStream().Stream(testkit.Context(t), wmStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := stream.ConsumerNames(ctxT(t))
+	names := stream.ConsumerNames(testkit.Context(t))
 	for name := range names.Name() {
 		if strings.HasPrefix(name, group+"_") {
 			return name
@@ -566,7 +567,7 @@ func waitAckFloor(t *testing.T, cons jetstream.Consumer, seq uint64) *jetstream.
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		info, err := cons.Info(ctxT(t))
+		info, err := cons.Info(testkit.Context(t))
 		if err != nil {
 			t.Fatal(err)
 		}

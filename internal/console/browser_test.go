@@ -27,6 +27,7 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/jetagent/jetagent/runtime/beacon"
@@ -235,7 +236,7 @@ func startAgents(t *testing.T, conn *bus.Conn) *agents {
 			t.Fatal(err)
 		}
 		rt.Handle(envelope.TaskRequest, h)
-		if err := rt.Start(ctxT(t)); err != nil {
+		if err := rt.Start(testkit.Context(t)); err != nil {
 			t.Fatal(err)
 		}
 		bc.Start(rt)
@@ -274,7 +275,7 @@ func send(t *testing.T, conn *bus.Conn, agent, taskID string, payload any) {
 		t.Fatal(err)
 	}
 	env.TaskID = taskID
-	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(ctxT(t), topo.TaskSubject(agent, envelope.TaskRequest), env); err != nil {
+	if _, err := bus.NewPublisher(conn.JetStream()).PublishEnvelope(testkit.Context(t), topo.TaskSubject(agent, envelope.TaskRequest), env); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -287,7 +288,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	ctx := browser(t)
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
-	if err := bus.Provision(ctxT(t), conn.JetStream(), topo); err != nil {
+	if err := bus.Provision(testkit.Context(t), conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
 	ag := startAgents(t, conn)
@@ -428,17 +429,17 @@ func TestConsoleInABrowser(t *testing.T) {
 		}
 		b.do(chromedp.SendKeys(chromedp.CSS(`input[name=confirm]`), "9"), chromedp.Click(chromedp.CSS(`form.confirm button[type=submit]`)))
 		b.until("the refusal", `document.querySelector("p.error") !== null && document.querySelector("p.error").textContent.includes("Type 10")`)
-		if es, _ := f.store.List(ctxT(t), dlq.Filter{Agent: "billing"}); len(es) != 10 {
+		if es, _ := f.store.List(testkit.Context(t), dlq.Filter{Agent: "billing"}); len(es) != 10 {
 			t.Fatalf("%d billing entries after a wrong confirmation, want 10", len(es))
 		}
 		b.eval(`document.querySelector("input[name=confirm]").value = ""`)
 		b.do(chromedp.SendKeys(chromedp.CSS(`input[name=confirm]`), "10"),
 			chromedp.Click(chromedp.CSS(`form.confirm button[type=submit]`)))
 		b.until("the purge to finish", `location.pathname.startsWith("/jobs/") && document.getElementById("state") && document.getElementById("state").textContent === "done"`)
-		if es, _ := f.store.List(ctxT(t), dlq.Filter{Agent: "billing"}); len(es) != 0 {
+		if es, _ := f.store.List(testkit.Context(t), dlq.Filter{Agent: "billing"}); len(es) != 0 {
 			t.Fatalf("%d billing entries after the purge", len(es))
 		}
-		if es, _ := f.store.List(ctxT(t), dlq.Filter{Agent: "echo"}); len(es) != 21 {
+		if es, _ := f.store.List(testkit.Context(t), dlq.Filter{Agent: "echo"}); len(es) != 21 {
 			t.Fatalf("%d echo entries after purging billing's, want 21", len(es))
 		}
 	})
@@ -455,7 +456,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s, err := kv.Load(ctxT(t), "steps", "report-42"); err != nil || s.Status != snapshot.Cancelled {
+		if s, err := kv.Load(testkit.Context(t), "steps", "report-42"); err != nil || s.Status != snapshot.Cancelled {
 			t.Fatalf("snapshot after cancel: %+v, %v", s, err)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 )
 
 var topo = bus.Topology{Memory: true}
@@ -25,12 +26,6 @@ type fixture struct {
 	srv   *Server
 	store *dlq.Store
 	url   string
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // startConsole starts a server, provisions it and serves a console with
@@ -74,7 +69,7 @@ func (f *fixture) deadLetter(t testing.TB, agent string, seq uint64, reason dlq.
 		t.Fatal(err)
 	}
 	now := time.Now()
-	id, err := f.store.Publish(ctxT(t), &dlq.Record{Data: m.Data, Header: m.Header, Reason: reason, Error: errText,
+	id, err := f.store.Publish(testkit.Context(t), &dlq.Record{Data: m.Data, Header: m.Header, Reason: reason, Error: errText,
 		Agent: agent, Subject: m.Subject, Stream: topo.TasksStream(), Sequence: seq, Deliveries: 1, FirstFailure: now, LastFailure: now})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -132,7 +133,7 @@ func TestViewerGets403OnEveryAction(t *testing.T) {
 			t.Errorf("viewer POST %s: %d, want 403: %.200s", path, code, body)
 		}
 	}
-	if _, err := f.store.Get(ctxT(t), seq); err != nil {
+	if _, err := f.store.Get(testkit.Context(t), seq); err != nil {
 		t.Fatalf("the entry is gone after a viewer's purge: %v", err)
 	}
 	refused := 0
@@ -154,7 +155,7 @@ func TestViewerGets403OnEveryAction(t *testing.T) {
 		t.Fatalf("redirected to %q", h.Get("Location"))
 	}
 	poll(t, "the purge", func() bool {
-		_, err := f.store.Get(ctxT(t), seq)
+		_, err := f.store.Get(testkit.Context(t), seq)
 		return errors.Is(err, dlq.ErrNotFound)
 	})
 }
@@ -189,7 +190,7 @@ func TestActionWithoutTheCSRFTokenIsRefused(t *testing.T) {
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site POST: %d, want 403", resp.StatusCode)
 	}
-	if _, err := f.store.Get(ctxT(t), seq); err != nil {
+	if _, err := f.store.Get(testkit.Context(t), seq); err != nil {
 		t.Fatalf("the entry was purged by a refused request: %v", err)
 	}
 }
@@ -308,7 +309,7 @@ func TestCancelledReplayLeavesCorrectMarks(t *testing.T) {
 // replay header), with a consumer of its own.
 func countTasks(t testing.TB, f *fixture, agent string) func() map[uint64]int {
 	t.Helper()
-	cons, err := f.conn.JetStream().CreateOrUpdateConsumer(ctxT(t), topo.TasksStream(), jetstream.ConsumerConfig{
+	cons, err := f.conn.JetStream().CreateOrUpdateConsumer(testkit.Context(t), topo.TasksStream(), jetstream.ConsumerConfig{
 		Durable: agent, FilterSubject: topo.AgentTasks(agent), AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
@@ -340,7 +341,7 @@ func countTasks(t testing.TB, f *fixture, agent string) func() map[uint64]int {
 
 func listAll(t testing.TB, f *fixture) []*dlq.Entry {
 	t.Helper()
-	es, err := f.store.List(ctxT(t), dlq.Filter{})
+	es, err := f.store.List(testkit.Context(t), dlq.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,11 +356,11 @@ func TestReplayCountsWithFewAndManyMarks(t *testing.T) {
 	for i := range 10 {
 		f.deadLetter(t, "echo", uint64(i+1), dlq.ReasonPermanent, i, "boom")
 	}
-	some, err := f.store.List(ctxT(t), dlq.Filter{IDs: []uint64{2, 5, 9}})
+	some, err := f.store.List(testkit.Context(t), dlq.Filter{IDs: []uint64{2, 5, 9}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := f.store.Replay(ctxT(t), some, dlq.ReplayOptions{}); err != nil || res.Replayed != 3 {
+	if res, err := f.store.Replay(testkit.Context(t), some, dlq.ReplayOptions{}); err != nil || res.Replayed != 3 {
 		t.Fatalf("replay: %+v, %v", res, err)
 	}
 	c := f.client(t, "", "")

@@ -12,7 +12,7 @@ import (
 // DefaultTimeout bounds a test's context: long enough for a slow machine
 // under the race detector, short enough that a hang fails the test
 // rather than the whole run.
-const DefaultTimeout = 30 * time.Second
+const DefaultTimeout = time.Minute
 
 // WaitTimeout bounds WaitFor.
 const WaitTimeout = 20 * time.Second

@@ -12,6 +12,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
 )
@@ -148,7 +149,7 @@ func TestHeldMessageGivenBackWhenContextEnds(t *testing.T) {
 		})(msg)
 		held <- err
 	}()
-	waitFor(t, "the message to be held", func() bool { return h.mw.Stats().Holding == 1 })
+	testkit.WaitFor(t, "the message to be held", func() bool { return h.mw.Stats().Holding == 1 })
 	cancel()
 	select {
 	case err := <-held:

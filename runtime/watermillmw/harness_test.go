@@ -14,6 +14,7 @@ import (
 	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/natstest"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,13 +27,6 @@ const (
 )
 
 var topo = bus.Topology{Memory: true}
-
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // call is one handler call, as the recorder saw it.
 type call struct {
@@ -98,10 +92,10 @@ func prepare(t *testing.T, cfg watermillmw.Config) *harness {
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	js := conn.JetStream()
-	if err := bus.Provision(ctxT(t), js, topo); err != nil {
+	if err := bus.Provision(testkit.Context(t), js, topo); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctxT(t), jetstream.StreamConfig{
+	if _, err := js.CreateStream(testkit.Context(t), jetstream.StreamConfig{
 		Name: testStream, Subjects: []string{"wmmw.>"}, Storage: jetstream.MemoryStorage,
 	}); err != nil {
 		t.Fatal(err)
@@ -182,26 +176,14 @@ func (h *harness) publish(t *testing.T, subject string, payloads ...string) []*m
 	return msgs
 }
 
-// waitFor polls cond every 20ms until it holds, up to 20s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 20s waiting for %s", what)
-		}
-		<-time.After(20 * time.Millisecond)
-	}
-}
-
 // consumerInfo returns the info of the test group's consumer.
 func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
-	stream, err := h.js.Stream(ctxT(t), testStream)
+	stream, err := h.js.Stream(testkit.Context(t), testStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := stream.ConsumerNames(ctxT(t))
+	names := stream.ConsumerNames(testkit.Context(t))
 	var name string
 	for n := range names.Name() {
 		name = n
@@ -209,11 +191,11 @@ func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	if err := names.Err(); err != nil || name == "" {
 		t.Fatalf("no consumer (err %v)", err)
 	}
-	cons, err := stream.Consumer(ctxT(t), name)
+	cons, err := stream.Consumer(testkit.Context(t), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(ctxT(t))
+	info, err := cons.Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +208,7 @@ func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 func (h *harness) waitSettled(t *testing.T, seq uint64) *jetstream.ConsumerInfo {
 	t.Helper()
 	var info *jetstream.ConsumerInfo
-	waitFor(t, "ack floor "+strconv.FormatUint(seq, 10), func() bool {
+	testkit.WaitFor(t, "ack floor "+strconv.FormatUint(seq, 10), func() bool {
 		info = h.consumerInfo(t)
 		return info.AckFloor.Stream >= seq
 	})
@@ -236,11 +218,11 @@ func (h *harness) waitSettled(t *testing.T, seq uint64) *jetstream.ConsumerInfo 
 // streamMsgs returns how many messages stream holds.
 func (h *harness) streamMsgs(t *testing.T, stream string) uint64 {
 	t.Helper()
-	s, err := h.js.Stream(ctxT(t), stream)
+	s, err := h.js.Stream(testkit.Context(t), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctxT(t))
+	info, err := s.Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,22 +233,22 @@ func (h *harness) streamMsgs(t *testing.T, stream string) uint64 {
 // them parsed, with their subjects, in order.
 func (h *harness) deadLetters(t *testing.T, want uint64) ([]*dlq.Record, []string) {
 	t.Helper()
-	waitFor(t, "dead letters", func() bool { return h.streamMsgs(t, topo.DLQStream()) >= want })
+	testkit.WaitFor(t, "dead letters", func() bool { return h.streamMsgs(t, topo.DLQStream()) >= want })
 	if got := h.streamMsgs(t, topo.DLQStream()); got != want {
 		t.Fatalf("DLQ holds %d messages, want %d", got, want)
 	}
-	s, err := h.js.Stream(ctxT(t), topo.DLQStream())
+	s, err := h.js.Stream(testkit.Context(t), topo.DLQStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctxT(t))
+	info, err := s.Info(testkit.Context(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var recs []*dlq.Record
 	var subjects []string
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		raw, err := s.GetMsg(ctxT(t), seq)
+		raw, err := s.GetMsg(testkit.Context(t), seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}

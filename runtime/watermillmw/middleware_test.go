@@ -17,6 +17,7 @@ import (
 	"github.com/jetagent/jetagent/bus/watermillbus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/internal/testio"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/runtime/watermillmw"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,7 +43,7 @@ func TestTransientFailuresRedeliverWithGrowingDelays(t *testing.T) {
 	for range failures + 1 {
 		rec.next(t)
 	}
-	waitFor(t, "success", func() bool { return h.mw.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return h.mw.Stats().Succeeded == 1 })
 	h.waitSettled(t, 1)
 
 	calls := rec.all()
@@ -191,7 +192,7 @@ func TestPanicIsRecoveredAndRedelivered(t *testing.T) {
 	})
 	h.publish(t, "wmmw.orders", "order-1")
 
-	waitFor(t, "success", func() bool { return h.mw.Stats().Succeeded == 1 })
+	testkit.WaitFor(t, "success", func() bool { return h.mw.Stats().Succeeded == 1 })
 	h.waitSettled(t, 1)
 	if calls := rec.all(); len(calls) != 2 || calls[1].n != 2 {
 		t.Fatalf("calls = %+v, want 2 (the second on delivery 2)", calls)
@@ -268,7 +269,7 @@ func TestOpenBreakerHoldsMessagesWithoutDeadLettering(t *testing.T) {
 	}
 	h.publish(t, "wmmw.orders", payloads...)
 
-	waitFor(t, "every message to succeed", func() bool { return h.mw.Stats().Succeeded == messages })
+	testkit.WaitFor(t, "every message to succeed", func() bool { return h.mw.Stats().Succeeded == messages })
 	info := h.waitSettled(t, messages)
 
 	all := rec.all()
@@ -341,16 +342,16 @@ func TestOpenBreakerHoldsMessagesWithoutDeadLettering(t *testing.T) {
 // has room, the redelivery is dead-lettered and acked.
 func TestDeadLetterPublishFailureRedelivers(t *testing.T) {
 	h := prepare(t, watermillmw.Config{Backoff: resilience.Backoff{Base: 100 * time.Millisecond}})
-	dlqStream, err := h.js.Stream(ctxT(t), topo.DLQStream())
+	dlqStream, err := h.js.Stream(testkit.Context(t), topo.DLQStream())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := dlqStream.CachedInfo().Config
 	cfg.MaxMsgs, cfg.Discard = 1, jetstream.DiscardNew
-	if _, err := h.js.UpdateStream(ctxT(t), cfg); err != nil {
+	if _, err := h.js.UpdateStream(testkit.Context(t), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.js.Publish(ctxT(t), "jetagent.dlq.other.filler", []byte("filler")); err != nil {
+	if _, err := h.js.Publish(testkit.Context(t), "jetagent.dlq.other.filler", []byte("filler")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -381,7 +382,7 @@ func TestDeadLetterPublishFailureRedelivers(t *testing.T) {
 		t.Errorf("DLQ holds %d messages, want only the filler", n)
 	}
 
-	if err := dlqStream.Purge(ctxT(t)); err != nil {
+	if err := dlqStream.Purge(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
