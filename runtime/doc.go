@@ -11,7 +11,9 @@
 //     reply to reply_to (its id derived from the request's, so the reply of a
 //     redelivered duplicate is dropped by the server) and then acks; a failure
 //     is redelivered after a backoff delay, and dead-lettered once the
-//     attempts are used up.
+//     attempts are used up. What happens is decided by one pure function,
+//     [disposition.Decide] (package runtime/disposition, whose doc has the
+//     whole table); the runtime carries the decision out.
 //
 // Deliveries flow from one pull subscription into a queue served by a small
 // worker pool: no goroutine per message. The server bounds what an agent
