@@ -15,6 +15,7 @@ import (
 )
 
 func TestEmbeddedServerListensOnLoopback(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{Listen: true})
 	url := srv.ClientURL()
 	if !strings.HasPrefix(url, "nats://127.0.0.1:") {
@@ -32,6 +33,7 @@ func TestEmbeddedServerListensOnLoopback(t *testing.T) {
 }
 
 func TestEmbeddedServerLocksItsDataDir(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -50,6 +52,7 @@ func TestEmbeddedServerLocksItsDataDir(t *testing.T) {
 }
 
 func TestEmbeddedServerReportsTakenAddress(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +69,7 @@ func TestEmbeddedServerReportsTakenAddress(t *testing.T) {
 }
 
 func TestEmbeddedOptionsRejectBadListen(t *testing.T) {
+	t.Parallel()
 	for _, addr := range []string{"nohost", "127.0.0.1:99999", "127.0.0.1:x"} {
 		_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
 		if err == nil || !strings.Contains(err.Error(), addr) {
@@ -75,6 +79,7 @@ func TestEmbeddedOptionsRejectBadListen(t *testing.T) {
 }
 
 func TestConnectReportsUnreachableServer(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +93,7 @@ func TestConnectReportsUnreachableServer(t *testing.T) {
 }
 
 func TestEmbeddedServerRecordsItsOwnerInTheLock(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{Listen: true})
 	_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: srv.DataDir(), DontListen: true})
 	var locked *bus.DataDirLockedError
@@ -103,6 +109,7 @@ func TestEmbeddedServerRecordsItsOwnerInTheLock(t *testing.T) {
 }
 
 func TestEmbeddedServerListensOnLoopbackOnly(t *testing.T) {
+	t.Parallel()
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0"} {
 		_, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: t.TempDir(), Listen: addr})
 		if !errors.Is(err, bus.ErrListenNotLoopback) {

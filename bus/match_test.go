@@ -7,6 +7,7 @@ import (
 )
 
 func TestMatchSubject(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		pattern, subject string
 		want             bool

@@ -14,6 +14,7 @@ import (
 )
 
 func TestProvisionCreatesEverythingOnce(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	js := conn.JetStream()
@@ -62,6 +63,7 @@ func TestProvisionCreatesEverythingOnce(t *testing.T) {
 }
 
 func TestProvisionRefusesConflictingStream(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	js := conn.JetStream()
@@ -90,6 +92,7 @@ func TestProvisionRefusesConflictingStream(t *testing.T) {
 }
 
 func TestProvisionRefusesConflictingBucket(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
 	if err := bus.ProvisionAgent(testkit.Context(t), conn.JetStream(), bus.Topology{Memory: true}, "A"); err != nil {
 		t.Fatal(err)
@@ -101,6 +104,7 @@ func TestProvisionRefusesConflictingBucket(t *testing.T) {
 }
 
 func TestTopologyNames(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Prefix: "acme-prod"}
 	if got := topo.TasksStream(); got != "ACME_PROD_TASKS" {
 		t.Errorf("TasksStream = %q", got)
@@ -122,6 +126,7 @@ func TestTopologyNames(t *testing.T) {
 }
 
 func TestProvisionAgentGivesEachAgentItsOwnBuckets(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	js := conn.JetStream()

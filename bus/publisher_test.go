@@ -26,6 +26,7 @@ func newEnvelope(t testing.TB, payload any) *envelope.Envelope {
 }
 
 func TestPublishEnvelopeSetsHeadersAndDeduplicates(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	pub := bus.NewPublisher(conn.JetStream())
@@ -77,6 +78,7 @@ func TestPublishEnvelopeSetsHeadersAndDeduplicates(t *testing.T) {
 }
 
 func TestPublishToSubjectWithoutStreamFails(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
 	pub := bus.NewPublisher(conn.JetStream())
 	_, err := pub.PublishEnvelope(testkit.Context(t), "nowhere.at.all", newEnvelope(t, nil))
@@ -90,6 +92,7 @@ func TestPublishToSubjectWithoutStreamFails(t *testing.T) {
 }
 
 func TestPublishBatchAcksEveryMessage(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	pub := bus.NewPublisher(conn.JetStream())
@@ -127,6 +130,7 @@ func TestPublishBatchAcksEveryMessage(t *testing.T) {
 }
 
 func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	pub := bus.NewPublisher(conn.JetStream())
@@ -178,6 +182,7 @@ func TestPublishEnvelopesSendsAllButTheOneThatDoesNotEncode(t *testing.T) {
 // not sent and fails alone; the others are stored; after Close every
 // message fails with ErrClosed.
 func TestPublishEachReportsEachMessage(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	pub := bus.NewPublisher(conn.JetStream())

@@ -13,6 +13,7 @@ import (
 )
 
 func TestConsumerConfigValidation(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true})
 	base := bus.ConsumerConfig{Durable: "echo", FilterSubjects: []string{"jetagent.tasks.echo.>"}}
 	cases := map[string]func(*bus.ConsumerConfig){
@@ -56,6 +57,7 @@ func next(t *testing.T, ch <-chan *bus.Delivery) *bus.Delivery {
 }
 
 func TestSubscriberDeliveryMetadataAndSettlement(t *testing.T) {
+	t.Parallel()
 	topo := bus.Topology{Memory: true}
 	_, conn := natstest.Provisioned(t, topo)
 	ctx := testkit.Context(t)

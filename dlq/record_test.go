@@ -12,6 +12,7 @@ import (
 )
 
 func TestRecordRoundTrip(t *testing.T) {
+	t.Parallel()
 	first := time.Date(2026, 11, 27, 1, 2, 3, 4, time.UTC)
 	rec := dlq.Record{
 		Data:         []byte("original body"),
@@ -53,6 +54,7 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestParseRejectsWhatIsNotADeadLetter(t *testing.T) {
+	t.Parallel()
 	if _, err := dlq.Parse(nil, nats.Header{}); !errors.Is(err, dlq.ErrNotDeadLetter) {
 		t.Errorf("no reason header: err = %v", err)
 	}

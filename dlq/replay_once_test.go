@@ -74,6 +74,7 @@ func pastWindow(from time.Time) {
 // limiter, or Ctrl-C) said "replayed 0" with tasks published, and a rerun
 // after the duplicate window published them again.
 func TestAnInterruptedReplayCountsWhatItPublishedAndARerunDoesNotRepeatIt(t *testing.T) {
+	t.Parallel()
 	const n = 20
 	conn, store := withDeadLetters(t, n)
 	entries := list(t, store, dlq.Filter{})
@@ -109,6 +110,7 @@ func TestAnInterruptedReplayCountsWhatItPublishedAndARerunDoesNotRepeatIt(t *tes
 // window had passed), and the first then reported "already replayed" for
 // entries it did publish.
 func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
+	t.Parallel()
 	const n = 6
 	conn, store := withDeadLetters(t, n)
 	entries := list(t, store, dlq.Filter{})
@@ -154,6 +156,7 @@ func TestOverlappingReplaysPublishEachEntryOnce(t *testing.T) {
 // been stored, so it is in doubt: its reservation stays, and a rerun does
 // not publish it again.
 func TestAReplayWhoseAcknowledgementsNeverComeEndsInDoubt(t *testing.T) {
+	t.Parallel()
 	const n = 3
 	conn, store := withDeadLetters(t, n)
 	// A plain subscriber and no stream: the publishes reach a listener

@@ -48,6 +48,7 @@ func newStore(t testing.TB) (*bus.Conn, *dlq.Store) {
 }
 
 func TestPublishIsIdempotentPerOriginalMessage(t *testing.T) {
+	t.Parallel()
 	_, store := newStore(t)
 	deadLetter(t, store, "echo", 7, dlq.ReasonPermanent)
 	deadLetter(t, store, "echo", 7, dlq.ReasonPermanent) // the same delivery dead-lettered twice
@@ -72,6 +73,7 @@ func TestPublishIsIdempotentPerOriginalMessage(t *testing.T) {
 }
 
 func TestFiltersStatsAndPurge(t *testing.T) {
+	t.Parallel()
 	_, store := newStore(t)
 	deadLetter(t, store, "echo", 1, dlq.ReasonPermanent)
 	deadLetter(t, store, "echo", 2, dlq.ReasonMaxAttempts)
@@ -187,6 +189,7 @@ func waitLen(t *testing.T, what string, f func() []jetstream.Msg, n int) []jetst
 // TestPagesStartWhereTheLastEnded: After reads from the next sequence on,
 // so that pages of a large DLQ cost their own size, not what precedes them.
 func TestPagesStartWhereTheLastEnded(t *testing.T) {
+	t.Parallel()
 	_, store := newStore(t)
 	for i := uint64(1); i <= 7; i++ {
 		deadLetter(t, store, "echo", i, dlq.ReasonPermanent)
@@ -212,6 +215,7 @@ func TestPagesStartWhereTheLastEnded(t *testing.T) {
 }
 
 func TestReplayRunsEachEntryOnceUnlessForced(t *testing.T) {
+	t.Parallel()
 	conn, store := newStore(t)
 	env := deadLetter(t, store, "echo", 1, dlq.ReasonPermanent)
 	// The original task id is still inside the duplicate window: a replay
@@ -263,6 +267,7 @@ func TestReplayRunsEachEntryOnceUnlessForced(t *testing.T) {
 }
 
 func TestConcurrentReplaysRunAnEntryOnce(t *testing.T) {
+	t.Parallel()
 	conn, store := newStore(t)
 	for i := range 20 {
 		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
@@ -296,6 +301,7 @@ func TestConcurrentReplaysRunAnEntryOnce(t *testing.T) {
 }
 
 func TestReplayToAnotherSubjectAndRateLimit(t *testing.T) {
+	t.Parallel()
 	conn, store := newStore(t)
 	for i := range 5 {
 		deadLetter(t, store, "echo", uint64(i+1), dlq.ReasonPermanent)
@@ -322,6 +328,7 @@ func TestReplayToAnotherSubjectAndRateLimit(t *testing.T) {
 }
 
 func TestFullDLQRefusesNewDeadLetters(t *testing.T) {
+	t.Parallel()
 	_, conn := natstest.Provisioned(t, bus.Topology{Memory: true, DLQMaxMsgs: 2})
 	store := dlq.NewStore(conn.JetStream(), topo)
 	deadLetter(t, store, "echo", 1, dlq.ReasonPermanent)
@@ -359,6 +366,7 @@ func list(t *testing.T, store *dlq.Store, f dlq.Filter) []*dlq.Entry {
 // entry and selecting by id all see the mark of the entry they return, and
 // never another agent's; purging an entry removes its mark.
 func TestReplayMarksFollowTheirEntry(t *testing.T) {
+	t.Parallel()
 	conn, store := newStore(t)
 	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
 	deadLetter(t, store, "beta", 2, dlq.ReasonPermanent)
@@ -412,6 +420,7 @@ func TestReplayMarksFollowTheirEntry(t *testing.T) {
 // A page reader skips the full read of the marks and fills in its own
 // entries' counts; a filter on replays still reads them.
 func TestListWithoutReplaysThenFill(t *testing.T) {
+	t.Parallel()
 	_, store := newStore(t)
 	deadLetter(t, store, "alpha", 1, dlq.ReasonPermanent)
 	deadLetter(t, store, "alpha", 2, dlq.ReasonPermanent)
@@ -439,6 +448,7 @@ func TestListWithoutReplaysThenFill(t *testing.T) {
 // this one will have. Publish stores the record anyway (under a fresh
 // id), and still stores a real re-publish once.
 func TestPublishDoesNotTrustADuplicateAnswer(t *testing.T) {
+	t.Parallel()
 	conn, store := newStore(t)
 	rec := &dlq.Record{Data: []byte("task"), Header: nats.Header{}, Reason: dlq.ReasonPermanent,
 		Agent: "victim", Subject: topo.TaskSubject("victim", envelope.TaskRequest), Stream: topo.TasksStream(), Sequence: 7,

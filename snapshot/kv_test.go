@@ -20,6 +20,7 @@ import (
 // TestKVConformance runs the suite on one embedded server, each subtest
 // on its own provisioned topology (its own buckets).
 func TestKVConformance(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	var n atomic.Int64
@@ -66,6 +67,7 @@ func provisioned(t *testing.T, topo bus.Topology) (*snapshot.KV, jetstream.KeyVa
 // A store opens an agent's bucket when first used: NewKV needs none, and
 // an agent without a bucket gets ErrNoBucket then, naming what to run.
 func TestNewKVOpensBucketsLazily(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	topo := bus.Topology{Memory: true}
@@ -91,6 +93,7 @@ func TestNewKVOpensBucketsLazily(t *testing.T) {
 // Each agent's snapshots live in its own bucket: a rollup in one (which
 // anyone allowed to write one key of it can send) leaves the others'.
 func TestKVAgentsHaveBucketsOfTheirOwn(t *testing.T) {
+	t.Parallel()
 	store, _, js := provisioned(t, bus.Topology{Memory: true})
 	ctx := t.Context()
 	for _, agent := range []string{"a", "b"} {
@@ -113,6 +116,7 @@ func TestKVAgentsHaveBucketsOfTheirOwn(t *testing.T) {
 }
 
 func TestNewKVFromBucket(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	conn := natstest.Connect(t, srv)
 	raw, err := conn.JetStream().CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "own", History: 2, Storage: jetstream.MemoryStorage})
@@ -135,6 +139,7 @@ func TestNewKVFromBucket(t *testing.T) {
 // TestKVCorruptValue: a value that does not decode is ErrCorrupt for
 // Load, History and List, and skipped by Watch.
 func TestKVCorruptValue(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	store, raw, _ := provisioned(t, bus.Topology{Memory: true})
 	key, _ := snapshot.Key("a", "bad")
@@ -180,6 +185,7 @@ func TestKVCorruptValue(t *testing.T) {
 
 // TestKVForeignKeys: keys Key would not produce are not tasks.
 func TestKVForeignKeys(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	store, raw, _ := provisioned(t, bus.Topology{Memory: true})
 	wctx, cancel := context.WithCancel(ctx)
@@ -208,6 +214,7 @@ func TestKVForeignKeys(t *testing.T) {
 // TestKVPurgeSemantics pins what JetStream does around a purge, which
 // Save and Delete rely on.
 func TestKVPurgeSemantics(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	store, raw, _ := provisioned(t, bus.Topology{Memory: true})
 	key, _ := snapshot.Key("a", "t")
@@ -261,6 +268,7 @@ func TestKVPurgeSemantics(t *testing.T) {
 }
 
 func TestKVPurgeDeleteMarkers(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	store, raw, _ := provisioned(t, bus.Topology{Memory: true})
 	for _, id := range []string{"t1", "t2", "keep"} {
@@ -299,6 +307,7 @@ func TestKVPurgeDeleteMarkers(t *testing.T) {
 
 // TestKVHistoryDepth: the bucket's history bounds History.
 func TestKVHistoryDepth(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	store, _, _ := provisioned(t, bus.Topology{Memory: true, SnapshotHistory: 2})
 	var rev uint64
@@ -317,6 +326,7 @@ func TestKVHistoryDepth(t *testing.T) {
 // TestKVWatchEndsWithConnection: the channel also closes when the
 // connection closes, and its goroutine ends (goleak checks).
 func TestKVWatchEndsWithConnection(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, natstest.Options{})
 	conn, err := srv.Connect(t.Context())
 	if err != nil {
@@ -341,6 +351,7 @@ func TestKVWatchEndsWithConnection(t *testing.T) {
 // TestKVNoDeadline: List and History with a context without deadline
 // leave no goroutine behind (nats.go waits on the watcher's context).
 func TestKVNoDeadline(t *testing.T) {
+	t.Parallel()
 	store, _, _ := provisioned(t, bus.Topology{Memory: true})
 	ctx := context.Background()
 	if _, err := store.Save(ctx, &snapshot.Snapshot{Agent: "a", TaskID: "t", Status: snapshot.Working}, 0); err != nil {

@@ -11,10 +11,12 @@ import (
 )
 
 func TestMemoryConformance(t *testing.T) {
+	t.Parallel()
 	snapshottest.Run(t, func(*testing.T) snapshot.Store { return snapshot.NewMemory(0) })
 }
 
 func TestMemoryHistoryDepth(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ history, want int }{{0, bus.DefaultSnapshotHistory}, {-3, bus.DefaultSnapshotHistory}, {1, 1}, {2, 2}, {64, 64}} {
 		t.Run(fmt.Sprint(tc.history), func(t *testing.T) {
 			m := snapshot.NewMemory(tc.history)
@@ -43,6 +45,7 @@ func TestMemoryHistoryDepth(t *testing.T) {
 // TestMemoryRevisionsStoreWide: one counter for all tasks, as a stream
 // sequence, so a delete and re-create never reuses a revision.
 func TestMemoryRevisionsStoreWide(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	m := snapshot.NewMemory(0)
 	var last uint64
@@ -76,6 +79,7 @@ func TestMemoryRevisionsStoreWide(t *testing.T) {
 // TestMemorySlowWatcher: a watcher that does not read never blocks Save,
 // and gets every event, in order, once it reads.
 func TestMemorySlowWatcher(t *testing.T) {
+	t.Parallel()
 	const n = 10000
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -102,6 +106,7 @@ func TestMemorySlowWatcher(t *testing.T) {
 }
 
 func TestMemoryCanceledContext(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	m := snapshot.NewMemory(0)

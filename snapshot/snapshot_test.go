@@ -18,6 +18,7 @@ var statuses = []snapshot.Status{
 // TestTransitions checks every pair of statuses (and the empty and an
 // unknown one) against the list of legal moves.
 func TestTransitions(t *testing.T) {
+	t.Parallel()
 	legal := map[[2]snapshot.Status]bool{}
 	for _, m := range [][2]snapshot.Status{
 		{snapshot.Submitted, snapshot.Working},
@@ -75,6 +76,7 @@ func TestTransitions(t *testing.T) {
 }
 
 func TestStatusTerminalValid(t *testing.T) {
+	t.Parallel()
 	terminal := map[snapshot.Status]bool{snapshot.Completed: true, snapshot.Failed: true, snapshot.Cancelled: true}
 	for _, s := range statuses {
 		if !s.Valid() {
@@ -120,6 +122,7 @@ func randomID(r *rand.Rand, maxLen int) string {
 }
 
 func TestKeyRoundTrip(t *testing.T) {
+	t.Parallel()
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 1))
@@ -157,6 +160,7 @@ var plainRe = regexp.MustCompile(`^[-_a-zA-Z0-9]{1,256}$`)
 func isPlain(s string) bool { return plainRe.MatchString(s) }
 
 func TestKeyLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		agent, id string
 		ok        bool
@@ -190,6 +194,7 @@ func TestKeyLimits(t *testing.T) {
 }
 
 func TestParseKeyRejects(t *testing.T) {
+	t.Parallel()
 	for _, key := range []string{
 		"", "a", "a.", ".t", "a.b.c", "a b.t", "a.t t", "a.=", "a.=!", "a.=YS5i=",
 		"a.=YWJj",                           // "abc" is plain: its canonical key is "a.abc"
