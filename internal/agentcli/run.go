@@ -255,7 +255,7 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if ops != nil {
-			_ = ops.Shutdown(sctx)
+			_ = ops.Stop(sctx)
 		}
 		_ = tr.Shutdown(sctx)
 		closeConn()

@@ -88,8 +88,8 @@ func startOps(t *testing.T, cfg ophttp.Config) *ophttp.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Errorf("shutdown ops server: %v", err)
+		if err := srv.Stop(context.Background()); err != nil {
+			t.Errorf("stop ops server: %v", err)
 		}
 	})
 	return srv
@@ -220,11 +220,11 @@ func TestServerRunsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatalf("Shutdown before Start: %v", err)
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop before Start: %v", err)
 	}
-	if err := srv.Start(ctxT(t)); !errors.Is(err, ophttp.ErrClosed) {
-		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	if err := srv.Start(ctxT(t)); !errors.Is(err, ophttp.ErrStopped) {
+		t.Fatalf("Start after Stop = %v, want ErrStopped", err)
 	}
 
 	srv = startOps(t, ophttp.Config{})
@@ -237,11 +237,11 @@ func TestServerRunsOnce(t *testing.T) {
 	if code, _ := get(t, srv, "/metrics"); code != http.StatusNotFound {
 		t.Errorf("/metrics without a gatherer = %d, want 404", code)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
+	if err := srv.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatalf("second Shutdown: %v", err)
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatalf("second Stop: %v", err)
 	}
 	if _, err := ophttp.New(ophttp.Config{Checks: []ophttp.Check{{Name: "x"}}}); err == nil {
 		t.Error("a check without a func was accepted")
@@ -255,7 +255,7 @@ func TestStartReportsATakenAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := srv.Start(ctxT(t)); err == nil {
-		_ = srv.Shutdown(context.Background())
+		_ = srv.Stop(context.Background())
 		t.Fatal("Start on a taken address succeeded")
 	}
 }
