@@ -360,7 +360,7 @@ func (r *Runtime) startSweeper(ctx context.Context) *dlq.Sweeper {
 				r.releaseClaim(taskIDOf(&env))
 			}
 		}
-		err = sw.Start()
+		err = sw.Start(ctx)
 	}
 	if err != nil {
 		r.cfg.Logger.Warn("no sweeper of MAX_DELIVERIES advisories (the runtime dead-letters tasks that exhaust their attempts itself)",
