@@ -26,9 +26,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "agent: %s\n", oneLine(err.Error()))
 	var intr interrupted
+	var fail failure
 	switch {
 	case errors.As(err, &intr):
 		return 130
+	case errors.As(err, &fail):
+		return 1
 	case isUsageError(cmd, err):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return 2
@@ -41,6 +44,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type interrupted struct{ error }
 
 func (e interrupted) Unwrap() error { return e.error }
+
+// failure marks an error of a command that ran (a part of `agent run`
+// died): exit 1, whatever its text says (an "invalid argument" from the
+// kernel is no usage error).
+type failure struct{ error }
+
+func (e failure) Unwrap() error { return e.error }
 
 // usageError marks errors in how the command was called.
 type usageError struct{ error }
