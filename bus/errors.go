@@ -17,6 +17,12 @@ var (
 	// or subscriber.
 	ErrClosed = errors.New("bus: closed")
 
+	// ErrConsumerGone is wrapped by a [Subscriber]'s Err when pulling
+	// ended because the server no longer has its consumer (it, or its
+	// stream, was deleted). The subscriber does not create it again: the
+	// process that runs it should end, and its restart provision anew.
+	ErrConsumerGone = errors.New("bus: consumer gone")
+
 	// ErrDataDirLocked is wrapped by the error of [StartEmbedded] (a
 	// [*DataDirLockedError], naming the owner) when another process
 	// already runs an embedded server on the same data directory.

@@ -68,10 +68,12 @@ type Subscriber struct {
 	drift    string // how the consumer on the server differs from cfg
 	recon    uint64 // the connection's reconnect count last seen
 
-	quit    chan struct{} // closed by Stop
+	quit    chan struct{} // closed by Stop, or when pulling ends on its own
 	done    chan struct{} // closed once pulling has ended for good
 	drained chan struct{} // closed when the inbox subscription is gone
 	tickers sync.WaitGroup
+	err     error       // why pulling ended on its own (see end); under mu
+	asking  atomic.Bool // a goroutine asks the server whether the consumer is gone
 
 	server      atomic.Pointer[ackTimeouts] // what the consumer on the server applies
 	lastTick    atomic.Int64                // Unix nanos of the housekeeper's last tick
@@ -293,10 +295,97 @@ func (s *Subscriber) status(m *nats.Msg) {
 			s.asked = 0
 		}
 	}
-	if code != "408" && code != "404" {
+	switch {
+	case code == "409" && strings.Contains(desc, "Consumer Deleted"), code == "503":
+		// The consumer was deleted (with its stream, maybe), or nothing
+		// answers its pull requests: ask the server whether it is gone.
+		s.consumeErrs.Add(1)
+		if !s.stopped {
+			s.log.Warn("the consumer may be gone; asking the server", "consumer", s.cfg.Durable, "status", code+" "+desc)
+		}
+		s.askIfGoneLocked(code + " " + desc)
+	case code != "408" && code != "404":
 		s.onError(fmt.Errorf("pull status %s %s", code, desc))
 	}
 	s.askLocked()
+}
+
+// askIfGoneLocked asks the server, from a goroutine of the subscriber's,
+// whether the consumer still exists; when it does not, pulling ends (see
+// end). The caller holds s.mu.
+func (s *Subscriber) askIfGoneLocked(why string) {
+	if s.stopped || !s.asking.CompareAndSwap(false, true) {
+		return
+	}
+	s.log.Debug("the consumer may be gone; asking the server", "consumer", s.cfg.Durable, "why", why)
+	s.tickers.Add(1) // not stopped: the housekeeper still counts, so Wait has not begun
+	go func() {
+		defer s.tickers.Done()
+		defer s.asking.Store(false)
+		s.askIfGone()
+	}()
+}
+
+// goneAsks are the pauses before each question of askIfGone: a consumer
+// being deleted answers its waiting pull requests a moment before it
+// leaves the server's books.
+var goneAsks = []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+
+// askIfGone asks the server for the consumer's info until it says the
+// consumer is gone (then pulling ends), or goneAsks are used up, or Stop.
+func (s *Subscriber) askIfGone() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watched := make(chan struct{})
+	go func() { // Stop cuts the questions short
+		defer close(watched)
+		select {
+		case <-s.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer func() { cancel(); <-watched }()
+	for _, pause := range goneAsks {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := s.consumer.Info(actx)
+		acancel()
+		if gone(err) {
+			s.end(err)
+			return
+		}
+	}
+}
+
+// gone tells whether err, from a request about the consumer, says that it
+// no longer exists (deleted, or its stream was).
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// end stops pulling for good because the consumer is gone (cause says
+// how the server said so): Done is closed, Err returns the reason. It
+// does nothing once stopped.
+func (s *Subscriber) end(cause error) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	s.err = fmt.Errorf("%w: %s: %w", ErrConsumerGone, s.cfg.Durable, cause)
+	close(s.quit)
+	sub := s.sub
+	s.mu.Unlock()
+	s.log.Warn("pulling ended: the consumer is gone", "consumer", s.cfg.Durable, "err", cause)
+	_ = sub.Unsubscribe() // what is still on its way cannot be settled any more
 }
 
 // releaseOne gives one place of the window back (a delivery settled or
@@ -386,7 +475,9 @@ func (s *Subscriber) checkRequests(now time.Time) {
 		s.asked, s.requests = 0, 0
 	case s.requests > 0 && now.Sub(s.heard) > 2*s.heartbeat():
 		s.missedHB.Add(1)
-		s.onError(fmt.Errorf("%w: no message or heartbeat for %v", jetstream.ErrNoHeartbeat, now.Sub(s.heard).Round(time.Millisecond)))
+		err := fmt.Errorf("%w: no message or heartbeat for %v", jetstream.ErrNoHeartbeat, now.Sub(s.heard).Round(time.Millisecond))
+		s.onError(err)
+		s.askIfGoneLocked(err.Error()) // a request sent as the consumer was deleted hears nothing
 		s.asked, s.requests = 0, 0
 		s.heard = now
 	case s.requests > 0 && now.After(s.expires.Add(s.heartbeat())):
@@ -402,6 +493,10 @@ func (s *Subscriber) checkDrift() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	info, err := s.consumer.Info(ctx)
+	if gone(err) {
+		s.end(err) // deleted while the window was full: no pull request heard it
+		return
+	}
 	if err != nil {
 		return
 	}
@@ -472,9 +567,20 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 }
 
 // Done returns a channel closed once the subscriber has stopped pulling and
-// its last call of fn has returned. It is closed without Start only if
-// Start failed.
+// its last call of fn has returned: after Stop, or when pulling ended on
+// its own (see Err). It is closed without Start only if Start failed.
 func (s *Subscriber) Done() <-chan struct{} { return s.done }
+
+// Err returns why pulling ended on its own: an error wrapping
+// ErrConsumerGone once the server said that the consumer no longer
+// exists (deleted, or its stream was), told by a pull request's status or
+// by the periodic comparison of its configuration. It is nil while the
+// subscriber pulls and when Stop ended it.
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
 
 // Stats returns the subscriber's counters.
 func (s *Subscriber) Stats() SubscriberStats {

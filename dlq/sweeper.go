@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/lifecycle"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -51,14 +53,42 @@ type Sweeper struct {
 	log   *slog.Logger
 
 	cons jetstream.Consumer
-	cc   jetstream.ConsumeContext
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	cc       jetstream.ConsumeContext
+	lastErr  error         // the last error the pull machinery reported; under mu
+	watched  chan struct{} // closed when the watcher of cc has returned
+	stopOnce sync.Once
+	end      lifecycle.End
 
 	// OnDeadLettered, when set before Start, is called with each task the
 	// sweeper dead-lettered (the runtime releases its step claim, so that
 	// a replay of it runs).
 	OnDeadLettered func(ctx context.Context, rec *Record)
 
+	consumeErr chan struct{} // a consume error came: the watcher asks whether the consumer is gone
+
 	swept, gone, refused atomic.Uint64
+}
+
+// consumerGone asks the server whether the advisories consumer exists;
+// when it (or its stream) does not, it stops cc, recording why, and
+// reports true. An unanswered question (a reconnect) is no answer: the
+// next tick asks again.
+func (s *Sweeper) consumerGone(cc jetstream.ConsumeContext) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), goneCheckEvery)
+	defer cancel()
+	_, err := s.cons.Info(ctx)
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false
+	}
+	s.mu.Lock()
+	s.lastErr = fmt.Errorf("%w (the server says: %w)", jetstream.ErrConsumerDeleted, err)
+	s.mu.Unlock()
+	cc.Stop()
+	return true
 }
 
 // errNotBelieved marks an advisory the server's state contradicts.
@@ -85,33 +115,120 @@ func NewSweeper(ctx context.Context, js jetstream.JetStream, topo bus.Topology, 
 	if err != nil {
 		return nil, fmt.Errorf("dlq: sweeper for %s: %w", agent, err)
 	}
-	return &Sweeper{js: js, topo: topo, agent: agent, store: NewStore(js, topo), log: logger, cons: cons}, nil
+	return &Sweeper{js: js, topo: topo, agent: agent, store: NewStore(js, topo), log: logger, cons: cons,
+		consumeErr: make(chan struct{}, 1)}, nil
 }
 
-// Start begins sweeping in the background; Stop ends it.
-func (s *Sweeper) Start() error {
-	cc, err := s.cons.Consume(s.handle, jetstream.PullMaxMessages(16), jetstream.PullExpiry(5*time.Second))
+// Start begins sweeping in the background; Stop ends it. ctx is not
+// used: starting sends one pull request and waits for nothing. It returns
+// the consumer's error (wrapped), ErrSweeperStarted or ErrSweeperStopped.
+// When consuming ends without Stop (the advisories consumer or stream was
+// deleted, the connection closed), Done is closed and Err says why.
+func (s *Sweeper) Start(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopped:
+		return ErrSweeperStopped
+	case s.started:
+		return ErrSweeperStarted
+	}
+	cc, err := s.cons.Consume(s.handle, jetstream.PullMaxMessages(16), jetstream.PullExpiry(5*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+			select {
+			case s.consumeErr <- struct{}{}: // the watcher asks the server
+			default:
+			}
+		}))
 	if err != nil {
 		return fmt.Errorf("dlq: sweeper for %s: %w", s.agent, err)
 	}
-	s.cc = cc
+	s.cc, s.started, s.watched = cc, true, make(chan struct{})
+	go s.watch(cc)
 	return nil
 }
 
-// Stop stops sweeping and waits (up to ctx) for the advisory in hand.
+// goneCheckEvery is how often the watcher asks the server whether the
+// advisories consumer still exists: a consumer deleted before the first
+// pull request reached it answers nothing at all (no status, no missed
+// heartbeat reported), and consuming would wait forever.
+const goneCheckEvery = 2 * time.Second
+
+// watch ends the sweeper (Done, with Err) when consuming ends without
+// Stop, or when the server says the consumer (or its stream) is gone.
+func (s *Sweeper) watch(cc jetstream.ConsumeContext) {
+	defer close(s.watched)
+	tick := time.NewTicker(goneCheckEvery)
+	defer tick.Stop()
+	for gone := false; !gone; {
+		select {
+		case <-cc.Closed():
+			gone = true
+		case <-s.consumeErr:
+			gone = s.consumerGone(cc)
+		case <-tick.C:
+			gone = s.consumerGone(cc)
+		}
+	}
+	<-cc.Closed()
+	s.mu.Lock()
+	stopped, cause := s.stopped, s.lastErr
+	s.mu.Unlock()
+	if stopped {
+		return
+	}
+	err := fmt.Errorf("dlq: sweeper for %s: %w", s.agent, ErrSweeperEnded)
+	if cause != nil {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
+	s.log.Warn("the sweeper of MAX_DELIVERIES advisories ended", "agent", s.agent, "err", err)
+	s.end.Close(err)
+}
+
+// Stop stops sweeping and waits (up to ctx) for the advisory in hand;
+// when ctx ends first it returns ctx's error (wrapped), and the advisory
+// in hand is redelivered. Before Start it returns nil, and the sweeper can
+// no longer start; a later Stop waits for the first to return and returns
+// nil. Done is closed when Stop returns.
 func (s *Sweeper) Stop(ctx context.Context) error {
-	if s.cc == nil {
+	var err error
+	s.stopOnce.Do(func() {
+		err = s.stop(ctx)
+		s.end.Close(nil) // a no-op when consuming had ended: its error stays
+	})
+	return err
+}
+
+func (s *Sweeper) stop(ctx context.Context) error {
+	s.mu.Lock()
+	cc, watched := s.cc, s.watched
+	s.stopped = true
+	s.mu.Unlock()
+	if cc == nil {
 		return nil
 	}
-	s.cc.Drain()
+	cc.Drain()
 	select {
-	case <-s.cc.Closed():
+	case <-watched: // cc is closed, and the watcher saw Stop
 		return nil
 	case <-ctx.Done():
-		s.cc.Stop()
+		cc.Stop() // the watcher returns once the advisory in hand is settled
 		return fmt.Errorf("dlq: sweeper: %w", ctx.Err())
 	}
 }
+
+// Done returns a channel closed once the sweeper has ended: when Stop
+// returns, or as soon as consuming ends without Stop (see Err).
+func (s *Sweeper) Done() <-chan struct{} { return s.end.Done() }
+
+// Err returns why the sweeper ended on its own, once Done is closed: an
+// error wrapping ErrSweeperEnded (and the pull machinery's last error,
+// such as jetstream.ErrConsumerDeleted). It is nil while the sweeper runs
+// and when Stop ended it.
+func (s *Sweeper) Err() error { return s.end.Err() }
 
 // Swept returns how many tasks the sweeper dead-lettered, and how many
 // advisories named a task already gone (settled after all).

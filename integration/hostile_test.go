@@ -485,7 +485,7 @@ func TestHostileForgedAdvisoriesCannotMoveTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sw.Start(); err != nil {
+	if err := sw.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sw.Stop(context.Background()) })

@@ -102,7 +102,7 @@ func TestConsoleRunsWithTheOperatorPermissions(t *testing.T) {
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer scancel()
-		_ = srv.Shutdown(sctx)
+		_ = srv.Stop(sctx)
 	})
 	web := newWebClient(t, srv.URL())
 

@@ -48,7 +48,7 @@ func wireObservability(ctx, shutdownCtx context.Context, conn *bus.Conn) error {
 	if err := ops.Start(ctx); err != nil { // listens before returning
 		return err
 	}
-	defer ops.Shutdown(shutdownCtx) // after rt.Stop: /readyz says "stopped" while the agent drains
+	defer ops.Stop(shutdownCtx) // after rt.Stop: /readyz says "stopped" while the agent drains
 
 	client, err := runtime.NewClient(conn, runtime.ClientConfig{TracerProvider: tr.Provider()})
 	if err != nil {

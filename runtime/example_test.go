@@ -121,3 +121,62 @@ func ExampleTask_Step() {
 	// attempt 1 runs step 2
 	// attempt 2 runs step 3
 }
+
+// A runtime whose consumer is deleted under it ends on its own: Done is
+// closed and Err says why, for the process to end (and its supervisor to
+// restart it) rather than stay up taking nothing.
+func ExampleRuntime_Done() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "jetagent-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	srv, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{DataDir: dir, DontListen: true})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Shutdown(ctx)
+	conn, err := srv.Connect(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	topo := bus.Topology{}
+	if err := bus.Provision(ctx, conn.JetStream(), topo); err != nil {
+		fmt.Println(err)
+		return
+	}
+	rt, err := runtime.New(conn, runtime.Config{Agent: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rt.Handle(envelope.TaskRequest, runtime.Echo)
+	if err := rt.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Stop(ctx)
+
+	if err := conn.JetStream().DeleteConsumer(ctx, topo.TasksStream(), "echo"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	select {
+	case <-rt.Done():
+	case <-time.After(10 * time.Second):
+		fmt.Println("still running")
+		return
+	}
+	fmt.Println("pull ended:", errors.Is(rt.Err(), runtime.ErrPullEnded))
+	fmt.Println("consumer gone:", errors.Is(rt.Err(), bus.ErrConsumerGone))
+	fmt.Println("stop:", rt.Stop(ctx))
+	// Output:
+	// pull ended: true
+	// consumer gone: true
+	// stop: <nil>
+}

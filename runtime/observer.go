@@ -167,6 +167,9 @@ func (r *Runtime) Ready(ctx context.Context) error {
 	}
 	select {
 	case <-sub.Done():
+		if err := r.Err(); err != nil {
+			return err
+		}
 		return fmt.Errorf("runtime %s: pulling has stopped", r.cfg.Agent)
 	default:
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/internal/lifecycle"
 	"github.com/jetagent/jetagent/resilience"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,9 +22,16 @@ import (
 // ErrStarted is returned by Start when the runtime was already started,
 // and ErrStopped once it was stopped: a Runtime runs once.
 var (
-	ErrStarted = errors.New("runtime: already started")
-	ErrStopped = errors.New("runtime: stopped")
+	ErrStarted = fmt.Errorf("runtime: %w", lifecycle.ErrStarted)
+	ErrStopped = fmt.Errorf("runtime: %w", lifecycle.ErrStopped)
 )
+
+// ErrPullEnded is wrapped by Err when the runtime's pull ended for good
+// without Stop: the server no longer has the agent's consumer (deleted,
+// or its tasks stream was; see bus.ErrConsumerGone). The runtime takes no
+// more tasks; the process should end, for its restart to provision the
+// consumer anew.
+var ErrPullEnded = errors.New("pull ended")
 
 // Stats counts what a runtime did. Every delivery taken ends in exactly
 // one of Succeeded, Retried, DeadLettered, Returned, Cancelled, Duplicates,
@@ -131,7 +139,7 @@ type Runtime struct {
 	beat       chan struct{} // closed to stop the heartbeat goroutine
 	beatDone   chan struct{}
 	stopOnce   sync.Once
-	stopErr    error
+	end        lifecycle.End // Done and Err
 
 	// handlerCtx is the parent of every handler's ctx; cancelled (and
 	// abort closed) when a graceful stop runs out of time.
@@ -297,12 +305,43 @@ func (r *Runtime) Start(ctx context.Context) error {
 		return fmt.Errorf("runtime %s: %w", r.cfg.Agent, err)
 	}
 	r.sub, r.started = sub, true
+	r.background.Go(func() { r.watchPull(sub) })
+	if sw := r.sweeper; sw != nil {
+		r.background.Go(func() { r.watchSweeper(sw) })
+	}
 	r.cfg.Logger.Info("agent started", "agent", r.cfg.Agent, "concurrency", r.cfg.Concurrency, "prefetch", r.cfg.Consumer.Prefetch,
 		"ack_wait", r.cfg.Consumer.AckWait, "max_deliver", r.cfg.Consumer.MaxDeliver)
 	r.background.Go(func() { r.records.open(context.Background()) }) // so that the first redelivery finds it open
 	r.background.Go(r.sweepStranded)
 	r.background.Go(r.unparkLoop)
 	return nil
+}
+
+// watchPull ends the runtime (Done, with Err) when its pull ends without
+// Stop. Stop's own end of the subscriber leaves its Err nil.
+func (r *Runtime) watchPull(sub *bus.Subscriber) {
+	<-sub.Done()
+	err := sub.Err()
+	if err == nil {
+		return
+	}
+	err = fmt.Errorf("runtime %s: %w: %w", r.cfg.Agent, ErrPullEnded, err)
+	r.cfg.Logger.Error("the agent takes no more tasks: its pull ended", "agent", r.cfg.Agent, "err", err)
+	r.end.Close(err)
+}
+
+// watchSweeper logs when the sweeper ends without Stop. The runtime goes
+// on: it dead-letters the tasks that exhaust their attempts itself, as it
+// does when no sweeper could start.
+func (r *Runtime) watchSweeper(sw *dlq.Sweeper) {
+	select {
+	case <-sw.Done():
+		if err := sw.Err(); err != nil {
+			r.cfg.Logger.Warn("no more sweeping of MAX_DELIVERIES advisories (the runtime dead-letters tasks that exhaust their attempts itself)",
+				"agent", r.cfg.Agent, "err", err)
+		}
+	case <-r.beat: // stopping
+	}
 }
 
 // strandedEvery is how often a runtime looks for tasks the server stopped
@@ -360,7 +399,7 @@ func (r *Runtime) startSweeper(ctx context.Context) *dlq.Sweeper {
 				r.releaseClaim(taskIDOf(&env))
 			}
 		}
-		err = sw.Start()
+		err = sw.Start(ctx)
 	}
 	if err != nil {
 		r.cfg.Logger.Warn("no sweeper of MAX_DELIVERIES advisories (the runtime dead-letters tasks that exhaust their attempts itself)",
@@ -390,17 +429,34 @@ func (r *Runtime) worker(s *slot) {
 	}
 }
 
-// Run starts the runtime, blocks until ctx ends, then stops gracefully
-// within ShutdownTimeout. It returns Start's error, or Stop's.
+// Run starts the runtime, blocks until ctx ends or the runtime ends on its
+// own (see Done), then stops gracefully within ShutdownTimeout. It
+// returns Start's error, or Err and Stop's (joined).
 func (r *Runtime) Run(ctx context.Context) error {
 	if err := r.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-r.Done():
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 	defer cancel()
-	return r.Stop(sctx)
+	serr := r.Stop(sctx)
+	return errors.Join(r.Err(), serr)
 }
+
+// Done returns a channel closed once the runtime has ended: when Stop
+// returns, or as soon as its pull ends for good without Stop (see Err).
+// It is not closed before Start, nor while the runtime takes tasks.
+func (r *Runtime) Done() <-chan struct{} { return r.end.Done() }
+
+// Err returns why the runtime ended on its own once Done is closed: an
+// error wrapping ErrPullEnded (and the subscriber's reason, such as
+// bus.ErrConsumerGone). It is nil while the runtime runs and when Stop
+// ended it. After such an end, call Stop still: it lets the handlers in
+// hand finish and releases the rest.
+func (r *Runtime) Err() error { return r.end.Err() }
 
 // Stop shuts the runtime down gracefully: it stops pulling, hands the
 // deliveries it has not started (queued, or held by open breakers) back
@@ -409,10 +465,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 // handlers' contexts are cancelled and every delivery not yet settled is
 // handed back; Stop then returns ctx's error (after at most a second more
 // for handlers that ignore their ctx; their deliveries are redelivered
-// after AckWait). Safe to call more than once, and before Start.
+// after AckWait). Before Start it returns nil, and the runtime can no
+// longer start; a later Stop waits for the first to return and returns
+// nil. Done is closed when Stop returns.
 func (r *Runtime) Stop(ctx context.Context) error {
-	r.stopOnce.Do(func() { r.stopErr = r.stop(ctx) })
-	return r.stopErr
+	var err error
+	r.stopOnce.Do(func() {
+		err = r.stop(ctx)
+		r.end.Close(nil) // a no-op when the pull had ended: its error stays
+	})
+	return err
 }
 
 func (r *Runtime) stop(ctx context.Context) error {

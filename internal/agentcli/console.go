@@ -96,10 +96,17 @@ viewer. See docs/console.md.`,
 				return err
 			}
 			log.Info("console ready: open "+srv.URL(), "nats", bus.RedactURL(natsURL), "auth", auth.Enabled(), "read_only", readOnly)
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-srv.Done(): // serving failed: exit 1, for a supervisor to restart it
+			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
-			return srv.Shutdown(sctx)
+			serr := srv.Stop(sctx)
+			if err := srv.Err(); err != nil {
+				return cliexit.WithCode(cliexit.Failure, err)
+			}
+			return serr
 		},
 	}
 	f := cmd.Flags()

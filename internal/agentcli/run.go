@@ -23,6 +23,7 @@ import (
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/jetagent/jetagent/runtime/beacon"
 	"github.com/jetagent/jetagent/tracing"
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -256,7 +257,7 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if ops != nil {
-			_ = ops.Shutdown(sctx)
+			_ = ops.Stop(sctx)
 		}
 		_ = tr.Shutdown(sctx)
 		closeConn()
@@ -308,7 +309,11 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		}
 	}
 	if reg != nil {
-		if ops, err = ophttp.New(ophttp.Config{Addr: cfg.opsListen, Gatherer: reg, Checks: checks, Logger: log}); err != nil {
+		health := make([]ophttp.Check, len(rts))
+		for i, rt := range rts {
+			health[i] = ophttp.Alive("agent "+rt.Agent(), rt)
+		}
+		if ops, err = ophttp.New(ophttp.Config{Addr: cfg.opsListen, Gatherer: reg, Checks: checks, Health: health, Logger: log}); err != nil {
 			return err
 		}
 		if err := ops.Start(ctx); err != nil {
@@ -321,10 +326,66 @@ func runAgents(ctx context.Context, src configSources, security *natsflags.Flags
 		names[i] = a.name
 	}
 	log.Info("ready; try: "+sendHint(url, cfg.topology.Prefix, names[0]), "agents", strings.Join(names, ","))
-	<-ctx.Done()
+	parts := make([]part, 0, len(rts)+1)
+	for _, rt := range rts {
+		parts = append(parts, rt)
+	}
+	if ops != nil {
+		parts = append(parts, ops)
+	}
+	if err := runUntilOneEnds(ctx, parts); err != nil {
+		log.Info("stopping: a part of the process ended; finishing the tasks in hand", "err", err)
+		return cliexit.WithCode(cliexit.Failure, err) // the deferred stop's error, if any, is dropped: this one says why
+	}
 	log.Info("stopping: finishing tasks in hand (interrupt again to quit at once)")
 	return nil // the deferred stop reports its error
 }
+
+// part is a long-running part of the process that can end on its own
+// (a lifecycle.Service, seen from the group that watches it).
+type part interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
+// runUntilOneEnds runs a group (github.com/oklog/run) of one actor per
+// part and one for ctx, and returns when the first of them returns: nil
+// when ctx ended (a signal), or the error of the part that ended on its
+// own (a part that ended without one, stopped by someone else, ends the
+// group with errPartStopped). The group only watches: the parts are
+// stopped afterwards, in runAgents's order (the agents before the
+// endpoint that reports on them), by its deferred stop.
+func runUntilOneEnds(ctx context.Context, parts []part) error {
+	var g run.Group
+	quit := make(chan struct{})
+	var once sync.Once
+	interrupt := func(error) { once.Do(func() { close(quit) }) }
+	g.Add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-quit:
+		}
+		return nil
+	}, interrupt)
+	for _, p := range parts {
+		g.Add(func() error {
+			select {
+			case <-p.Done():
+				if err := p.Err(); err != nil {
+					return err
+				}
+				return errPartStopped
+			case <-quit:
+				return nil
+			}
+		}, interrupt)
+	}
+	return g.Run()
+}
+
+// errPartStopped ends the group when a part was stopped from elsewhere:
+// the process must not go on without it.
+var errPartStopped = errors.New("a part of the process stopped")
 
 // sendHint is the command that sends agent a task on this server: --nats
 // and --prefix only when they differ from send's defaults.

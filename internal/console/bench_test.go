@@ -79,7 +79,7 @@ func BenchmarkDLQPages100k(b *testing.B) {
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_ = s.Shutdown(ctx)
+		_ = s.Stop(ctx)
 	})
 	pages := []struct{ name, path string }{
 		{"first", "/dlq"},

@@ -49,8 +49,8 @@ func startConsoleOn(t testing.TB, conn *bus.Conn, auth Auth) *fixture {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("console shutdown: %v", err)
+		if err := srv.Stop(ctx); err != nil {
+			t.Errorf("console stop: %v", err)
 		}
 	})
 	return &fixture{conn: conn, srv: srv, store: dlq.NewStore(conn.JetStream(), topo), url: srv.URL()}

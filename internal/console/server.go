@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/lifecycle"
 	"github.com/jetagent/jetagent/snapshot"
 )
 
@@ -48,7 +49,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Server is the web console. It runs once: Start, then Shutdown.
+// ErrStarted is returned by Start when the console was started already,
+// and ErrStopped once it was stopped: a Server runs once.
+var (
+	ErrStarted = fmt.Errorf("console: %w", lifecycle.ErrStarted)
+	ErrStopped = fmt.Errorf("console: %w", lifecycle.ErrStopped)
+)
+
+// Server is the web console. It runs once: Start, then Stop. It is a
+// lifecycle.Service: Done is closed after Stop, or as soon as serving
+// fails (the listener broke), with Err saying why.
 type Server struct {
 	cfg      Config
 	store    *dlq.Store
@@ -64,7 +74,10 @@ type Server struct {
 	snaps  *snapshot.KV
 
 	http     *http.Server
+	mu       sync.Mutex // guards ln, started
 	ln       net.Listener
+	started  bool
+	end      lifecycle.End
 	stopping chan struct{}
 	jobCtx   context.Context
 	stopJobs context.CancelFunc
@@ -131,19 +144,32 @@ func (cfg Config) Check() error {
 }
 
 // Start listens and serves in the background, and starts watching the
-// server for the live page and the chart.
+// server for the live page and the chart. It returns the listen error
+// (wrapped), ErrStarted or ErrStopped. When serving fails for good, the
+// error is logged and Done is closed with it.
 func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopping:
+		return ErrStopped
+	default:
+	}
+	if s.started {
+		return ErrStarted
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("console: listen: %w", err)
 	}
-	s.ln = ln
+	s.ln, s.started = ln, true
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("console: serve", "err", err)
+			s.end.Close(fmt.Errorf("console: serving %s: %w", ln.Addr(), err))
 		}
 	}()
 	s.startWatchers()
@@ -151,18 +177,28 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // Addr returns the address the console listens on (after Start).
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+func (s *Server) Addr() net.Addr { return s.listener().Addr() }
 
 // URL returns the console's base URL (after Start).
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+func (s *Server) URL() string { return "http://" + s.listener().Addr().String() }
 
-// Shutdown stops serving, ends the live streams, cancels running jobs
-// after their current chunk (waiting up to ctx for them) and closes the
-// audit file. Safe to call twice.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) listener() net.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ln
+}
+
+// Stop stops serving, ends the live streams, cancels running jobs after
+// their current chunk (waiting up to ctx for them) and closes the audit
+// file. Before Start it returns nil, and the console can no longer start;
+// a later Stop waits for the first to return and returns nil.
+func (s *Server) Stop(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
-		close(s.stopping)
+		s.mu.Lock()
+		close(s.stopping) // under mu: Start sees it
+		ln := s.ln
+		s.mu.Unlock()
 		s.hub.close()
 		for _, j := range s.jobs.list() {
 			if jj := s.jobs.get(j.ID); jj != nil {
@@ -178,16 +214,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		s.stopJobs()
-		if s.ln != nil {
+		if ln != nil {
 			err = s.http.Shutdown(ctx)
 		}
 		s.bg.Wait()
 		if cerr := s.audit.close(); err == nil {
 			err = cerr
 		}
+		s.end.Close(nil) // a no-op when serving had failed: its error stays
 	})
 	return err
 }
+
+// Done is closed once the console has stopped serving: when Stop returns,
+// or when serving failed (see Err).
+func (s *Server) Done() <-chan struct{} { return s.end.Done() }
+
+// Err returns why serving failed, once Done is closed; nil while serving
+// and after Stop.
+func (s *Server) Err() error { return s.end.Err() }
 
 // Handler returns the console's HTTP handler (Start serves it), with
 // authentication, CSRF protection and security headers.

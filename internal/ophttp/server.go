@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetagent/jetagent/bus"
+	"github.com/jetagent/jetagent/internal/lifecycle"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,10 +25,11 @@ const (
 )
 
 // ErrStarted is returned by Start when the server was started already,
-// and ErrClosed once it was shut down.
+// and ErrStopped once it was stopped. They wrap lifecycle.ErrStarted and
+// lifecycle.ErrStopped.
 var (
-	ErrStarted = errors.New("ophttp: already started")
-	ErrClosed  = errors.New("ophttp: server closed")
+	ErrStarted = fmt.Errorf("ophttp: %w", lifecycle.ErrStarted)
+	ErrStopped = fmt.Errorf("ophttp: server %w", lifecycle.ErrStopped)
 )
 
 // Check is one readiness condition: Func returns nil when ready, or an
@@ -53,6 +55,27 @@ func Runtime(rt *runtime.Runtime) Check {
 	return Check{Name: "agent " + rt.Agent(), Func: rt.Ready}
 }
 
+// Part is a long-running part of the process, as a /healthz check sees
+// it (a lifecycle.Service, such as a *runtime.Runtime, is one).
+type Part interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
+// Alive is a /healthz check: it passes until p has ended on its own (its
+// Done closed with a non-nil Err), and fails from then on with p's error.
+// A part stopped by its Stop is not dead: the process is shutting down.
+func Alive(name string, p Part) Check {
+	return Check{Name: name, Func: func(context.Context) error {
+		select {
+		case <-p.Done():
+			return p.Err()
+		default:
+			return nil
+		}
+	}}
+}
+
 // Config configures a [Server]. Every zero value means the default named
 // on the field.
 type Config struct {
@@ -67,6 +90,11 @@ type Config struct {
 	// the server runs.
 	Checks []Check
 
+	// Health checks must all pass for /healthz to answer 200 (see Alive):
+	// the process is alive, its parts all running. None: alive while the
+	// server runs.
+	Health []Check
+
 	// CheckTimeout bounds one /readyz request's checks. Zero: 2s.
 	CheckTimeout time.Duration
 
@@ -75,16 +103,19 @@ type Config struct {
 }
 
 // Server serves /metrics, /healthz and /readyz. It runs once: Start, then
-// Shutdown.
+// Stop. It is a lifecycle.Service: Done is closed after Stop, or as soon
+// as serving fails (the listener broke), with Err saying why.
 type Server struct {
 	cfg Config
 	srv *http.Server
+	end lifecycle.End
 
-	mu      sync.Mutex
-	ln      net.Listener
-	started bool
-	closed  bool
-	done    chan struct{} // closed when the serving goroutine returns
+	mu        sync.Mutex
+	ln        net.Listener
+	started   bool
+	stopped   bool
+	served    chan struct{} // closed when the serving goroutine returns
+	firstStop chan struct{} // closed when the first Stop returns
 }
 
 // New returns a server for cfg; it does not listen yet. It returns an
@@ -104,7 +135,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("ophttp: check %d needs a name and a func", i)
 		}
 	}
-	s := &Server{cfg: cfg, done: make(chan struct{})}
+	for i, c := range cfg.Health {
+		if c.Name == "" || c.Func == nil {
+			return nil, fmt.Errorf("ophttp: health check %d needs a name and a func", i)
+		}
+	}
+	s := &Server{cfg: cfg, served: make(chan struct{}), firstStop: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -117,10 +153,12 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the endpoints as a handler (what Start serves).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeText(w, http.StatusOK, "ok\n")
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		s.check(w, r, s.cfg.Health, "dead")
 	})
-	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		s.check(w, r, s.cfg.Checks, "not ready")
+	})
 	if s.cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{
 			ErrorLog:      slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelError),
@@ -130,15 +168,15 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// readyz answers 200 "ok" when every check passes, else 503 with one line
-// per failed check.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+// check answers 200 "ok" when every check passes, else 503 with one line
+// per failed check ("<what>: <name>: <error>").
+func (s *Server) check(w http.ResponseWriter, r *http.Request, checks []Check, what string) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
 	defer cancel()
 	var failed strings.Builder
-	for _, c := range s.cfg.Checks {
+	for _, c := range checks {
 		if err := c.Func(ctx); err != nil {
-			fmt.Fprintf(&failed, "not ready: %s: %v\n", c.Name, err)
+			fmt.Fprintf(&failed, "%s: %s: %v\n", what, c.Name, err)
 		}
 	}
 	if failed.Len() > 0 {
@@ -156,14 +194,16 @@ func writeText(w http.ResponseWriter, code int, body string) {
 }
 
 // Start listens on Config.Addr (ctx bounds the listen only) and serves
-// from a goroutine of the server's until Shutdown. It returns the listen
-// error (wrapped), ErrStarted or ErrClosed.
+// from a goroutine of the server's until Stop. It returns the listen
+// error (wrapped), ErrStarted or ErrStopped. When serving fails (accept
+// fails for good: the listener broke), the error is logged and Done is
+// closed with it.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed:
-		return ErrClosed
+	case s.stopped:
+		return ErrStopped
 	case s.started:
 		return ErrStarted
 	}
@@ -174,9 +214,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ln, s.started = ln, true
 	go func() {
-		defer close(s.done)
+		defer close(s.served)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.cfg.Logger.Error("operations endpoint stopped", "addr", ln.Addr().String(), "err", err)
+			s.end.Close(fmt.Errorf("ophttp: serving %s: %w", ln.Addr(), err))
 		}
 	}()
 	return nil
@@ -192,25 +233,37 @@ func (s *Server) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Shutdown stops the server gracefully: it stops listening, waits for
+// Stop stops the server gracefully: it stops listening, waits for
 // requests in flight and for the serving goroutine to return. When ctx
 // ends first it closes the remaining connections and returns ctx's error
-// (wrapped). Safe to call more than once, and before Start.
-func (s *Server) Shutdown(ctx context.Context) error {
+// (wrapped). Before Start it returns nil, and the server can no longer
+// start; a later Stop waits for the serving goroutine and returns nil.
+func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	started, already := s.started, s.closed
-	s.closed = true
+	started, already := s.started, s.stopped
+	s.stopped = true
 	s.mu.Unlock()
-	if !started {
+	if already {
+		<-s.firstStop
 		return nil
 	}
+	defer close(s.firstStop)
 	var err error
-	if !already {
+	if started {
 		if err = s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close()
-			err = fmt.Errorf("ophttp: shutdown: %w", err)
+			err = fmt.Errorf("ophttp: stop: %w", err)
 		}
+		<-s.served // Serve returns at once after Shutdown or Close
 	}
-	<-s.done // Serve returns at once after Shutdown or Close
+	s.end.Close(nil) // a no-op when serving had failed: its error stays
 	return err
 }
+
+// Done is closed once the server has stopped serving: when Stop returns,
+// or when serving failed (see Err).
+func (s *Server) Done() <-chan struct{} { return s.end.Done() }
+
+// Err returns why serving failed, once Done is closed; nil while serving
+// and after Stop.
+func (s *Server) Err() error { return s.end.Err() }

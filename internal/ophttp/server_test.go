@@ -14,16 +14,11 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/jetagent/jetagent/internal/ophttp"
+	"github.com/jetagent/jetagent/internal/testkit"
 	"github.com/jetagent/jetagent/metrics"
 	"github.com/jetagent/jetagent/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // get fetches path from the server over HTTP, without keeping the
 // connection (so no client goroutine outlives the test).
@@ -62,7 +57,7 @@ func waitStatus(t *testing.T, srv *ophttp.Server, path string, code int) string 
 // caller shuts it down (after the runtimes on it have stopped).
 func startNATS(t *testing.T, dir, listen string) *bus.EmbeddedServer {
 	t.Helper()
-	srv, err := bus.StartEmbedded(ctxT(t), bus.EmbeddedOptions{DataDir: dir, Listen: listen, MaxStore: 1 << 30})
+	srv, err := bus.StartEmbedded(testkit.Context(t), bus.EmbeddedOptions{DataDir: dir, Listen: listen, MaxStore: 1 << 30})
 	if err != nil {
 		t.Fatalf("start NATS: %v", err)
 	}
@@ -84,12 +79,12 @@ func startOps(t *testing.T, cfg ophttp.Config) *ophttp.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(ctxT(t)); err != nil {
+	if err := srv.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Errorf("shutdown ops server: %v", err)
+		if err := srv.Stop(context.Background()); err != nil {
+			t.Errorf("stop ops server: %v", err)
 		}
 	})
 	return srv
@@ -108,13 +103,13 @@ func TestReadinessFollowsTheConnectionAndTheRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := bus.Connect(ctxT(t), nats1.ClientURL())
+	conn, err := bus.Connect(testkit.Context(t), nats1.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
 	topo := bus.Topology{} // file storage: the streams survive the restart
-	if err := bus.Provision(ctxT(t), conn.JetStream(), topo); err != nil {
+	if err := bus.Provision(testkit.Context(t), conn.JetStream(), topo); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
@@ -140,7 +135,7 @@ func TestReadinessFollowsTheConnectionAndTheRuntime(t *testing.T) {
 		t.Errorf("/readyz before Start = %d %q, want 503 naming the runtime", code, body)
 	}
 
-	if err := rt.Start(ctxT(t)); err != nil {
+	if err := rt.Start(testkit.Context(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -164,7 +159,7 @@ func TestReadinessFollowsTheConnectionAndTheRuntime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := client.Send(ctxT(t), env); err != nil {
+		if _, err := client.Send(testkit.Context(t), env); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -220,15 +215,15 @@ func TestServerRunsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatalf("Shutdown before Start: %v", err)
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop before Start: %v", err)
 	}
-	if err := srv.Start(ctxT(t)); !errors.Is(err, ophttp.ErrClosed) {
-		t.Fatalf("Start after Shutdown = %v, want ErrClosed", err)
+	if err := srv.Start(testkit.Context(t)); !errors.Is(err, ophttp.ErrStopped) {
+		t.Fatalf("Start after Stop = %v, want ErrStopped", err)
 	}
 
 	srv = startOps(t, ophttp.Config{})
-	if err := srv.Start(ctxT(t)); !errors.Is(err, ophttp.ErrStarted) {
+	if err := srv.Start(testkit.Context(t)); !errors.Is(err, ophttp.ErrStarted) {
 		t.Errorf("second Start = %v, want ErrStarted", err)
 	}
 	if code, body := get(t, srv, "/readyz"); code != http.StatusOK || body != "ok\n" {
@@ -237,11 +232,11 @@ func TestServerRunsOnce(t *testing.T) {
 	if code, _ := get(t, srv, "/metrics"); code != http.StatusNotFound {
 		t.Errorf("/metrics without a gatherer = %d, want 404", code)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
+	if err := srv.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatalf("second Shutdown: %v", err)
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatalf("second Stop: %v", err)
 	}
 	if _, err := ophttp.New(ophttp.Config{Checks: []ophttp.Check{{Name: "x"}}}); err == nil {
 		t.Error("a check without a func was accepted")
@@ -254,8 +249,8 @@ func TestStartReportsATakenAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(ctxT(t)); err == nil {
-		_ = srv.Shutdown(context.Background())
+	if err := srv.Start(testkit.Context(t)); err == nil {
+		_ = srv.Stop(context.Background())
 		t.Fatal("Start on a taken address succeeded")
 	}
 }
