@@ -73,12 +73,13 @@ type Sweeper struct {
 	swept, gone, refused atomic.Uint64
 }
 
-// consumerGone asks the server whether the advisories consumer exists;
+// consumerGone asks the server whether the advisories consumer exists
+// ($JS.API.CONSUMER.INFO.<advisories>.<agent>_sweeper, docs/security.md);
 // when it (or its stream) does not, it stops cc, recording why, and
-// reports true. An unanswered question (a reconnect) is no answer: the
-// next tick asks again.
+// reports true. An unanswered or refused question is no answer: the next
+// consume error asks again.
 func (s *Sweeper) consumerGone(cc jetstream.ConsumeContext) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), goneCheckEvery)
+	ctx, cancel := context.WithTimeout(context.Background(), goneCheckTimeout)
 	defer cancel()
 	_, err := s.cons.Info(ctx)
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -151,25 +152,22 @@ func (s *Sweeper) Start(context.Context) error {
 	return nil
 }
 
-// goneCheckEvery is how often the watcher asks the server whether the
-// advisories consumer still exists: a consumer deleted before the first
-// pull request reached it answers nothing at all (no status, no missed
-// heartbeat reported), and consuming would wait forever.
-const goneCheckEvery = 2 * time.Second
+// goneCheckTimeout bounds the question whether the consumer exists.
+const goneCheckTimeout = 2 * time.Second
 
 // watch ends the sweeper (Done, with Err) when consuming ends without
-// Stop, or when the server says the consumer (or its stream) is gone.
+// Stop, or when, after a consume error, the server says the consumer (or
+// its stream) is gone: a consumer deleted before the first pull request
+// reached it sends no status, only "no responders" to each pull, which a
+// JetStream that is restarting sends too, and consuming would go on
+// pulling forever.
 func (s *Sweeper) watch(cc jetstream.ConsumeContext) {
 	defer close(s.watched)
-	tick := time.NewTicker(goneCheckEvery)
-	defer tick.Stop()
 	for gone := false; !gone; {
 		select {
 		case <-cc.Closed():
 			gone = true
 		case <-s.consumeErr:
-			gone = s.consumerGone(cc)
-		case <-tick.C:
 			gone = s.consumerGone(cc)
 		}
 	}

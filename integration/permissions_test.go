@@ -97,6 +97,7 @@ func agentPermissions(topo bus.Topology, agent string) *server.Permissions {
 			// read and removed by stream sequence.
 			jsAPI + "CONSUMER.CREATE." + adv + "." + sweeper + "." + topo.MaxDeliveriesAdvisories(agent),
 			jsAPI + "CONSUMER.MSG.NEXT." + adv + "." + sweeper,
+			jsAPI + "CONSUMER.INFO." + adv + "." + sweeper, // after a consume error: is the consumer gone?
 			"$JS.ACK." + adv + "." + sweeper + ".>",
 			"$JS.ACK.*.*." + adv + "." + sweeper + ".>",
 			jsAPI + "STREAM.MSG.GET." + tasks,
