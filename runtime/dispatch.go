@@ -366,7 +366,7 @@ func (r *Runtime) replyFailed(t *Task, result any, cause error) Outcome {
 			h.Set(dlq.HeaderResult, base64.StdEncoding.EncodeToString(body))
 		}
 	}
-	out := r.deadLetterAttemptsWith(j, h, env, dlq.ReasonReplyFailed,
+	out := r.deadLetterAttemptsWith(j, h, env, disposition.Decide(disposition.Facts{Finding: disposition.ReplyFailed}).Reason,
 		fmt.Errorf("the handler succeeded; its reply to %s was not published: %w", env.ReplyTo, cause))
 	if out.Disposition == DeadLettered {
 		r.stats.replyFailed.Add(1)
@@ -604,7 +604,7 @@ func (r *Runtime) fileVerdict(j *job, v execVerdict) Outcome {
 	if envelope.Unmarshal(d.Data, &env) == nil {
 		envp = &env
 	}
-	reason := dlq.Reason(v.reason)
+	reason := disposition.Decide(disposition.Facts{Finding: disposition.Verdict, Reason: dlq.Reason(v.reason)}).Reason
 	if err := r.fileDead(d, d.Header, envp, reason, errors.New(v.cause), v.attempts); err != nil {
 		return r.retry(d, 0)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/runtime/disposition"
 	"github.com/jetagent/jetagent/snapshot"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -458,7 +459,7 @@ func (r *Runtime) answerDuplicate(j *job, env *envelope.Envelope, seen execSeen)
 			// The task is not run again, and its reply cannot go out:
 			// reply_failed says so (handing it back would spend its
 			// deliveries until the sweeper called it a crash).
-			out := r.deadLetterAttemptsWith(j, d.Header, env, dlq.ReasonReplyFailed,
+			out := r.deadLetterAttemptsWith(j, d.Header, env, disposition.Decide(disposition.Facts{Finding: disposition.ReplyFailed}).Reason,
 				fmt.Errorf("the task ran already (not run again); its reply to %s was not published: %w", env.ReplyTo, err))
 			if out.Disposition == DeadLettered {
 				r.stats.replyFailed.Add(1)

@@ -8,6 +8,7 @@ import (
 	"github.com/jetagent/jetagent/bus"
 	"github.com/jetagent/jetagent/dlq"
 	"github.com/jetagent/jetagent/envelope"
+	"github.com/jetagent/jetagent/runtime/disposition"
 )
 
 // staleMargin is how much before its ack timeout a delivery that waited
@@ -67,7 +68,7 @@ func (r *Runtime) deadLetterIfExpired(j *job) bool {
 	}
 	err := fmt.Errorf("%w: deadline %s passed while the task waited", envelope.ErrExpired, j.env.Deadline.UTC().Format(time.RFC3339Nano))
 	r.endTurn(j)
-	r.observe(j.d.Subject, r.deadLetterAttempts(j, j.env, dlq.ReasonExpired, err), 0)
+	r.observe(j.d.Subject, r.deadLetterAttempts(j, j.env, disposition.Decide(disposition.Facts{Finding: disposition.Expired}).Reason, err), 0)
 	r.release(j.d.Subject, false)
 	return true
 }
@@ -86,6 +87,7 @@ func (r *Runtime) deadLetterExhausted(j *job) Outcome {
 	if envelope.Unmarshal(j.d.Data, &env) == nil {
 		envp = &env
 	}
+	reason = disposition.Decide(disposition.Facts{Finding: disposition.Exhausted, Reason: reason}).Reason
 	out := r.deadLetterCounted(j.d, envp, reason, attemptsError(j, r.cfg.Consumer.MaxDeliver), uint64(a.before))
 	if out.Disposition == DeadLettered {
 		r.forget(j)
