@@ -167,6 +167,13 @@ func (s *Sweeper) watch(cc jetstream.ConsumeContext) {
 		select {
 		case <-cc.Closed():
 			gone = true
+			s.mu.Lock()
+			named := errors.Is(s.lastErr, jetstream.ErrConsumerDeleted)
+			stopped := s.stopped
+			s.mu.Unlock()
+			if !named && !stopped {
+				s.consumerGone(cc) // ended on "no responders" (its stream deleted?): ask the server why
+			}
 		case <-s.consumeErr:
 			gone = s.consumerGone(cc)
 		}
