@@ -33,7 +33,8 @@ const (
 	// healthyBound is how long a healthy-subject task may wait while
 	// another subject's breaker is open.
 	healthyBound = 3 * time.Second
-	// fairShare is the most of a burst one replica may run while others
+	// fairShare is the most of a burst, beyond the window (Prefetch) it
+	// may hold before the others pull, one replica may run while others
 	// are up and idle.
 	fairShare = 0.75
 	// goroutineGrowth and maxRSS bound each agent process.
@@ -622,10 +623,15 @@ func (c *checker) checkFairness() {
 			most = max(most, n)
 			total += n
 		}
-		if total > 0 && float64(most) > fairShare*float64(total) {
+		// A replica may hold its window of the burst before the other
+		// pulls (it joined as the burst arrived); of the rest, it may run
+		// fairShare.
+		window := min(c.w.s.Config.Prefetch, total)
+		bound := float64(window) + fairShare*float64(total-window)
+		if total > 0 && float64(most) > bound {
 			c.add("fair-share", fmt.Sprintf("burst-%d", i+1), "one replica's unbounded local queue takes the whole burst (issue 13 item 3)",
-				"one replica ran %d of the %d tasks of a backlog while %d replicas were up (one joined as it arrived; per pid: %v; at most %.0f%%)",
-				most, total, c.w.s.Config.Replicas, byPID, fairShare*100)
+				"one replica ran %d of the %d tasks of a backlog while %d replicas were up (one joined as it arrived; per pid: %v; at most its window of %d and %.0f%% of the rest: %.1f)",
+				most, total, c.w.s.Config.Replicas, byPID, window, fairShare*100, bound)
 		}
 	}
 }

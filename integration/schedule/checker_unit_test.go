@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -204,5 +205,40 @@ func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 				busy[r] = append(busy[r], st)
 			}
 		}
+	}
+}
+
+// A replica holds at most its window (Prefetch) of a burst before another
+// joins; the rest is what must be shared. Seed 13 (prefetch 32): the
+// replica that was up ran 37 of 49 while the other joined as they arrived,
+// 32 of them held before the joiner's first pull: no hoarding. All 49 is.
+func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
+	t0 := time.Now()
+	burst := func(up, joined int) *world {
+		w := baseWorld(t0)
+		w.s.Config.Prefetch = 32
+		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+		for i := range up + joined {
+			id := fmt.Sprintf("t%02d", i)
+			addTask(w, id, "ok", b.At)
+			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+			pid := 10
+			if i >= up {
+				pid = 11
+			}
+			run(w, t0, pid, id, 1, 20000+10*i, 20008+10*i, "done")
+			b.IDs = append(b.IDs, id)
+		}
+		w.fair = []fairBurst{b}
+		return w
+	}
+	if vs := check(burst(37, 12)); len(vs) != 0 {
+		t.Fatalf("37 of 49 with a window of 32 was judged hoarding: %v", vs)
+	}
+	if got := invariants(check(burst(45, 4))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (45 of 49: the window and 13 of the 17 beyond it)", got)
+	}
+	if got := invariants(check(burst(49, 0))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (the whole burst)", got)
 	}
 }
