@@ -27,6 +27,7 @@
 //	ran: the last attempt failed              -> DeadLetter max_attempts
 //	ran: retry-after(d)                       -> Retry after d
 //	ran: transient, timeout, panic, other     -> Retry after the backoff
+//	a finding this table does not know       -> Retry (never dropped)
 //
 // The package imports only resilience (error kinds) and dlq (reasons); it
 // has no state and does no I/O.
