@@ -357,16 +357,17 @@ func (s *Subscriber) askIfGone() {
 		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := s.consumer.Info(actx)
 		acancel()
-		if gone(err) {
+		if IsConsumerGone(err) {
 			s.end(err)
 			return
 		}
 	}
 }
 
-// gone tells whether err, from a request about the consumer, says that it
-// no longer exists (deleted, or its stream was).
-func gone(err error) bool {
+// IsConsumerGone reports whether err, from a request about a consumer
+// (its info, a pull), says that it no longer exists: deleted, or its
+// stream was.
+func IsConsumerGone(err error) bool {
 	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
@@ -493,7 +494,7 @@ func (s *Subscriber) checkDrift() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	info, err := s.consumer.Info(ctx)
-	if gone(err) {
+	if IsConsumerGone(err) {
 		s.end(err) // deleted while the window was full: no pull request heard it
 		return
 	}

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -78,5 +79,22 @@ func TestSubscriberEndsWhenItsConsumerIsGone(t *testing.T) {
 				t.Errorf("Stop after the end = %v", err)
 			}
 		})
+	}
+}
+
+func TestIsConsumerGone(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{jetstream.ErrConsumerNotFound, true},
+		{fmt.Errorf("info: %w", jetstream.ErrStreamNotFound), true},
+		{jetstream.ErrNoHeartbeat, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := bus.IsConsumerGone(c.err); got != c.want {
+			t.Errorf("IsConsumerGone(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

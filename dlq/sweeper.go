@@ -82,7 +82,7 @@ func (s *Sweeper) consumerGone(cc jetstream.ConsumeContext) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), goneCheckTimeout)
 	defer cancel()
 	_, err := s.cons.Info(ctx)
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+	if !bus.IsConsumerGone(err) {
 		return false
 	}
 	s.mu.Lock()
