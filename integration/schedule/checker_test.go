@@ -194,17 +194,8 @@ func (c *checker) buildExecutions() {
 	for _, es := range c.execs {
 		for _, e := range es {
 			slack := settleSlack
-			for _, f := range faults {
-				if f.Kind != "replies-off" && f.Kind != "server" {
-					continue
-				}
-				to := f.To
-				if to.IsZero() {
-					to = c.w.end
-				}
-				if !f.From.After(e.End.Add(settleSlack)) && !to.Add(reconnectSlack).Before(e.End) {
-					slack = replySettleSlack // its reply was being retried
-				}
+			if c.replyBlocked(e.End) {
+				slack = replySettleSlack // its reply was being retried
 			}
 			for _, f := range faults {
 				if !disruptive(f.Kind) || f.PID != 0 && f.PID != e.PID && f.Kind != "server" {
@@ -269,6 +260,25 @@ func expectedReasons(kind string) []dlq.Reason {
 	return nil
 }
 
+// replyBlocked reports whether a run that ended at end may have found its
+// reply unpublishable: the replies stream off, or the server away, around
+// that time (within settleSlack before it, reconnectSlack after).
+func (c *checker) replyBlocked(end time.Time) bool {
+	for _, f := range c.allFaults() {
+		if f.Kind != "replies-off" && f.Kind != "server" {
+			continue
+		}
+		to := f.To
+		if to.IsZero() {
+			to = c.w.end
+		}
+		if !f.From.After(end.Add(settleSlack)) && !to.Add(reconnectSlack).Before(end) {
+			return true
+		}
+	}
+	return false
+}
+
 // faultsDuring counts the faults of the given kinds in [from, to].
 func (c *checker) faultsDuring(from, to time.Time, kinds ...string) int {
 	n := 0
@@ -325,6 +335,19 @@ func (c *checker) checkOutcomes() {
 			}
 			fails := c.lines(id, "fail")
 			switch e.Reason {
+			case dlq.ReasonReplyFailed:
+				// The handler succeeded and its reply could not go out
+				// within the reply's tries (docs/concepts.md): right, when
+				// a fault kept the replies from being published then.
+				blocked := false
+				for _, x := range c.execs[id] {
+					blocked = blocked || x.Ev == "done" && c.replyBlocked(x.End)
+				}
+				if blocked {
+					continue
+				}
+				c.add("right-dlq-reason", id, c.reasonHint(r, e), "%s task dead-lettered %s (%q) with no fault keeping its reply back; want %s",
+					r.Kind, e.Reason, e.Error, describe(want))
 			case dlq.ReasonMaxAttempts:
 				if fails >= md {
 					continue

@@ -242,3 +242,27 @@ func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
 		t.Fatalf("violations %v, want fair-share (the whole burst)", got)
 	}
 }
+
+// A task whose handler succeeded while the replies stream was off for
+// longer than the reply's tries is dead-lettered reply_failed, as
+// docs/concepts.md says (seed 120228224: replies off 3.97 s). Without a
+// fault to keep the reply back, reply_failed is the wrong reason.
+func TestCheckerAcceptsReplyFailedOnlyWhileRepliesCannotGoOut(t *testing.T) {
+	t0 := time.Now()
+	world := func(off bool) *world {
+		w := baseWorld(t0)
+		addTask(w, "RF", "ok", t0)
+		run(w, t0, 10, "RF", 1, 1000, 1050, "done")
+		w.dlq.byTask["RF"] = []*dlq.Entry{{Stored: t0.Add(3 * time.Second), Record: dlq.Record{Reason: dlq.ReasonReplyFailed}}}
+		if off {
+			w.faults = []*fault{{Kind: "replies-off", From: t0.Add(900 * time.Millisecond), To: t0.Add(5 * time.Second)}}
+		}
+		return w
+	}
+	if vs := check(world(true)); len(vs) != 0 {
+		t.Fatalf("reply_failed while the replies stream was off was judged: %v", vs)
+	}
+	if got := invariants(check(world(false))); !reflect.DeepEqual(got, []string{"right-dlq-reason"}) {
+		t.Fatalf("violations %v, want right-dlq-reason (reply_failed with no fault)", got)
+	}
+}
