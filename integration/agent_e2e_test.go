@@ -80,14 +80,21 @@ func (p *agentProcess) running() bool {
 	}
 }
 
-// waitForConsumer polls until the agent has bound its durable consumer.
+// waitForConsumer polls until the agent has bound its durable consumer and
+// its pull request waits at the server: from then on a published task is
+// delivered to it, even if it is frozen at once. The consumer alone is not
+// enough; the runtime creates it a few round trips before it first pulls.
+// Every caller starts its first agent on an empty stream, where the pull
+// waits until tasks come.
 func waitForConsumer(ctx context.Context, t *testing.T, js jetstream.JetStream, stream, durable string, p *agentProcess) {
 	t.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if _, err := js.Consumer(ctx, stream, durable); err == nil {
-			return
+		if c, err := js.Consumer(ctx, stream, durable); err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumWaiting > 0 {
+				return
+			}
 		}
 		if !p.running() {
 			t.Fatalf("agent exited before binding its consumer:\n%s", p.logs.String())

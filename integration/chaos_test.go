@@ -35,7 +35,9 @@ func TestChaosAgentDiesHoldingMessages(t *testing.T) {
 	topo, js := bus.Topology{}, conn.JetStream()
 	ledger := filepath.Join(t.TempDir(), "ledger")
 	const ackWait = 2 * time.Second
-	a := ledgerAgent(t, srv.URL(), ledger, "--ack-wait", ackWait.String())
+	// A pull request that outlives the freeze: the frozen agent cannot
+	// renew one that expires before the tasks arrive.
+	a := ledgerAgent(t, srv.URL(), ledger, "--ack-wait", ackWait.String(), "--pull-expiry", "1m")
 	waitForConsumer(ctx, t, js, topo.TasksStream(), "ledger", a)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

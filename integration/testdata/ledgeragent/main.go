@@ -40,6 +40,7 @@ func main() {
 	concurrency := flag.Int("concurrency", 8, "workers")
 	latency := flag.Duration("latency", 0, "time each task takes")
 	prefetch := flag.Int("prefetch", 0, "deliveries taken ahead of the workers (0: the runtime's default)")
+	pullExpiry := flag.Duration("pull-expiry", 0, "lifetime of one pull request (0: the runtime's default)")
 	types := flag.String("types", string(envelope.TaskRequest), "comma-separated payload types handled (each like task.request)")
 	downTypes := flag.String("down-types", "", "comma-separated payload types whose downstream is down: every attempt fails transiently, nothing is written")
 	breakerThreshold := flag.Int("breaker-threshold", 1<<20, "consecutive failures that open a subject's breaker (default: never)")
@@ -76,7 +77,7 @@ func main() {
 	rt, err := runtime.New(conn, runtime.Config{
 		Agent:       *name,
 		Concurrency: *concurrency,
-		Consumer:    bus.ConsumerConfig{AckWait: *ackWait, MaxDeliver: *maxDeliver, Prefetch: *prefetch},
+		Consumer:    bus.ConsumerConfig{AckWait: *ackWait, MaxDeliver: *maxDeliver, Prefetch: *prefetch, PullExpiry: *pullExpiry},
 		Backoff:     resilience.Backoff{Base: 100 * time.Millisecond, Max: time.Second},
 		Breaker:     breaker,
 		Limits:      envelope.Limits{MaxClockSkew: *skew},
