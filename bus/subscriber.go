@@ -68,9 +68,9 @@ type Subscriber struct {
 	drift    string // how the consumer on the server differs from cfg
 	recon    uint64 // the connection's reconnect count last seen
 
-	quit    chan struct{} // closed by Stop, or when pulling ends on its own
-	done    chan struct{} // closed once pulling has ended for good
-	drained chan struct{} // closed when the inbox subscription is gone
+	quit    chan struct{}  // closed by Stop, or when pulling ends on its own
+	done    chan struct{}  // closed once pulling has ended for good
+	inboxes sync.WaitGroup // inbox subscriptions not closed yet: the current one, and old ones draining after a reconnect
 	tickers sync.WaitGroup
 	err     error       // why pulling ended on its own (see end); under mu
 	asking  atomic.Bool // a goroutine asks the server whether the consumer is gone
@@ -128,10 +128,9 @@ func NewSubscriber(ctx context.Context, js jetstream.JetStream, stream string, c
 	}
 	info := cons.CachedInfo()
 	s := &Subscriber{consumer: cons, cfg: cfg, log: logger, nc: js.Conn(),
-		next:    apiPrefix(js.Options()) + "CONSUMER.MSG.NEXT." + stream + "." + cfg.Durable,
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		drained: make(chan struct{}),
+		next: apiPrefix(js.Options()) + "CONSUMER.MSG.NEXT." + stream + "." + cfg.Durable,
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	s.server.Store(&ackTimeouts{ackWait: info.Config.AckWait, backOff: info.Config.BackOff})
 	s.lastTick.Store(time.Now().UnixNano())
@@ -175,12 +174,12 @@ func (s *Subscriber) Start(fn func(*Delivery)) error {
 	sub, err := s.nc.Subscribe(s.nc.NewInbox(), s.receive)
 	if err != nil {
 		close(s.done)
-		close(s.drained)
 		return fmt.Errorf("bus: subscriber %s: subscribe: %w", s.cfg.Durable, err)
 	}
 	// The default pending limits would drop messages of a large window.
 	_ = sub.SetPendingLimits(-1, -1)
-	sub.SetClosedHandler(func(string) { close(s.drained) })
+	s.inboxes.Add(1)
+	sub.SetClosedHandler(func(string) { s.inboxes.Done() })
 	s.sub, s.started = sub, true
 	s.recon = s.nc.Stats().Reconnects
 	s.heard = time.Now()
@@ -188,7 +187,7 @@ func (s *Subscriber) Start(fn func(*Delivery)) error {
 	s.tickers.Add(1)
 	go s.housekeep()
 	go func() {
-		<-s.drained
+		s.inboxes.Wait()
 		s.tickers.Wait()
 		close(s.done)
 	}()
@@ -474,6 +473,7 @@ func (s *Subscriber) checkRequests(now time.Time) {
 	case recon != s.recon:
 		s.recon = recon
 		s.asked, s.requests = 0, 0
+		s.renewInboxLocked()
 	case s.requests > 0 && now.Sub(s.heard) > 2*s.heartbeat():
 		s.missedHB.Add(1)
 		err := fmt.Errorf("%w: no message or heartbeat for %v", jetstream.ErrNoHeartbeat, now.Sub(s.heard).Round(time.Millisecond))
@@ -485,6 +485,34 @@ func (s *Subscriber) checkRequests(now time.Time) {
 		s.asked, s.requests = 0, 0
 	}
 	s.askLocked()
+}
+
+// renewInboxLocked moves the subscriber to a fresh inbox after a
+// reconnect. The client resubscribes the old inbox, and a pull request sent
+// on it before the reconnect may still wait at the server (a dropped
+// connection, the server up all along): the server would fill it and the
+// request asked after the reconnect, twice the window. Nobody listens on
+// the old inbox once it is drained, so the server drops its requests
+// unanswered. What reached the old inbox already is still handed to fn.
+// The reconnect is seen within a tick; a request the server fills in that
+// tick is the only excess. The caller holds s.mu.
+func (s *Subscriber) renewInboxLocked() {
+	if s.stopped || s.sub == nil {
+		return
+	}
+	sub, err := s.nc.Subscribe(s.nc.NewInbox(), s.receive)
+	if err != nil {
+		s.onError(fmt.Errorf("a fresh inbox after a reconnect: %w (asking on the old one)", err))
+		return
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	s.inboxes.Add(1) // before the old one's Done: the count never drops to zero meanwhile
+	sub.SetClosedHandler(func(string) { s.inboxes.Done() })
+	old := s.sub
+	s.sub = sub
+	if err := old.Drain(); err != nil {
+		_ = old.Unsubscribe()
+	}
 }
 
 // checkDrift reads the consumer's configuration on the server; when it

@@ -8,6 +8,7 @@ import (
 	"github.com/jetagent/jetagent/envelope"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // stopping reports whether Stop has begun draining.
@@ -220,5 +221,64 @@ func TestDeliveriesReadRightAfterAFreezeAreDatedToItsStart(t *testing.T) {
 	d.alive.Store(now.UnixNano())
 	if d.Expired(now.Add(time.Second), 0) {
 		t.Fatal("a delivery alive 1s ago is expired with AckWait 2s")
+	}
+}
+
+// TestSubscriberHoldsNoMoreThanItsWindowAfterAReconnect: a pull request
+// sent before a reconnect still waits at the server, and the client
+// resubscribes its inbox, so the server would fill the old request and the
+// one asked after the reconnect: twice the window (seed 120228224: a
+// replica whose connection dropped held 37 with a window of 32, and a
+// replica that joined got none). After a reconnect the subscriber asks on
+// a fresh inbox; the server drops the old request, which nobody hears.
+func TestSubscriberHoldsNoMoreThanItsWindowAfterAReconnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, topo := inProcess(ctx, t)
+	const window = 4
+	sub, err := NewSubscriber(ctx, conn.JetStream(), topo.TasksStream(), ConsumerConfig{
+		Durable: "echo", FilterSubjects: []string{topo.AgentTasks("echo")}, Prefetch: window, PullExpiry: time.Minute,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Delivery, 4*window)
+	if err := sub.Start(func(d *Delivery) { got <- d }); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop(context.Background())
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for %s", what)
+			case <-time.After(5 * time.Millisecond): // polling the server and the subscriber
+			}
+		}
+	}
+	waiting := func(n int) func() bool {
+		return func() bool {
+			info, err := sub.Consumer().Info(ctx)
+			return err == nil && info.NumWaiting == n
+		}
+	}
+	poll("the first pull request", waiting(1))
+	if err := conn.NATS().ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	poll("a pull request after the reconnect", func() bool { return sub.Stats().Requests == 2 })
+	publishN(ctx, t, conn, topo, 3*window)
+	var info *jetstream.ConsumerInfo
+	poll("the server to hand out what it was asked for", func() bool {
+		info, err = sub.Consumer().Info(ctx)
+		return err == nil && info.NumWaiting == 0 && info.NumAckPending+int(info.NumPending) == 3*window
+	})
+	if info.NumAckPending != window {
+		t.Fatalf("%d deliveries handed out after a reconnect, window %d", info.NumAckPending, window)
+	}
+	poll("the window's deliveries", func() bool { return len(got) == window })
+	if h, _ := sub.Holding(); h != window {
+		t.Fatalf("holding %d, window %d", h, window)
 	}
 }
