@@ -33,9 +33,9 @@ const (
 	// healthyBound is how long a healthy-subject task may wait while
 	// another subject's breaker is open.
 	healthyBound = 3 * time.Second
-	// fairShare is the most of a burst, beyond the window (Prefetch) it
-	// may hold before the others pull, one replica may run while others
-	// are up and idle.
+	// fairShare is the most of a burst, beyond the window (Concurrency +
+	// Prefetch, as runtime.Config sets it) it may hold before the others
+	// pull, one replica may run while others are up and idle.
 	fairShare = 0.75
 	// goroutineGrowth and maxRSS bound each agent process.
 	goroutineGrowth = 60
@@ -641,22 +641,54 @@ func (c *checker) checkFairness() {
 		if c.breakerMayBeOpen(string(envelope.TaskRequest), b.At.Add(-c.w.s.Config.AckWait), last) {
 			continue // a replica whose breaker is open parks its share: the others run it, as they should
 		}
-		most, total := 0, 0
+		total := 0
 		for _, n := range byPID {
-			most = max(most, n)
 			total += n
 		}
-		// A replica may hold its window of the burst before the other
-		// pulls (it joined as the burst arrived); of the rest, it may run
-		// fairShare.
-		window := min(c.w.s.Config.Prefetch, total)
-		bound := float64(window) + fairShare*float64(total-window)
-		if total > 0 && float64(most) > bound {
-			c.add("fair-share", fmt.Sprintf("burst-%d", i+1), "one replica's unbounded local queue takes the whole burst (issue 13 item 3)",
-				"one replica ran %d of the %d tasks of a backlog while %d replicas were up (one joined as it arrived; per pid: %v; at most its window of %d and %.0f%% of the rest: %.1f)",
-				most, total, c.w.s.Config.Replicas, byPID, window, fairShare*100, bound)
+		// Until the joiner pulls, a replica that is up may take its window
+		// of the burst, and refill it as its tasks finish: nobody else
+		// asks. Of the rest, it may run fairShare.
+		ready := c.joinerReady(b.At)
+		window := c.w.s.Config.Concurrency + c.w.s.Config.Prefetch
+		for pid, n := range byPID {
+			before := min(total, window+c.doneBefore(pid, b.IDs, ready))
+			bound := float64(before) + fairShare*float64(total-before)
+			if float64(n) > bound {
+				c.add("fair-share", fmt.Sprintf("burst-%d", i+1), "one replica's unbounded local queue takes the whole burst (issue 13 item 3)",
+					"one replica ran %d of the %d tasks of a backlog while %d replicas were up (one joined as it arrived, ready %v after it; per pid: %v; at most the %d it pulled before (its window of %d and the %d it finished) and %.0f%% of the rest: %.1f)",
+					n, total, c.w.s.Config.Replicas, ready.Sub(b.At).Round(time.Millisecond), byPID, before, window, before-min(total, window), fairShare*100, bound)
+			}
 		}
 	}
+}
+
+// joinerReady is when the replica that joined a burst starting at from
+// first pulled: the first "ready" ledger line from then on (the
+// scheduleagent writes it once its runtime has started; a burst is judged
+// only while no other replica restarts). With none, the joiner counts as
+// ready at from, the strictest reading.
+func (c *checker) joinerReady(from time.Time) time.Time {
+	ready := time.Time{}
+	for _, l := range c.w.lines {
+		if at := l.Time(); l.Ev == "ready" && !at.Before(from) && (ready.IsZero() || at.Before(ready)) {
+			ready = at
+		}
+	}
+	if ready.IsZero() {
+		return from
+	}
+	return ready
+}
+
+// doneBefore counts the tasks of ids that process pid finished before t.
+func (c *checker) doneBefore(pid int, ids []string, t time.Time) int {
+	n := 0
+	for _, id := range ids {
+		if l, ok := c.firstDone(id); ok && l.PID == pid && l.Time().Before(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // breakerMayBeOpen reports whether some replica's breaker for payload

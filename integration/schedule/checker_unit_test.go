@@ -208,10 +208,11 @@ func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 	}
 }
 
-// A replica holds at most its window (Prefetch) of a burst before another
-// joins; the rest is what must be shared. Seed 13 (prefetch 32): the
-// replica that was up ran 37 of 49 while the other joined as they arrived,
-// 32 of them held before the joiner's first pull: no hoarding. All 49 is.
+// A replica holds at most its window (Concurrency + Prefetch; here
+// Prefetch 32 and no concurrency counted) of a burst before another joins;
+// the rest is what must be shared. Seed 13 (prefetch 32): the replica that
+// was up ran 37 of 49 while the other joined as they arrived, its window
+// held before the joiner's first pull: no hoarding. All 49 is.
 func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
 	t0 := time.Now()
 	burst := func(up, joined int) *world {
@@ -240,6 +241,79 @@ func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
 	}
 	if got := invariants(check(burst(49, 0))); !reflect.DeepEqual(got, []string{"fair-share"}) {
 		t.Fatalf("violations %v, want fair-share (the whole burst)", got)
+	}
+}
+
+// A replica's window is Concurrency + Prefetch (runtime.Config): the tasks
+// its handlers run and those queued behind them. Seed 120228224, once its
+// reconnect defect was fixed, had the replica that stayed up run 36 of 37
+// with prefetch 32 and concurrency 4: its window, and 1 of the 1 beyond
+// it; the checker counted a window of 32 and flagged it.
+func TestCheckerCountsTheRunningTasksInTheWindow(t *testing.T) {
+	t0 := time.Now()
+	burst := func(up int) *world {
+		w := baseWorld(t0)
+		w.s.Config.Prefetch, w.s.Config.Concurrency = 32, 4
+		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+		for i := range 37 {
+			id := fmt.Sprintf("t%02d", i)
+			addTask(w, id, "ok", b.At)
+			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+			pid := 10
+			if i >= up {
+				pid = 11
+			}
+			run(w, t0, pid, id, 1, 20000+10*i, 20008+10*i, "done")
+			b.IDs = append(b.IDs, id)
+		}
+		w.fair = []fairBurst{b}
+		return w
+	}
+	if vs := check(burst(36)); len(vs) != 0 {
+		t.Fatalf("36 of 37 with a window of 36 was judged hoarding: %v", vs)
+	}
+	if got := invariants(check(burst(37))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (37 of 37: the window and all beyond it)", got)
+	}
+}
+
+// A replica that stays up may run what it pulled before the joiner's first
+// pull: its window, and as many again as it finished by then, since each
+// finished task's room is refilled from the burst while nobody else asks
+// (a joiner slow to start on a busy machine, as seed 13's was). Of what
+// remains once the joiner pulls, it may run fairShare. The joiner's
+// "ready" ledger line, written once its runtime pulls, says when; without
+// one the joiner counts as ready when the burst began.
+func TestCheckerCountsWhatTheUpReplicaRanBeforeTheJoinerPulled(t *testing.T) {
+	t0 := time.Now()
+	burst := func(readyMs int) *world {
+		w := baseWorld(t0)
+		w.s.Config.Prefetch = 32
+		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+		for i := range 37 {
+			id := fmt.Sprintf("t%02d", i)
+			addTask(w, id, "ok", b.At)
+			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+			run(w, t0, 10, id, 1, 20000+10*i, 20008+10*i, "done") // the 5th is done at 20048
+			b.IDs = append(b.IDs, id)
+		}
+		if readyMs > 0 {
+			w.lines = append(w.lines, Line{T: at(t0, readyMs), PID: 11, Ev: "ready"})
+		}
+		w.fair = []fairBurst{b}
+		return w
+	}
+	if vs := check(burst(20055)); len(vs) != 0 {
+		t.Fatalf("37 of 37 by the replica that was up, 5 of them finished before the joiner pulled, was judged hoarding: %v", vs)
+	}
+	if vs := check(burst(30000)); len(vs) != 0 {
+		t.Fatalf("a burst that was over before the joiner pulled was judged hoarding: %v", vs)
+	}
+	if got := invariants(check(burst(20001))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (the joiner pulled before anything finished: the window and 5 beyond it)", got)
+	}
+	if got := invariants(check(burst(0))); !reflect.DeepEqual(got, []string{"fair-share"}) {
+		t.Fatalf("violations %v, want fair-share (no ready line: the joiner counts as ready at once)", got)
 	}
 }
 

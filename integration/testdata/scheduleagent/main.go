@@ -48,7 +48,7 @@ type work struct {
 type Line struct {
 	T      int64  `json:"t"`   // unix nanoseconds
 	PID    int    `json:"pid"` // this process
-	Ev     string `json:"ev"`  // start, done, fail, perm, crash, step, cancelled, taken, error
+	Ev     string `json:"ev"`  // ready (no task), start, done, fail, perm, crash, step, cancelled, taken, error
 	Task   string `json:"task"`
 	Att    int    `json:"att"`
 	Replay string `json:"replay,omitempty"` // Jetagent-Replay-Of: the DLQ entry replayed
@@ -139,6 +139,7 @@ func main() {
 	if err := rt.Start(ctx); err != nil {
 		fail(err) // exit 1: the runtime could not start
 	}
+	record(Line{Ev: "ready"}) // its first pull is sent: the checker's fair-share needs to know when
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()
