@@ -167,6 +167,11 @@ const replayWindow = 512
 // answers to what it already sent, to settle or undo their marks.
 const replayGrace = 5 * time.Second
 
+// paceDrain is the wait for a rate's next turn before which a replay lets
+// what it has in flight finish: at rates up to 50 a second (a few round
+// trips per turn), not at higher ones, where the pipeline keeps them fast.
+const paceDrain = 20 * time.Millisecond
+
 // Mark states: a replay reserves an entry's mark before publishing its
 // task, and settles it once the task is stored.
 const (
@@ -235,11 +240,7 @@ func (s *Store) Replay(ctx context.Context, entries []*Entry, opts ReplayOptions
 			continue
 		}
 		if lim != nil {
-			if err := p.advance(); err != nil {
-				stopped = err
-				break
-			}
-			if err := lim.Wait(ctx); err != nil {
+			if err := p.pace(ctx, lim); err != nil {
 				stopped = err
 				break
 			}
@@ -346,6 +347,36 @@ func (p *pipeline) reserve(e *Entry) error {
 		}
 	}
 	return p.advance()
+}
+
+// pace waits for the next entry's turn under lim. A wait long enough to
+// matter (paceDrain) first lets everything in flight finish: the entries
+// whose turn has come are published and marked now, not when the next
+// turn comes, and an interruption in the wait leaves nothing unsettled.
+func (p *pipeline) pace(ctx context.Context, lim *rate.Limiter) error {
+	if err := p.advance(); err != nil {
+		return err
+	}
+	r := lim.Reserve()
+	if r.Delay() >= paceDrain {
+		if err := p.drain(); err != nil {
+			r.Cancel()
+			return err
+		}
+	}
+	d := r.Delay() // what is left of it
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	}
 }
 
 // advance moves on every stage's answered heads, without waiting: a task
