@@ -64,3 +64,13 @@ func TestInterruptedSendExits130(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// Each root's help lists the exit codes its commands use (docs/errors.md).
+func TestHelpListsTheExitCodes(t *testing.T) {
+	_, stdout, _ := runMain(t, "--help")
+	for _, code := range []string{"0", "1", "2", "130"} {
+		if !strings.Contains(stdout, "\n  "+code+" ") {
+			t.Errorf("agent --help lists no exit code %s:\n%s", code, stdout)
+		}
+	}
+}

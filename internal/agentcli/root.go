@@ -33,7 +33,13 @@ dead-letter queue when things break.
 
 Without --nats, "agent run" starts an embedded NATS server (JetStream on disk
 under --data-dir, listening on 127.0.0.1:4222), so other commands on this
-machine, like "agent send", can join it.`,
+machine, like "agent send", can join it.
+
+Exit codes:
+  0    done (agent run: stopped by Ctrl-C or SIGTERM, gracefully)
+  1    failed (server unreachable, a part of "agent run" died, the task failed, ...)
+  2    wrong flags or arguments
+  130  interrupted (Ctrl-C or SIGTERM) before it finished (agent send says what became of its task)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {

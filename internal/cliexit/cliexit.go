@@ -62,11 +62,17 @@ func Code(err error) int {
 // error, it writes one line "<root name>: <error>" to stderr (the error's
 // white space, new lines included, folded to single spaces), and after a
 // usage error the line "Run '<command path> --help' for usage.". It
-// returns Code(err).
+// returns Code(err), except that an error without a code of its own ends
+// Interrupted when cmd's context was cancelled (Ctrl-C or SIGTERM, through
+// signal.NotifyContext): the command failed because it was stopped.
 func Report(stderr io.Writer, cmd *cobra.Command, err error) int {
 	code := Code(err)
 	if err == nil {
 		return code
+	}
+	var coded *Error
+	if ctx := cmd.Context(); ctx != nil && ctx.Err() != nil && !errors.As(err, &coded) {
+		code = Interrupted
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", cmd.Root().Name(), strings.Join(strings.Fields(err.Error()), " "))
 	if code == Usage {

@@ -1,8 +1,10 @@
 package cliexit_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -92,5 +94,41 @@ func TestWithCodeKeepsNilAndTheMessage(t *testing.T) {
 	// The outermost mark wins: an interrupt while asking is not a usage error.
 	if got := cliexit.Code(cliexit.WithCode(cliexit.Interrupted, cliexit.Usagef("x"))); got != cliexit.Interrupted {
 		t.Fatalf("code %d", got)
+	}
+}
+
+// A command whose context was cancelled (Ctrl-C or SIGTERM, through
+// signal.NotifyContext) and that failed for it ends Interrupted, whichever
+// CLI it belongs to: replay used to exit 1 where agent send exits 130. An
+// error with a code of its own keeps it, and a failure with the context
+// alive stays Failure.
+func TestReportSaysInterruptedWhenTheContextWasCancelled(t *testing.T) {
+	run := func(cancelled bool, err error) int {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cmd := &cobra.Command{Use: "tool", SilenceErrors: true, SilenceUsage: true,
+			RunE: func(*cobra.Command, []string) error {
+				if cancelled {
+					cancel()
+				}
+				return err
+			}}
+		cmd.SetArgs(nil)
+		c, got := cmd.ExecuteContextC(ctx)
+		return cliexit.Report(io.Discard, c, got)
+	}
+	stopped := fmt.Errorf("replay: stopped (1 replayed, 0 in doubt): %w", context.Canceled)
+	if got := run(true, stopped); got != cliexit.Interrupted {
+		t.Errorf("cancelled, plain error: exit %d, want %d", got, cliexit.Interrupted)
+	}
+	if got := run(true, cliexit.WithCode(cliexit.Partial, stopped)); got != cliexit.Partial {
+		t.Errorf("cancelled, error with its own code: exit %d, want %d", got, cliexit.Partial)
+	}
+	if got := run(false, errors.New("server unreachable")); got != cliexit.Failure {
+		t.Errorf("not cancelled: exit %d, want %d", got, cliexit.Failure)
+	}
+	if got := run(true, nil); got != cliexit.OK {
+		t.Errorf("cancelled, no error: exit %d, want %d", got, cliexit.OK)
 	}
 }

@@ -1,9 +1,14 @@
 package replaycli
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jetagent/jetagent/dlq"
+	"github.com/jetagent/jetagent/internal/testio"
 )
 
 // What a user sees for each kind of mistake: the exit code and the whole
@@ -45,5 +50,44 @@ func TestWrongInputExitCodesAndStderr(t *testing.T) {
 				t.Errorf("replay %s: exit %d, stderr %q, stdout %q\nwant exit %d, stderr %q", strings.Join(c.args, " "), r.code, r.stderr, r.out, c.code, c.stderr)
 			}
 		})
+	}
+}
+
+// A replay stopped by Ctrl-C (its context ends) exits 130, as agent send
+// does, after its summary line: it used to exit 1, as if it had failed.
+func TestInterruptedReplayExits130AfterItsSummary(t *testing.T) {
+	url, conn := server(t)
+	fill(t, conn, "echo", 3, 1, dlq.ReasonPermanent)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	go func() { // Ctrl-C once the first entry is replayed; the rate keeps the others waiting
+		defer cancel()
+		for ctx.Err() == nil {
+			st, err := conn.JetStream().Stream(ctx, topo.TasksStream())
+			if err == nil {
+				if info, err := st.Info(ctx); err == nil && info.State.Msgs >= 1 {
+					return
+				}
+			}
+			time.Sleep(5 * time.Millisecond) // polling the tasks stream
+		}
+	}()
+	var out, errb testio.Buffer
+	code := Main(ctx, []string{"--nats", url, "replay", "--yes", "-q", "--rate", "0.01"}, IO{In: strings.NewReader(""), Out: &out, Err: &errb})
+	if code != 130 {
+		t.Fatalf("exit %d, want 130; stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "replayed 1, ") {
+		t.Errorf("stdout %q, want the summary of one replayed entry", out.String())
+	}
+}
+
+// Each root's help lists the exit codes its commands use (docs/errors.md).
+func TestHelpListsTheExitCodes(t *testing.T) {
+	r := run(t, "", false, "--help")
+	for _, code := range []string{"0", "1", "2", "3", "4", "130"} {
+		if !strings.Contains(r.out, "\n  "+code+" ") {
+			t.Errorf("replay --help lists no exit code %s:\n%s", code, r.out)
+		}
 	}
 }

@@ -75,11 +75,12 @@ settings (--tls-ca, --tls-cert, --tls-key, --tls-server-name) and
 permission the server refuses is reported at once, naming the subject.
 
 Exit codes:
-  0  done
-  1  failed (server unreachable, entry not found, ...)
-  2  wrong flags or arguments
-  3  aborted: confirmation declined, or needed and stdin is not a terminal (use --yes)
-  4  some entries could not be replayed`,
+  0    done
+  1    failed (server unreachable, entry not found, ...)
+  2    wrong flags or arguments
+  3    aborted: confirmation declined, or needed and stdin is not a terminal (use --yes)
+  4    some entries could not be replayed
+  130  interrupted (Ctrl-C or SIGTERM) before it finished`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
