@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,9 +69,10 @@ type Subscriber struct {
 	drift    string // how the consumer on the server differs from cfg
 	recon    uint64 // the connection's reconnect count last seen
 
-	quit    chan struct{}  // closed by Stop, or when pulling ends on its own
-	done    chan struct{}  // closed once pulling has ended for good
-	inboxes sync.WaitGroup // inbox subscriptions not closed yet: the current one, and old ones draining after a reconnect
+	quit    chan struct{}        // closed by Stop, or when pulling ends on its own
+	done    chan struct{}        // closed once pulling has ended for good
+	inboxes sync.WaitGroup       // inbox subscriptions not closed yet: the current one, and old ones draining after a reconnect
+	retired []*nats.Subscription // the old ones, under mu
 	tickers sync.WaitGroup
 	err     error       // why pulling ended on its own (see end); under mu
 	asking  atomic.Bool // a goroutine asks the server whether the consumer is gone
@@ -382,10 +384,12 @@ func (s *Subscriber) end(cause error) {
 	s.stopped = true
 	s.err = fmt.Errorf("%w: %s: %w", ErrConsumerGone, s.cfg.Durable, cause)
 	close(s.quit)
-	sub := s.sub
+	subs := append([]*nats.Subscription{s.sub}, s.retired...)
 	s.mu.Unlock()
 	s.log.Warn("pulling ended: the consumer is gone", "consumer", s.cfg.Durable, "err", cause)
-	_ = sub.Unsubscribe() // what is still on its way cannot be settled any more
+	for _, sub := range subs {
+		_ = sub.Unsubscribe() // what is still on its way cannot be settled any more
+	}
 }
 
 // releaseOne gives one place of the window back (a delivery settled or
@@ -509,6 +513,7 @@ func (s *Subscriber) renewInboxLocked() {
 	s.inboxes.Add(1) // before the old one's Done: the count never drops to zero meanwhile
 	sub.SetClosedHandler(func(string) { s.inboxes.Done() })
 	old := s.sub
+	s.retired = append(slices.DeleteFunc(s.retired, func(r *nats.Subscription) bool { return !r.IsValid() }), old)
 	s.sub = sub
 	if err := old.Drain(); err != nil {
 		_ = old.Unsubscribe()
@@ -574,7 +579,7 @@ func (s *Subscriber) onError(err error) {
 // It is safe to call more than once and before Start.
 func (s *Subscriber) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	already, started, sub := s.stopped, s.started, s.sub
+	already, started, sub, retired := s.stopped, s.started, s.sub, s.retired
 	s.stopped = true
 	if !already {
 		close(s.quit)
@@ -590,7 +595,9 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		_ = sub.Unsubscribe()
+		for _, old := range append(retired, sub) {
+			_ = old.Unsubscribe()
+		}
 		return fmt.Errorf("bus: subscriber %s: drain: %w", s.cfg.Durable, ctx.Err())
 	}
 }

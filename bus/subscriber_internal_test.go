@@ -281,4 +281,13 @@ func TestSubscriberHoldsNoMoreThanItsWindowAfterAReconnect(t *testing.T) {
 	if h, _ := sub.Holding(); h != window {
 		t.Fatalf("holding %d, window %d", h, window)
 	}
+	// Stop ends both inboxes: Done is closed.
+	if err := sub.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Done():
+	case <-ctx.Done():
+		t.Fatal("Done not closed after Stop: an old inbox is still open")
+	}
 }
