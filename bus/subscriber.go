@@ -595,7 +595,7 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
-		for _, old := range append(retired, sub) {
+		for _, old := range append([]*nats.Subscription{sub}, retired...) {
 			_ = old.Unsubscribe()
 		}
 		return fmt.Errorf("bus: subscriber %s: drain: %w", s.cfg.Durable, ctx.Err())
