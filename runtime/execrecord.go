@@ -203,13 +203,20 @@ func (x *execRecords) stop() {
 }
 
 // watch reads every batch stored in the agent's records bucket into the
-// index, and prunes entries older than the TTL.
+// index, and prunes entries older than the TTL. After the connection
+// reconnects it watches again from the revision after the last one read:
+// the client library's watch of a restarted server stalls until it misses
+// heartbeats (14 s seen), and meanwhile this replica would not know what
+// the others ran (TestReplicasThatLiveThroughAServerRestartStillSeeEachOthersRuns).
 func (x *execRecords) watch(ctx context.Context, caughtUp chan struct{}) {
 	r := x.rt
 	signal := sync.OnceFunc(func() { close(caughtUp) })
 	defer signal()
 	prune := time.NewTicker(max(x.ttl/8, time.Second))
 	defer prune.Stop()
+	reconnected := r.conn.NATS().StatusChanged(nats.CONNECTED)
+	defer r.conn.NATS().RemoveStatusListener(reconnected)
+	var next uint64 // the revision to read from; 0: all of the bucket
 	for ctx.Err() == nil {
 		kv := r.records.open(ctx)
 		if kv == nil {
@@ -221,7 +228,11 @@ func (x *execRecords) watch(ctx context.Context, caughtUp chan struct{}) {
 				continue
 			}
 		}
-		w, err := kv.Watch(ctx, "exec.>", jetstream.IgnoreDeletes())
+		opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+		if next > 0 && x.bucketHolds(ctx, kv, next-1) {
+			opts = append(opts, jetstream.ResumeFromRevision(next))
+		}
+		w, err := kv.Watch(ctx, "exec.>", opts...)
 		if err != nil {
 			r.cfg.Logger.Warn("execution records not watched; will try again", "agent", r.cfg.Agent, "err", err)
 			signal()
@@ -232,22 +243,43 @@ func (x *execRecords) watch(ctx context.Context, caughtUp chan struct{}) {
 				continue
 			}
 		}
-		x.follow(ctx, w, prune.C, signal)
+		next = x.follow(ctx, w, prune.C, reconnected, signal, next)
 		_ = w.Stop()
 	}
 }
 
-// follow applies w's updates until ctx ends or w closes.
-func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune <-chan time.Time, signal func()) {
+// bucketHolds reports whether kv's last revision is at least rev: false
+// when the bucket was made anew (a server without its store), whose
+// revisions a watch resumed at rev+1 would skip.
+func (x *execRecords) bucketHolds(ctx context.Context, kv jetstream.KeyValue, rev uint64) bool {
+	sctx, cancel := context.WithTimeout(ctx, recordsTimeout)
+	defer cancel()
+	st, err := kv.Status(sctx)
+	if err != nil {
+		return false // read it all again: slower, never blind
+	}
+	b, ok := st.(*jetstream.KeyValueBucketStatus)
+	return ok && b.StreamInfo().State.LastSeq >= rev
+}
+
+// follow applies w's updates until ctx ends, w closes or the connection
+// reconnects, and returns the revision to watch from next (next, if it
+// read none).
+func (x *execRecords) follow(ctx context.Context, w jetstream.KeyWatcher, prune <-chan time.Time, reconnected <-chan nats.Status, signal func(), next uint64) uint64 {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return next
+		case <-reconnected:
+			return next
 		case now := <-prune:
 			x.prune(now)
 		case e, ok := <-w.Updates():
 			if !ok {
-				return
+				return next
+			}
+			if e != nil {
+				next = max(next, e.Revision()+1)
 			}
 			if e == nil { // the values stored at start are in
 				x.mu.Lock()
