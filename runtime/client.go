@@ -87,7 +87,8 @@ type ClientStats struct {
 	// another correlation id; they were discarded.
 	Mismatched uint64
 	// Unmatched counts replies for no waiting request (late replies after
-	// a timeout, duplicates); they were discarded.
+	// Send gave up, duplicates); they were discarded. A reply that arrives
+	// between two attempts of a Send is kept for the next one.
 	Unmatched uint64
 	// Undecodable counts reply messages that were not valid envelopes.
 	Undecodable uint64
@@ -344,33 +345,11 @@ func (c *Client) sendTo(ctx context.Context, env *envelope.Envelope, published *
 		return nil, resilience.Permanent(fmt.Errorf("runtime: send: %w: payload type %q", envelope.ErrInvalidField, env.PayloadType))
 	}
 	target := c.topo.TaskSubject(env.Recipient, env.PayloadType)
-	policy := resilience.RetryPolicy{
-		MaxRetries: c.retry.MaxRetries,
-		Backoff:    c.retry.Backoff,
-	}
-	rep, err := resilience.Retry(ctx, func(ctx context.Context) (*envelope.Envelope, error) {
-		if c.breakers == nil {
-			if published != nil {
-				*published = true // an attempt publishes (or may have)
-			}
-			return c.attempt(ctx, target, env)
-		}
-		done, err := c.breakers.Get(target).Allow()
-		if err != nil {
-			return nil, fmt.Errorf("runtime: send %s to %s: %w", env.ID, env.Recipient, err)
-		}
-		if published != nil {
-			*published = true
-		}
-		rep, err := c.attempt(ctx, target, env)
-		done(err)
-		return rep, err
-	}, policy)
-	return rep, err
-}
-
-// attempt publishes env once and waits for its reply for AttemptTimeout.
-func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envelope) (*envelope.Envelope, error) {
+	// One waiter for all the attempts: a reply that arrives between two
+	// (the first timed out, the client looks in the replies stream or
+	// backs off) is kept for the next, which returns it instead of
+	// re-sending. The re-send would be deduplicated, and the agent, which
+	// ran the task already, would say nothing more.
 	w := &waiter{reply: make(chan *envelope.Envelope, 1)}
 	c.mu.Lock()
 	if c.closed {
@@ -386,6 +365,46 @@ func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envel
 		}
 		c.mu.Unlock()
 	}()
+	policy := resilience.RetryPolicy{
+		MaxRetries: c.retry.MaxRetries,
+		Backoff:    c.retry.Backoff,
+	}
+	rep, err := resilience.Retry(ctx, func(ctx context.Context) (*envelope.Envelope, error) {
+		if c.breakers == nil {
+			if published != nil {
+				*published = true // an attempt publishes (or may have)
+			}
+			return c.attempt(ctx, target, env, w)
+		}
+		done, err := c.breakers.Get(target).Allow()
+		if err != nil {
+			return nil, fmt.Errorf("runtime: send %s to %s: %w", env.ID, env.Recipient, err)
+		}
+		if published != nil {
+			*published = true
+		}
+		rep, err := c.attempt(ctx, target, env, w)
+		done(err)
+		return rep, err
+	}, policy)
+	return rep, err
+}
+
+// attempt publishes env once and waits for its reply, on w, for
+// AttemptTimeout. A reply that came since the last attempt is returned at
+// once.
+func (c *Client) attempt(ctx context.Context, target string, env *envelope.Envelope, w *waiter) (*envelope.Envelope, error) {
+	select {
+	case rep := <-w.reply:
+		return rep, nil
+	default:
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClientClosed
+	}
 	actx, cancel := context.WithTimeout(ctx, c.retry.AttemptTimeout)
 	defer cancel()
 
