@@ -109,6 +109,29 @@ func TestCheckerFlagsASendThatFailedForATaskThatSucceeded(t *testing.T) {
 	}
 }
 
+// Seed 32088820: the task succeeded while the replies stream was off, its
+// reply was stored only once the stream was back, after the Send's last
+// attempt and look-up had given up. The Send's timeout was the truth: the
+// reply was nowhere it could be read. A reply stored well before the Send
+// gave up, and missed, is still flagged.
+func TestCheckerExcusesASendWhoseReplyWasStoredAfterItGaveUp(t *testing.T) {
+	t0 := time.Now()
+	world := func(storedMs int) *world {
+		w := baseWorld(t0)
+		addTask(w, "S", "ok", t0)
+		w.replies["S"] = []reply{{Env: &envelope.Envelope{CorrelationID: "S"}, Stored: t0.Add(time.Duration(storedMs) * time.Millisecond)}}
+		run(w, t0, 10, "S", 1, 0, 500, "done")
+		w.sends = []*sendRec{{ID: "S", Start: t0, End: t0.Add(5 * time.Second), Err: errors.New("timeout")}}
+		return w
+	}
+	if vs := check(world(5100)); len(vs) != 0 {
+		t.Fatalf("a Send that gave up before its reply was stored was judged: %v", vs)
+	}
+	if got := invariants(check(world(1000))); !reflect.DeepEqual(got, []string{"send-error-means-not-done"}) {
+		t.Fatalf("violations %v, want send-error-means-not-done (the reply was stored 4 s before the Send gave up)", got)
+	}
+}
+
 func TestCheckerFlagsAReplayRunTwice(t *testing.T) {
 	t0 := time.Now()
 	w := baseWorld(t0)
