@@ -176,6 +176,37 @@ func TestCheckerFlagsAStarvedHealthySubjectAndAHoardingReplica(t *testing.T) {
 	}
 }
 
+// Seed 1, once a reply's try stopped holding its worker for 10 s: a
+// healthy task published as a downstream went down waited 4 s behind a
+// backlog of task.request tasks published before it, which ran (the
+// breaker still closed: no failure had reached a worker yet); the breaker
+// opened when the first failing tasks did, and the healthy task ran 0.4 s
+// later. Its wait is judged from when the breaker can have opened (a
+// threshold's run of failures in the ledger), not from the fault's start.
+// A breaker open before the task was published counts from its publish.
+func TestCheckerJudgesIsolationFromWhenTheBreakerOpened(t *testing.T) {
+	t0 := time.Now()
+	world := func(failMs int) *world {
+		w := baseWorld(t0)
+		w.s.Config.BreakerThreshold, w.s.Config.BreakerOpen = 3, 5*time.Second
+		w.faults = []*fault{{Kind: "down", From: t0, To: t0.Add(10 * time.Second)}}
+		addTask(w, "H", "ok", t0.Add(time.Second))
+		w.tasks["H"].Healthy = true
+		w.replies["H"] = []reply{{Env: &envelope.Envelope{CorrelationID: "H"}}}
+		for i := range 3 {
+			w.lines = append(w.lines, Line{T: at(t0, failMs+10*i), PID: 10, Ev: "fail", Task: fmt.Sprint("D", i), Att: 1, Kind: "down", Sub: string(envelope.TaskRequest)})
+		}
+		run(w, t0, 10, "H", 1, 5400, 5420, "done")
+		return w
+	}
+	if vs := check(world(5000)); len(vs) != 0 {
+		t.Fatalf("a healthy task that ran 0.4 s after the breaker opened was judged: %v", vs)
+	}
+	if got := invariants(check(world(500))); !reflect.DeepEqual(got, []string{"breaker-isolation"}) {
+		t.Fatalf("violations %v, want breaker-isolation (open before its publish, done 4.4 s after it)", got)
+	}
+}
+
 // A replica whose breaker may be open parks its share of a burst, so the
 // others running it is no hoarding (seed 211469805): the burst is not
 // judged while the ledger shows a threshold's run of transient failures
