@@ -711,6 +711,38 @@ func (c *checker) breakerMayBeOpen(sub string, from, to time.Time) bool {
 	if cfg.BreakerThreshold <= 0 {
 		return false
 	}
+	for _, at := range c.breakerOpenings(sub) {
+		if !at.After(to) && at.Add(cfg.BreakerOpen+cfg.AckWait).After(from) {
+			return true
+		}
+	}
+	return false
+}
+
+// breakerOpenedAt returns the earliest time in [from - BreakerOpen, to]
+// at which some replica's breaker for payload type sub can have opened
+// (see breakerOpenings). With no threshold configured (a unit test's
+// world), the breaker counts as open from from on.
+func (c *checker) breakerOpenedAt(sub string, from, to time.Time) (time.Time, bool) {
+	cfg := c.w.s.Config
+	if cfg.BreakerThreshold <= 0 {
+		return from, true
+	}
+	var opened time.Time
+	for _, at := range c.breakerOpenings(sub) {
+		if !at.After(to) && at.Add(cfg.BreakerOpen).After(from) && (opened.IsZero() || at.Before(opened)) {
+			opened = at
+		}
+	}
+	return opened, !opened.IsZero()
+}
+
+// breakerOpenings returns the times at which some replica's breaker for
+// payload type sub can have opened, or opened again after a failed probe:
+// each failure that is at least the BreakerThreshold-th of a run of them
+// in one process, no success between.
+func (c *checker) breakerOpenings(sub string) []time.Time {
+	var out []time.Time
 	failures := map[int]int{} // consecutive, by pid
 	for _, l := range c.w.lines {
 		if l.Sub != sub {
@@ -721,42 +753,12 @@ func (c *checker) breakerMayBeOpen(sub string, from, to time.Time) bool {
 			failures[l.PID] = 0
 		case l.Ev == "fail" && l.Kind != "badpayload": // an undecodable payload is permanent
 			failures[l.PID]++
-			if failures[l.PID] >= cfg.BreakerThreshold && !l.Time().After(to) && l.Time().Add(cfg.BreakerOpen+cfg.AckWait).After(from) {
-				return true
+			if failures[l.PID] >= c.w.s.Config.BreakerThreshold {
+				out = append(out, l.Time())
 			}
 		}
 	}
-	return false
-}
-
-// breakerOpenedAt returns the earliest time in [from - BreakerOpen, to]
-// at which some replica's breaker for payload type sub can have opened:
-// the ledger's threshold-th failure in a run of them in one process. With
-// no threshold configured (a unit test's world), the breaker counts as
-// open from from on.
-func (c *checker) breakerOpenedAt(sub string, from, to time.Time) (time.Time, bool) {
-	cfg := c.w.s.Config
-	if cfg.BreakerThreshold <= 0 {
-		return from, true
-	}
-	failures := map[int]int{} // consecutive, by pid
-	var opened time.Time
-	for _, l := range c.w.lines {
-		if l.Sub != sub {
-			continue
-		}
-		switch {
-		case l.Ev == "done":
-			failures[l.PID] = 0
-		case l.Ev == "fail" && l.Kind != "badpayload":
-			failures[l.PID]++
-			at := l.Time()
-			if failures[l.PID] >= cfg.BreakerThreshold && !at.After(to) && at.Add(cfg.BreakerOpen).After(from) && (opened.IsZero() || at.Before(opened)) {
-				opened = at
-			}
-		}
-	}
-	return opened, !opened.IsZero()
+	return out
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -780,7 +782,8 @@ func (c *checker) checkSends() {
 			}
 			continue
 		}
-		if l, ok := c.firstDone(s.ID); ok && l.Time().Before(s.End.Add(-200*time.Millisecond)) && !c.storedAfter(s.ID, s.End.Add(-200*time.Millisecond)) {
+		gaveUp := s.End.Add(-200 * time.Millisecond)
+		if l, ok := c.firstDone(s.ID); ok && l.Time().Before(gaveUp) && !c.storedAfter(s.ID, gaveUp) {
 			hint := ""
 			if c.faultsDuring(s.Start, s.End, "drop") > 0 {
 				hint = "the reply was published while the client was reconnecting and the client never looked in the replies stream (issue 14 item 6)"

@@ -262,6 +262,29 @@ func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 	}
 }
 
+// burstWorld is a world with one fair burst of up+joined tasks at 20 s,
+// run one after the other (10 ms apart, the 5th done at 20048 ms): the
+// first up by pid 10, the replica that stayed up, the rest by pid 11,
+// the joiner; the window is Concurrency + Prefetch.
+func burstWorld(t0 time.Time, prefetch, concurrency, up, joined int) *world {
+	w := baseWorld(t0)
+	w.s.Config.Prefetch, w.s.Config.Concurrency = prefetch, concurrency
+	b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
+	for i := range up + joined {
+		id := fmt.Sprintf("t%02d", i)
+		addTask(w, id, "ok", b.At)
+		w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
+		pid := 10
+		if i >= up {
+			pid = 11
+		}
+		run(w, t0, pid, id, 1, 20000+10*i, 20008+10*i, "done")
+		b.IDs = append(b.IDs, id)
+	}
+	w.fair = []fairBurst{b}
+	return w
+}
+
 // A replica holds at most its window (Concurrency + Prefetch; here
 // Prefetch 32 and no concurrency counted) of a burst before another joins;
 // the rest is what must be shared. Seed 13 (prefetch 32): the replica that
@@ -269,24 +292,7 @@ func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 // held before the joiner's first pull: no hoarding. All 49 is.
 func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
 	t0 := time.Now()
-	burst := func(up, joined int) *world {
-		w := baseWorld(t0)
-		w.s.Config.Prefetch = 32
-		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
-		for i := range up + joined {
-			id := fmt.Sprintf("t%02d", i)
-			addTask(w, id, "ok", b.At)
-			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
-			pid := 10
-			if i >= up {
-				pid = 11
-			}
-			run(w, t0, pid, id, 1, 20000+10*i, 20008+10*i, "done")
-			b.IDs = append(b.IDs, id)
-		}
-		w.fair = []fairBurst{b}
-		return w
-	}
+	burst := func(up, joined int) *world { return burstWorld(t0, 32, 0, up, joined) }
 	if vs := check(burst(37, 12)); len(vs) != 0 {
 		t.Fatalf("37 of 49 with a window of 32 was judged hoarding: %v", vs)
 	}
@@ -305,24 +311,7 @@ func TestCheckerJudgesFairnessBeyondTheWindow(t *testing.T) {
 // it; the checker counted a window of 32 and flagged it.
 func TestCheckerCountsTheRunningTasksInTheWindow(t *testing.T) {
 	t0 := time.Now()
-	burst := func(up int) *world {
-		w := baseWorld(t0)
-		w.s.Config.Prefetch, w.s.Config.Concurrency = 32, 4
-		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
-		for i := range 37 {
-			id := fmt.Sprintf("t%02d", i)
-			addTask(w, id, "ok", b.At)
-			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
-			pid := 10
-			if i >= up {
-				pid = 11
-			}
-			run(w, t0, pid, id, 1, 20000+10*i, 20008+10*i, "done")
-			b.IDs = append(b.IDs, id)
-		}
-		w.fair = []fairBurst{b}
-		return w
-	}
+	burst := func(up int) *world { return burstWorld(t0, 32, 4, up, 37-up) }
 	if vs := check(burst(36)); len(vs) != 0 {
 		t.Fatalf("36 of 37 with a window of 36 was judged hoarding: %v", vs)
 	}
@@ -341,20 +330,10 @@ func TestCheckerCountsTheRunningTasksInTheWindow(t *testing.T) {
 func TestCheckerCountsWhatTheUpReplicaRanBeforeTheJoinerPulled(t *testing.T) {
 	t0 := time.Now()
 	burst := func(readyMs int) *world {
-		w := baseWorld(t0)
-		w.s.Config.Prefetch = 32
-		b := fairBurst{At: t0.Add(20 * time.Second), Eligible: true}
-		for i := range 37 {
-			id := fmt.Sprintf("t%02d", i)
-			addTask(w, id, "ok", b.At)
-			w.replies[id] = []reply{{Env: &envelope.Envelope{CorrelationID: id}}}
-			run(w, t0, 10, id, 1, 20000+10*i, 20008+10*i, "done") // the 5th is done at 20048
-			b.IDs = append(b.IDs, id)
-		}
+		w := burstWorld(t0, 32, 0, 37, 0)
 		if readyMs > 0 {
 			w.lines = append(w.lines, Line{T: at(t0, readyMs), PID: 11, Ev: "ready"})
 		}
-		w.fair = []fairBurst{b}
 		return w
 	}
 	if vs := check(burst(20055)); len(vs) != 0 {
