@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func TestAReplyTryWaitsBrieflyForItsAck(t *testing.T) {
 	for {
 		if _, err := replies.GetLastMsgForSubject(ctx, env.ReplyTo); err == nil {
 			break
-		} else if err != jetstream.ErrMsgNotFound {
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Fatal(err)
 		}
 		if time.Now().After(deadline) {
