@@ -353,30 +353,17 @@ func (p *pipeline) reserve(e *Entry) error {
 // matter (paceDrain) first lets everything in flight finish: the entries
 // whose turn has come are published and marked now, not when the next
 // turn comes, and an interruption in the wait leaves nothing unsettled.
+// lim.Wait returns at once when the turn comes after ctx's deadline.
 func (p *pipeline) pace(ctx context.Context, lim *rate.Limiter) error {
 	if err := p.advance(); err != nil {
 		return err
 	}
-	r := lim.Reserve()
-	if r.Delay() >= paceDrain {
+	if missing := 1 - lim.Tokens(); missing > 0 && time.Duration(missing/float64(lim.Limit())*float64(time.Second)) >= paceDrain {
 		if err := p.drain(); err != nil {
-			r.Cancel()
 			return err
 		}
 	}
-	d := r.Delay() // what is left of it
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.Cancel()
-		return ctx.Err()
-	}
+	return lim.Wait(ctx)
 }
 
 // advance moves on every stage's answered heads, without waiting: a task
