@@ -26,15 +26,13 @@ const settleTimeout = 10 * time.Second
 
 // replyTryTimeout bounds one try of a reply's publish: a try that hears
 // no ack (the replies stream does not capture the subject while a client
-// listens on it, so nobody answers the publish; a stream electing a
-// leader) is tried again, with the same id, instead of holding the worker
-// for settleTimeout on a request nobody will answer.
+// listens on it, so nobody answers the publish) is tried again, with the
+// same id, instead of holding the worker for settleTimeout.
 const replyTryTimeout = 2 * time.Second
 
 // settleBudget bounds how long a settling delivery is heartbeated: the
-// reply's tries and pauses (see replyRetrying), then a dead letter and the
-// record.
-const settleBudget = settleTimeout + replyTryTimeout + replyAttempts*replyPause + 2*settleTimeout
+// reply's tries and pauses, then a dead letter and the record.
+const settleBudget = replyAttempts*replyTryTimeout + 6*replyPause + 2*settleTimeout
 
 // errEncodeReply: the handler's result cannot be encoded; publishing it
 // again does not help.
@@ -335,28 +333,22 @@ const (
 )
 
 // replyRetrying publishes the reply to req, retrying a failed publish
-// (replies stream unavailable, a reconnect) replyAttempts times; tries
-// that heard no ack go on until settleTimeout has passed since the first,
-// the time one try used to wait, so that a stream electing a leader still
-// gets the reply (TestClusterSurvivesLosingTheTasksStreamLeader), while a
-// stream that is back is heard within a try.
+// (replies stream unavailable, a reconnect) a few times.
 func (r *Runtime) replyRetrying(req *envelope.Envelope, result any) error {
 	var err error
-	first := time.Now()
-	for try := 0; ; try++ {
+	for try := range replyAttempts {
 		if err = r.reply(req, result); err == nil || r.aborting() || errors.Is(err, errEncodeReply) {
 			return err
 		}
-		unheard := errors.Is(err, context.DeadlineExceeded) && time.Since(first) < settleTimeout
-		if try >= replyAttempts-1 && !unheard {
-			return err
-		}
-		select {
-		case <-time.After(time.Duration(min(try+1, replyAttempts)) * replyPause):
-		case <-r.abort:
-			return err
+		if try < replyAttempts-1 {
+			select {
+			case <-time.After(time.Duration(try+1) * replyPause):
+			case <-r.abort:
+				return err
+			}
 		}
 	}
+	return err
 }
 
 // replyFailed settles a task whose handler succeeded but whose reply
