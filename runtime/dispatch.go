@@ -24,15 +24,9 @@ import (
 // delivery, so a stuck server cannot wedge a worker.
 const settleTimeout = 10 * time.Second
 
-// replyTryTimeout bounds one try of a reply's publish: a try that hears
-// no ack (the replies stream does not capture the subject while a client
-// listens on it, so nobody answers the publish) is tried again, with the
-// same id, instead of holding the worker for settleTimeout.
-const replyTryTimeout = 2 * time.Second
-
 // settleBudget bounds how long a settling delivery is heartbeated: the
 // reply's tries and pauses, then a dead letter and the record.
-const settleBudget = replyAttempts*replyTryTimeout + 6*replyPause + 2*settleTimeout
+const settleBudget = replyAttempts*settleTimeout + 6*replyPause + 2*settleTimeout
 
 // errEncodeReply: the handler's result cannot be encoded; publishing it
 // again does not help.
@@ -443,7 +437,7 @@ func (r *Runtime) reply(req *envelope.Envelope, result any) error {
 	if !strings.HasPrefix(req.ReplyTo, r.cfg.Topology.ReplySubject("")) {
 		return r.replyUnstored(req, msg)
 	}
-	ctx, cancel := context.WithTimeout(r.handlerCtx, replyTryTimeout)
+	ctx, cancel := context.WithTimeout(r.handlerCtx, settleTimeout)
 	defer cancel()
 	_, err = r.pub.PublishMsg(ctx, msg)
 	return err
